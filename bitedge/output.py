@@ -1,0 +1,44 @@
+"""Output helpers shared by every CLI command: one --json printer, progress bars on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+
+import numpy as np
+
+
+def _default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if hasattr(obj, "__fspath__"):
+        return str(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def print_json(data) -> None:
+    """The one way commands print --json: indented, stable key order as given, newline-terminated."""
+    sys.stdout.write(json.dumps(data, indent=2, default=_default) + "\n")
+
+
+@contextmanager
+def progress(description: str, total: float | None, unit: str = "", enabled: bool = True):
+    """A rich progress bar on stderr; yields advance(n). Disabled (a no-op) when not enabled."""
+    if not enabled:
+        yield lambda n=1: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = [TextColumn("{task.description}"), BarColumn()]
+    if unit == "bytes":
+        columns.append(DownloadColumn())
+    else:
+        columns.append(TextColumn("{task.completed:.0f}/{task.total:.0f}" if total else "{task.completed:.0f}"))
+    columns += [TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n=1: bar.advance(task, n)
