@@ -1,0 +1,107 @@
+"""Put the runtime and a model on a board and run them there."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fabric import Connection
+
+from bitedge.deploy.probe import BoardInfo, check_binary_runs_on, probe
+from bitedge.deploy.ssh import HostSpec, quote_argv, run
+from bitedge.deploy.upload import UploadResult, resolve_remote_dir, upload_file
+from bitedge.errors import BitedgeError
+
+# Cumulative energy counters a board may expose (microjoules): Intel/AMD RAPL powercap, hwmon energy sensors.
+ENERGY_SCRIPT = r"""
+t=0; n=0
+for f in /sys/class/powercap/intel-rapl:[0-9]/energy_uj /sys/class/powercap/amd-rapl:[0-9]/energy_uj /sys/class/hwmon/hwmon*/energy[0-9]_input; do
+  if [ -r "$f" ]; then v=$(cat "$f" 2>/dev/null) && [ -n "$v" ] && t=$((t + v)) && n=$((n + 1)); fi
+done
+[ "$n" -gt 0 ] && echo "$t" || echo "n/a"
+"""
+
+
+@dataclass
+class Deployment:
+    spec: HostSpec
+    board: BoardInfo
+    remote_dir: str
+    binary: str  # remote path of bitedge-run
+    model: str | None  # remote path of the model
+    runner: list[str] = field(default_factory=list)
+    uploads: list[UploadResult] = field(default_factory=list)
+
+    def command(self, *args: str) -> list[str]:
+        return [*self.runner, self.binary, *args]
+
+    def as_dict(self) -> dict:
+        return {
+            "host": self.spec.name, "board": self.board.as_dict(), "remote_dir": self.remote_dir,
+            "binary": self.binary, "model": self.model, "runner": self.runner,
+            "uploads": [u.__dict__ for u in self.uploads],
+        }
+
+
+def deploy(conn: Connection, spec: HostSpec, binary: str | Path, model: str | Path | None = None, *,
+           runner: list[str] | None = None, progress=None, verify: bool = True) -> Deployment:
+    """Upload bitedge-run (and a model) into the board's remote_dir, check they arrived whole and run."""
+    board = probe(conn)
+    runner = list(runner or [])
+    check_binary_runs_on(binary, board, runner)
+    remote_dir = resolve_remote_dir(conn, spec.remote_dir)
+    uploads = [upload_file(conn, binary, posixpath.join(remote_dir, "bin", "bitedge-run"), mode=0o755, progress=progress)]
+    remote_model = None
+    if model is not None:
+        remote_model = posixpath.join(remote_dir, "models", Path(model).name)
+        uploads.append(upload_file(conn, model, remote_model, progress=progress))
+    dep = Deployment(spec, board, remote_dir, uploads[0].remote_path, remote_model, runner, uploads)
+    if verify:
+        args = ["info"] + (["-m", remote_model] if remote_model else [])
+        result = run(conn, dep.command(*args), timeout=300, check=False)
+        if result.exited != 0:
+            lines = (result.stderr or result.stdout or "").strip().splitlines()
+            raise BitedgeError(f"{spec.name}: bitedge-run does not start on the board: {lines[-1] if lines else f'exit {result.exited}'}")
+    return dep
+
+
+def read_energy_uj(conn: Connection) -> int | None:
+    out = run(conn, ENERGY_SCRIPT, timeout=30, check=False).stdout.strip()
+    return int(out) if out.isdigit() else None
+
+
+def run_json(conn: Connection, dep: Deployment, args: list[str], *, timeout: float, stream: bool = False) -> dict:
+    """Run bitedge-run with --json remotely and parse the last JSON document on stdout."""
+    result = run(conn, dep.command(*args, "--json"), timeout=timeout, stream=stream)
+    text = result.stdout.strip()
+    start = text.find("{") if text.startswith("{") else text.rfind("\n{")
+    try:
+        return json.loads(text[start:].strip() if start >= 0 else text)
+    except json.JSONDecodeError:
+        raise BitedgeError(f"{dep.spec.name}: bitedge-run printed no JSON result: {text[-200:]!r}") from None
+
+
+def remote_generate(conn: Connection, dep: Deployment, *, prompt: str, n: int, threads: int = 1,
+                    timeout: float = 600, extra: list[str] = ()) -> dict:
+    if not dep.model:
+        raise BitedgeError("no model deployed")
+    return run_json(conn, dep, ["generate", "-m", dep.model, "-p", prompt, "-n", str(n), "-t", str(threads), *extra],
+                    timeout=timeout)
+
+
+def remote_bench(conn: Connection, dep: Deployment, *, n_prompt: int = 128, n_gen: int = 128, threads: str = "1",
+                 reps: int = 5, timeout: float = 3600) -> dict:
+    """Run `bitedge-run bench` remotely; energy is measured around it where the board has counters."""
+    if not dep.model:
+        raise BitedgeError("no model deployed")
+    e0 = read_energy_uj(conn)
+    out = run_json(conn, dep, ["bench", "-m", dep.model, "-p", str(n_prompt), "-n", str(n_gen), "-t", threads,
+                               "-r", str(reps)], timeout=timeout)
+    e1 = read_energy_uj(conn)
+    out["energy_j"] = (e1 - e0) / 1e6 if e0 is not None and e1 is not None and e1 >= e0 else None
+    return out
+
+
+__all__ = ["Deployment", "deploy", "remote_generate", "remote_bench", "read_energy_uj", "quote_argv"]

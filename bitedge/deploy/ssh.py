@@ -1,0 +1,155 @@
+"""SSH connections to boards with fabric, host keys checked like OpenSSH does.
+
+Fabric trusts every host key by default (paramiko AutoAddPolicy, fabric#2071); bitedge loads
+~/.ssh/known_hosts (plus an optional extra file) and refuses an unknown key unless the user opts in
+with --accept-new-host-key, which then records the key (OpenSSH's StrictHostKeyChecking=accept-new).
+A changed key is always refused.
+"""
+
+from __future__ import annotations
+
+import shlex
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paramiko
+from fabric import Config, Connection
+from invoke.exceptions import CommandTimedOut, UnexpectedExit
+
+from bitedge.errors import BitedgeError
+
+DEFAULT_CONNECT_TIMEOUT = 15.0
+DEFAULT_COMMAND_TIMEOUT = 600.0
+
+
+@dataclass
+class HostSpec:
+    """Where a board is: an ssh_config alias or user@host:port, plus bitedge's per-board settings."""
+
+    name: str  # label used in results (inventory key, or the alias)
+    host: str  # what fabric connects to: alias, hostname or IP
+    user: str | None = None
+    port: int | None = None
+    identity: str | None = None
+    target: str | None = None  # board profile id
+    remote_dir: str = "~/bitedge"
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> "HostSpec":
+        """'pi@raspberrypi.local:2222', 'pi5' (an ssh_config alias) or 'host'."""
+        user = port = None
+        rest = text
+        if "@" in rest:
+            user, rest = rest.rsplit("@", 1)
+        if rest.count(":") == 1:
+            rest, p = rest.split(":")
+            if not p.isdigit() or not 0 < int(p) < 65536:
+                raise BitedgeError(f"host {text!r}: port {p!r} is not a number from 1 to 65535")
+            port = int(p)
+        if not rest:
+            raise BitedgeError(f"host {text!r}: no host name")
+        return cls(name=text, host=rest, user=user or None, port=port)
+
+
+class _RecordNewHostKey(paramiko.MissingHostKeyPolicy):
+    """accept-new: trust a key never seen before and save it; a changed key still fails (paramiko raises)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def missing_host_key(self, client, hostname, key):
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+
+
+class _RejectUnknownHostKey(paramiko.MissingHostKeyPolicy):
+    def missing_host_key(self, client, hostname, key):
+        raise BitedgeError(
+            f"host key of {hostname} is not in known_hosts; if you trust this board, run again with "
+            f"--accept-new-host-key (or add it with: ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts)"
+        )
+
+
+def _secure(conn: Connection, known_hosts: Path | None, accept_new: bool) -> None:
+    client = conn.client
+    user_known = Path(known_hosts) if known_hosts else Path("~/.ssh/known_hosts").expanduser()
+    if known_hosts is None:
+        try:
+            client.load_system_host_keys()
+        except OSError:
+            pass
+    elif user_known.exists():
+        client.load_host_keys(str(user_known))
+    client.set_missing_host_key_policy(_RecordNewHostKey(user_known) if accept_new else _RejectUnknownHostKey())
+    if isinstance(conn.gateway, Connection):  # ProxyJump: the jump host is checked the same way
+        _secure(conn.gateway, known_hosts, accept_new)
+
+
+def connect(
+    spec: HostSpec,
+    *,
+    ssh_config: str | Path | None = None,
+    known_hosts: str | Path | None = None,
+    accept_new_host_key: bool = False,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+) -> Connection:
+    """Open a checked connection. ssh_config: a file to read instead of ~/.ssh/config (tests use one)."""
+    overrides = {"load_ssh_configs": True}
+    config = Config(runtime_ssh_path=str(ssh_config)) if ssh_config else Config(overrides=overrides)
+    if ssh_config:
+        config.load_ssh_config()
+    kwargs = {}
+    if spec.identity:
+        kwargs["key_filename"] = [str(Path(spec.identity).expanduser())]
+    kwargs["banner_timeout"] = connect_timeout
+    kwargs["auth_timeout"] = connect_timeout
+    conn = Connection(
+        spec.host, user=spec.user, port=spec.port, config=config,
+        connect_timeout=connect_timeout, connect_kwargs=kwargs,
+    )
+    _secure(conn, Path(known_hosts) if known_hosts else None, accept_new_host_key)
+    where = f"{conn.user}@{conn.host}:{conn.port}"
+    try:
+        conn.open()
+    except BitedgeError:
+        raise
+    except paramiko.BadHostKeyException as e:
+        raise BitedgeError(
+            f"{where}: HOST KEY CHANGED (got {e.key.get_name()}); refusing to connect. If the board was "
+            f"reinstalled, remove its old line from known_hosts"
+        ) from None
+    except paramiko.AuthenticationException as e:
+        raise BitedgeError(f"{where}: authentication failed ({e}); check the user and key (IdentityFile)") from None
+    except (socket.timeout, TimeoutError):
+        raise BitedgeError(f"{where}: connection timed out after {connect_timeout:g} s") from None
+    except (paramiko.SSHException, OSError, EOFError) as e:
+        raise BitedgeError(f"{where}: cannot connect: {e or type(e).__name__}") from None
+    return conn
+
+
+def quote_argv(argv: list[str]) -> str:
+    """A shell command line from argv, every word quoted: no injection through file names."""
+    return " ".join(shlex.quote(str(a)) for a in argv)
+
+
+def run(conn: Connection, argv: list[str] | str, *, timeout: float = DEFAULT_COMMAND_TIMEOUT, check: bool = True,
+        stream: bool = False, env: dict | None = None):
+    """Run a command remotely with a timeout. argv lists are quoted; a str is used as a trusted shell snippet."""
+    cmd = argv if isinstance(argv, str) else quote_argv(argv)
+    if env:
+        cmd = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in env.items()) + " " + cmd
+    try:
+        return conn.run(cmd, hide=not stream, warn=not check, timeout=timeout, in_stream=False)
+    except CommandTimedOut:
+        raise BitedgeError(f"{conn.host}: command timed out after {timeout:g} s: {cmd[:120]}") from None
+    except UnexpectedExit as e:
+        err = (e.result.stderr or e.result.stdout or "").strip().splitlines()
+        raise BitedgeError(
+            f"{conn.host}: command failed with exit {e.result.exited}: {cmd[:120]}" + (f": {err[-1]}" if err else "")
+        ) from None
+    except (paramiko.SSHException, OSError, EOFError) as e:
+        raise BitedgeError(f"{conn.host}: connection lost while running a command: {e or type(e).__name__}") from None

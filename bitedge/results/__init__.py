@@ -1,0 +1,1 @@
+"""Benchmark results: a SQLite store, exports, tables and plots."""

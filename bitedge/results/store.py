@@ -1,0 +1,125 @@
+"""Every benchmark run goes into one SQLite database (default ~/.local/share/bitedge/results.db)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sqlite3
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from bitedge import __version__
+from bitedge.errors import BitedgeError
+
+DEFAULT_DB = Path(os.environ.get("BITEDGE_RESULTS", "~/.local/share/bitedge/results.db")).expanduser()
+
+
+@dataclass
+class BenchRow:
+    """One test (pp or tg at one thread count) of one benchmark run on one board."""
+
+    board: str  # host label
+    cpu: str
+    target: str
+    model: str
+    model_sha256: str
+    method: str  # kernel method: i2_s, tl1, tl2
+    threads: int
+    test: str  # "pp128", "tg128"
+    n_prompt: int
+    n_gen: int
+    avg_ts: float
+    stddev_ts: float
+    reps: int = 0
+    peak_rss_mb: float | None = None
+    # energy of the whole `bitedge-run bench` invocation (all its tests), from the board's cumulative counters;
+    # None = the board exposes no energy counter ("n/a"), never invented
+    run_energy_j: float | None = None
+    toolchain: str = ""
+    kernels: str = ""
+    bitedge_version: str = __version__
+    time: float = 0.0
+    run_id: str = ""
+
+
+COLUMNS = [f.name for f in fields(BenchRow)]
+_TYPES = {"threads": "INTEGER", "n_prompt": "INTEGER", "n_gen": "INTEGER", "reps": "INTEGER",
+          "avg_ts": "REAL", "stddev_ts": "REAL", "peak_rss_mb": "REAL", "run_energy_j": "REAL", "time": "REAL"}
+
+
+class ResultStore:
+    def __init__(self, path: str | Path = DEFAULT_DB):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path)
+            cols = ", ".join(f"{c} {_TYPES.get(c, 'TEXT')}" for c in COLUMNS)
+            self.db.execute(f"CREATE TABLE IF NOT EXISTS runs (id INTEGER PRIMARY KEY, {cols})")
+            self.db.commit()
+        except sqlite3.DatabaseError as e:
+            raise BitedgeError(f"{self.path}: not a bitedge results database ({e})") from None
+
+    def add(self, rows: list[BenchRow]) -> None:
+        now = time.time()
+        with self.db:
+            for r in rows:
+                if not r.time:
+                    r.time = now
+                self.db.execute(
+                    f"INSERT INTO runs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                    [getattr(r, c) for c in COLUMNS],
+                )
+
+    def rows(self, **where) -> list[BenchRow]:
+        sql = f"SELECT {', '.join(COLUMNS)} FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(f"{k} = ?" for k in where)
+        cur = self.db.execute(sql + " ORDER BY time, id", list(where.values()))
+        return [BenchRow(*r) for r in cur.fetchall()]
+
+    def export(self, fmt: str) -> str:
+        rows = [asdict(r) for r in self.rows()]
+        if fmt == "json":
+            return json.dumps(rows, indent=2) + "\n"
+        if fmt == "csv":
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=COLUMNS)
+            w.writeheader()
+            w.writerows(rows)
+            return buf.getvalue()
+        raise BitedgeError(f"unknown export format {fmt!r} (csv, json)")
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def rows_from_bench(result: dict, **context) -> list[BenchRow]:
+    """BenchRows from `bitedge-run bench --json` output (llama-bench style rows) plus context fields."""
+    tests = result.get("results") if isinstance(result, dict) else result
+    if not isinstance(tests, list) or not tests:
+        raise BitedgeError("benchmark output has no result rows")
+    ctx = dict(context)
+    ctx_cpu = ctx.pop("cpu", "")
+    energy = result.get("energy_j") if isinstance(result, dict) else None
+    default_kernels = result.get("kernels", "") if isinstance(result, dict) else ""
+    out = []
+    for t in tests:
+        try:
+            n_prompt, n_gen = int(t.get("n_prompt", 0)), int(t.get("n_gen", 0))
+            test = f"pp{n_prompt}" if n_prompt else f"tg{n_gen}"
+            rss = t.get("peak_rss_mb")
+            if rss is None and t.get("peak_rss_kb") is not None:
+                rss = t["peak_rss_kb"] / 1024
+            out.append(BenchRow(
+                threads=int(t["n_threads"]), test=test, n_prompt=n_prompt, n_gen=n_gen,
+                avg_ts=float(t["avg_ts"]), stddev_ts=float(t.get("stddev_ts", 0.0)),
+                reps=len(t.get("samples_ts", [])) or int(t.get("reps", 0)),
+                peak_rss_mb=rss, kernels=str(t.get("kernels") or default_kernels),
+                cpu=str(t.get("cpu_info") or ctx_cpu), run_energy_j=energy, **ctx,
+            ))
+        except (KeyError, TypeError, ValueError) as e:
+            raise BitedgeError(f"benchmark output row is malformed ({e}): {t!r}"[:300]) from None
+    return out

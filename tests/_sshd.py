@@ -1,0 +1,119 @@
+"""A real OpenSSH server on loopback for deploy tests: its own host key, user key and known_hosts.
+
+Started per test (or per module) on a free port; nothing here is mocked. Works as root (CI) and as an
+ordinary user (sshd then serves only that user).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def keygen(path: Path, kind: str = "ed25519") -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(path)], check=True)
+    return path
+
+
+@dataclass
+class SshServer:
+    root: Path
+    port: int
+    user: str
+    user_key: Path  # private key the client uses
+    host_key: Path
+    known_hosts: Path  # a known_hosts file that trusts this server
+    ssh_config: Path  # an ssh_config with a Host alias per name in `aliases`
+    proc: subprocess.Popen | None = None
+
+    @property
+    def host_key_line(self) -> str:
+        pub = Path(str(self.host_key) + ".pub").read_text().split()
+        return f"[127.0.0.1]:{self.port} {pub[0]} {pub[1]}"
+
+    def start(self) -> "SshServer":
+        log = self.root / "sshd.log"
+        self.proc = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(self.root / "sshd_config")],
+            stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sshd exited: {log.read_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    if s.recv(4).startswith(b"SSH-"):
+                        return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"sshd did not come up: {log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def make_sshd(root: Path, aliases: dict[str, int] | None = None) -> SshServer:
+    """Create keys and config under root. aliases maps Host alias -> port (default: one alias 'board')."""
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+    Path("/run/sshd").mkdir(exist_ok=True) if os.geteuid() == 0 else None
+    port = free_port()
+    host_key = keygen(root / "ssh_host_ed25519_key")
+    user_key = keygen(root / "id_ed25519")
+    auth = root / "authorized_keys"
+    auth.write_text(Path(str(user_key) + ".pub").read_text())
+    os.chmod(auth, 0o600)
+    user = getpass.getuser()
+    (root / "sshd_config").write_text(
+        "\n".join(
+            [
+                f"Port {port}",
+                "ListenAddress 127.0.0.1",
+                f"HostKey {host_key}",
+                f"AuthorizedKeysFile {auth}",
+                f"PidFile {root / 'sshd.pid'}",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "PubkeyAuthentication yes",
+                "PermitRootLogin prohibit-password",
+                "StrictModes no",
+                "UsePAM no",
+                "Subsystem sftp internal-sftp",
+                "LogLevel ERROR",
+                "MaxStartups 50",
+                "MaxSessions 50",
+                "",
+            ]
+        )
+    )
+    server = SshServer(root, port, user, user_key, host_key, root / "known_hosts", root / "ssh_config")
+    server.known_hosts.write_text(server.host_key_line + "\n")
+    aliases = aliases or {"board": port}
+    server.ssh_config.write_text(
+        "".join(
+            f"Host {alias}\n  HostName 127.0.0.1\n  Port {p}\n  User {user}\n  IdentityFile {user_key}\n"
+            for alias, p in aliases.items()
+        )
+    )
+    return server
