@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
+from pathlib import Path
 
 import click
 
 from bitedge import __version__
 from bitedge.errors import BitedgeError
-from bitedge.output import print_json
+from bitedge.output import print_json, progress
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,6 +20,86 @@ def cli() -> None:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+PACKINGS = ["i2_s", "tl1", "tl2", "tq2_0"]
+EMBED_TYPES = ["f16", "f32", "q8_0"]
+
+
+@contextmanager
+def _byte_progress(description: str, total: int, enabled: bool = True):
+    with progress(description, total, unit="bytes", enabled=enabled) as advance:
+        yield advance
+
+
+@cli.command()
+@click.argument("source")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="GGUF file to write.")
+@click.option("--type", "packing", type=click.Choice(PACKINGS), default="i2_s", show_default=True,
+              help="Packing of the ternary matrices (tq2_0: llama.cpp's type, for llama.cpp).")
+@click.option("--embed-type", type=click.Choice(EMBED_TYPES), default="f16", show_default=True,
+              help="Type of the embedding / output matrix.")
+@click.option("--revision", help="Hub revision (branch, tag or commit) when SOURCE is a hub id.")
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("--force-ternarize", is_flag=True,
+              help="Ternarize a checkpoint that is not ternary (lossy: the model changes).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@json_option
+def convert(source, output, packing, embed_type, revision, force, force_ternarize, no_progress, as_json):
+    """Convert SOURCE (HF directory or hub id, .gguf, .onnx) into one bitedge GGUF file."""
+    from bitedge.convert.gguf_writer import plan_tensors, write_gguf
+    from bitedge.convert.sources import open_source
+
+    src = open_source(source, revision=revision, ternary_check=not force_ternarize)
+    total = sum(p.nbytes for p in plan_tensors(src.config.validate(), packing, embed_type))
+    with _byte_progress(f"convert → {Path(output).name}", total, enabled=not (no_progress or as_json)) as advance:
+        summary = write_gguf(src, output, packing=packing, embed_type=embed_type, force=force, progress=advance)
+    if as_json:
+        print_json(summary)
+    else:
+        click.echo(f"wrote {output}: {summary.get('bytes', Path(output).stat().st_size) / 1e6:.1f} MB, "
+                   f"packing {packing}, embeddings {embed_type}, {summary.get('seconds', 0):.1f} s")
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@json_option
+def inspect(file, as_json):
+    """Say what is inside any GGUF file (bitedge, llama.cpp, bitnet.cpp)."""
+    from bitedge.inspect import format_inspect, inspect_file
+
+    info = inspect_file(file)
+    if as_json:
+        print_json(info)
+    else:
+        click.echo(format_inspect(info))
+
+
+@cli.command()
+@click.option("--preset", required=True, help="Model size: test, 125M, 350M, 700M, 1.3B, 2.4B, 3.8B, 7B, 13B, 30B, 70B, 100B.")
+@click.option("-o", "--output", required=True, type=click.Path(), help="GGUF file (or HF checkpoint folder with --hf).")
+@click.option("--type", "packing", type=click.Choice(PACKINGS), default="i2_s", show_default=True)
+@click.option("--embed-type", type=click.Choice(EMBED_TYPES), default="f16", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--hf", "as_hf", is_flag=True, help="Write a Hugging Face checkpoint (bf16 master weights) instead.")
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@json_option
+def dummy(preset, output, packing, embed_type, seed, as_hf, force, no_progress, as_json):
+    """Write a random ternary model at the sizes of the bitnet.cpp paper (streamed: little memory)."""
+    from bitedge.convert.dummy import dummy_source, write_dummy_hf
+    from bitedge.convert.gguf_writer import plan_tensors, write_gguf
+
+    if as_hf:
+        summary = write_dummy_hf(preset, output, seed=seed, force=force)
+    else:
+        src = dummy_source(preset, seed=seed)
+        total = sum(p.nbytes for p in plan_tensors(src.config, packing, embed_type))
+        with _byte_progress(f"dummy {preset} → {Path(output).name}", total, enabled=not (no_progress or as_json)) as advance:
+            summary = write_gguf(src, output, packing=packing, embed_type=embed_type, force=force, progress=advance)
+    if as_json:
+        print_json(summary)
+    else:
+        click.echo(f"wrote {output} ({preset})")
 
 
 def ssh_options(f):
@@ -41,6 +123,299 @@ def _hosts(names, inventory):
     from bitedge.deploy.inventory import load_inventory, resolve_hosts
 
     return resolve_hosts(list(names), load_inventory(inventory) if inventory else None)
+
+
+targets_dir_option = click.option("--targets-dir", "targets_dirs", multiple=True, type=click.Path(file_okay=False),
+                                  help="Another folder of target profiles (*.toml).")
+
+
+@cli.group(invoke_without_command=True)
+@targets_dir_option
+@json_option
+@click.pass_context
+def targets(ctx, targets_dirs, as_json):
+    """List the board profiles (targets/*.toml); `targets show ID` prints one."""
+    ctx.obj = {"targets_dirs": targets_dirs}
+    if ctx.invoked_subcommand:
+        return
+    from bitedge.build.targets import load_targets
+
+    found = load_targets(targets_dirs)
+    if as_json:
+        print_json([t.as_dict() for t in found.values()])
+        return
+    for t in found.values():
+        mark = " (emulated)" if t.emulated else ""
+        click.echo(f"{t.id:<18} {t.os}/{t.arch:<8} {','.join(t.isa):<34} {t.kernel.method:<5} {t.name}{mark}")
+
+
+@targets.command("show")
+@click.argument("name")
+@json_option
+@click.pass_obj
+def targets_show(obj, name, as_json):
+    """Print one profile (by id or alias)."""
+    from bitedge.build.targets import get_target
+
+    t = get_target(name, obj["targets_dirs"])
+    data = t.as_dict()
+    data["path"] = str(t.path) if t.path else None
+    if as_json:
+        print_json(data)
+        return
+    for key, value in data.items():
+        click.echo(f"{key:>10}: {value}")
+
+
+@cli.command()
+@click.option("--cc", help="A compiler command to consider too (as $CC).")
+@json_option
+def doctor(cc, as_json):
+    """Which toolchains can build which targets here, and what to install for the rest."""
+    from bitedge.build.toolchains import doctor as doctor_rows
+
+    rows = doctor_rows(cc=cc)
+    if as_json:
+        print_json([r.as_dict() for r in rows])
+        return
+    for r in rows:
+        tool = f"{r.toolchain} {r.version}".strip() if r.toolchain else "NONE"
+        runner = "" if r.runner is None else f"  runner {r.runner}: {'ok' if r.runner_ok else 'missing'}"
+        fix = f"  → {r.fix}" if r.fix else ""
+        click.echo(f"{r.target:<18} {tool:<34}{runner}{fix}")
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def host_target_id() -> str:
+    """The shipped profile that fits this machine (a real one, not an emulated one)."""
+    from bitedge.build.targets import get_target, suggest_targets
+    from bitedge.deploy.probe import probe_local
+
+    for tid in suggest_targets(probe_local().as_dict()):
+        if not get_target(tid).emulated:
+            return tid
+    raise BitedgeError("no shipped target profile fits this machine: pass --target or add one (docs/targets.md)")
+
+
+def build_for(target_name: str | None, *, clean: bool = False, quiet: bool = False, **kw):
+    """(Target, BuildResult) for a target name, or for this machine when None."""
+    from bitedge.build.compile import build_runtime
+    from bitedge.build.targets import get_target
+
+    target = get_target(target_name or host_target_id(), kw.pop("targets_dirs", ()))
+    return target, build_runtime(target, clean=clean, progress=None if quiet else _say, **kw)
+
+
+@cli.command()
+@click.argument("target", required=False)
+@click.option("--target", "target_opt", help="Target profile id or alias (default: this machine).")
+@click.option("--model", type=click.Path(dir_okay=False), help="Model the kernels are rendered for (its matrix shapes).")
+@click.option("-o", "--out-dir", type=click.Path(file_okay=False), help="Output folder (default build/<target>).")
+@click.option("--toolchain", help="Toolchain id (zig, gcc-cross, clang-cross, gcc, clang, cc).")
+@click.option("--cc", help="A compiler command to use (a vendor cross gcc, say).")
+@click.option("--clean", is_flag=True, help="Ignore cached builds.")
+@targets_dir_option
+@json_option
+def build(target, target_opt, model, out_dir, toolchain, cc, clean, targets_dirs, as_json):
+    """Cross-compile the runtime for a board: one static bitedge-run binary and a manifest."""
+    t, result = build_for(target or target_opt, clean=clean, quiet=as_json, out_dir=out_dir, toolchain=toolchain, cc=cc,
+                          targets_dirs=targets_dirs)
+    info = {"target": t.id, "binary": str(result.binary), "manifest": str(result.manifest), "cached": result.cached,
+            "toolchain": result.toolchain.id}
+    if as_json:
+        print_json(info)
+    else:
+        click.echo(f"{result.binary}  ({t.id}, {result.toolchain.id}{', cached' if result.cached else ''})")
+
+
+def _local_runner(target) -> list[str] | None:
+    return list(target.runner) if target.emulated else None
+
+
+def _deploy_to(spec, target_name, model, opts, quiet=False):
+    """Connect, build for the board's target, deploy (skipping unchanged files). Returns (conn, target, deployment)."""
+    from bitedge.deploy.remote import deploy as deploy_files
+
+    target_name = spec.target or target_name
+    if not target_name:
+        raise BitedgeError(f"{spec.name}: which target profile? pass --target (bitedge probe {spec.name} suggests one)")
+    target, result = build_for(target_name, quiet=quiet)
+    conn = _connect(spec, opts)
+    try:
+        size = result.binary.stat().st_size + (Path(model).stat().st_size if model else 0)
+        with progress(f"upload → {spec.name}", size, unit="bytes", enabled=not quiet) as advance:
+            dep = deploy_files(conn, spec, result.binary, model, runner=_local_runner(target), progress=advance)
+    except BaseException:
+        conn.close()
+        raise
+    return conn, target, dep, result
+
+
+@cli.command()
+@click.argument("host")
+@click.option("--target", help="Target profile of the board (default: the inventory's, or bitedge probe's suggestion).")
+@click.option("--model", type=click.Path(exists=True, dir_okay=False), help="GGUF model to upload too.")
+@ssh_options
+@json_option
+def deploy(host, target, model, as_json, **opts):
+    """Build for the board, upload runtime and model over SSH (sha256-checked, resumable) and check they run."""
+    spec = _hosts([host], opts["inventory"])[0]
+    if not (spec.target or target):
+        with _connect(spec, opts) as conn:
+            from bitedge.deploy.probe import probe as probe_board
+
+            suggested = _suggest_targets(probe_board(conn).as_dict())
+        if not suggested:
+            raise BitedgeError(f"{host}: no shipped target profile fits this board: add one (docs/targets.md)")
+        target = suggested[0]
+        _say(f"{host}: using target {target} (from bitedge probe)")
+    conn, t, dep, _ = _deploy_to(spec, target, model, opts, quiet=as_json)
+    conn.close()
+    if as_json:
+        print_json({"target": t.id, **dep.as_dict()})
+        return
+    for up in dep.uploads:
+        click.echo(f"{up.action:>8}  {up.remote_path}  ({up.size / 1e6:.1f} MB, sha256 {up.sha256[:12]}…)")
+    click.echo(f"{host}: bitedge-run for {t.id} is ready in {dep.remote_dir}")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-p", "--prompt", default="", help="Prompt text.")
+@click.option("-n", "--n-tokens", "n", type=int, default=32, show_default=True, help="Tokens to generate.")
+@click.option("--greedy/--sample", default=True, show_default=True, help="Greedy decoding or sampling.")
+@click.option("--temp", type=float, default=0.8, show_default=True)
+@click.option("--top-k", type=int, default=40, show_default=True)
+@click.option("--top-p", type=float, default=0.95, show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--ignore-eos", is_flag=True, help="Keep generating after the end-of-text token.")
+@click.option("--engine", type=click.Choice(["native", "reference"]), default="native", show_default=True,
+              help="native: the C runtime built for this machine; reference: the numpy oracle.")
+@click.option("-t", "--threads", type=int, default=1, show_default=True)
+@click.option("--target", help="Run a build for this target profile (emulated profiles run under their runner).")
+@click.option("--host", help="Run on this board over SSH (deploys first; unchanged files are not sent again).")
+@ssh_options
+@json_option
+def generate(model, prompt, n, greedy, temp, top_k, top_p, seed, ignore_eos, engine, threads, target, host, as_json, **opts):
+    """Generate text from a GGUF model with the C runtime (here, emulated, or on a board) or the reference."""
+    if n < 0:
+        raise BitedgeError("--n-tokens must be >= 0")
+    if engine == "reference":
+        if host or target:
+            raise BitedgeError("--engine reference runs here in numpy: it takes no --host or --target")
+        result = _reference_generate(model, prompt, n, greedy, temp, seed, ignore_eos)
+    elif host:
+        from bitedge.deploy.remote import remote_generate
+
+        spec = _hosts([host], opts["inventory"])[0]
+        conn, _, dep, _ = _deploy_to(spec, target, model, opts, quiet=as_json)
+        with conn:
+            extra = (["--temp", "0"] if greedy else ["--temp", str(temp), "--top-k", str(top_k), "--top-p", str(top_p),
+                                                     "--seed", str(seed)]) + (["--ignore-eos"] if ignore_eos else [])
+            result = remote_generate(conn, dep, prompt=prompt, n=n, threads=threads, extra=extra)
+    else:
+        from bitedge.native import run_generate
+
+        t, built = build_for(target, quiet=as_json)
+        result = run_generate(built.binary, model, prompt=prompt, n=n, greedy=greedy, threads=threads,
+                              runner=_local_runner(t), temp=temp, top_k=top_k, top_p=top_p, seed=seed,
+                              ignore_eos=ignore_eos)
+    for bulky in ("stderr", "logits_last"):
+        result.pop(bulky, None)
+    result["engine"] = engine
+    if as_json:
+        print_json(result)
+    else:
+        click.echo(prompt + result.get("text", ""))
+
+
+def _reference_generate(model, prompt, n, greedy, temp, seed, ignore_eos) -> dict:
+    from bitedge.gguf_read import read_model
+    from bitedge.reference import Reference
+    from bitedge.tokenizer import decode, encode
+
+    src = read_model(model)
+    if src.tokenizer is None:
+        raise BitedgeError(f"{model}: carries no tokenizer (tokenizer.ggml.*): cannot encode a text prompt")
+    prompt_tokens = encode(src.tokenizer, prompt)
+    if not prompt_tokens:
+        raise BitedgeError("empty prompt and the model adds no BOS token: give a prompt with -p")
+    tokens, _ = Reference(src).generate(prompt_tokens, n, greedy=greedy, temperature=temp, seed=seed,
+                                        stop_at_eos=not ignore_eos)
+    tokens = [int(t) for t in tokens]
+    return {"prompt_tokens": prompt_tokens, "tokens": tokens, "text": decode(src.tokenizer, tokens)}
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-p", "--n-prompt", type=int, default=128, show_default=True, help="Prompt tokens (pp test).")
+@click.option("-n", "--n-gen", type=int, default=128, show_default=True, help="Generated tokens (tg test).")
+@click.option("-t", "--threads", default="1", show_default=True, help="Thread counts, comma-separated.")
+@click.option("-r", "--reps", type=int, default=5, show_default=True)
+@click.option("--target", help="Target profile (default: this machine, or the board's).")
+@click.option("--host", "hosts", multiple=True, help="Benchmark on this board (repeatable).")
+@click.option("--hosts", "hosts_csv", help="Comma-separated boards, benchmarked in parallel.")
+@click.option("--db", type=click.Path(dir_okay=False), help="Results database (default ~/.local/share/bitedge/results.db).")
+@click.option("--method", default=None, help="Kernel method label stored with the results (default: the model's packing).")
+@ssh_options
+@json_option
+def bench(model, n_prompt, n_gen, threads, reps, target, hosts, hosts_csv, db, method, as_json, **opts):
+    """Prompt-processing and generation tokens/s (mean ± sd), here or on boards; results go to the database."""
+    from bitedge.deploy.fleet import run_fleet, summary_line
+    from bitedge.model import sha256_file
+    from bitedge.results.report import markdown_table
+    from bitedge.results.store import DEFAULT_DB, ResultStore, rows_from_bench
+
+    names = list(hosts) + [h for h in (hosts_csv or "").split(",") if h.strip()]
+    model_sha = sha256_file(model)
+    method = method or _packing_of(model)
+    store = ResultStore(db or DEFAULT_DB)
+    context = dict(model=Path(model).name, model_sha256=model_sha, method=method)
+    if not names:
+        from bitedge.native import run_bench
+
+        t, built = build_for(target, quiet=as_json)
+        out = run_bench(built.binary, model, n_prompt, n_gen, [int(x) for x in threads.split(",")], reps,
+                        runner=_local_runner(t))
+        import socket
+
+        rows = rows_from_bench(out, board=socket.gethostname(), target=t.id, toolchain=built.toolchain.id, **context)
+        store.add(rows)
+        outcomes = []
+    else:
+        from bitedge.deploy.remote import remote_bench
+
+        def job(spec):
+            conn, t, dep, built = _deploy_to(spec, target, model, opts, quiet=True)
+            with conn:
+                out = remote_bench(conn, dep, n_prompt=n_prompt, n_gen=n_gen, threads=threads, reps=reps)
+            return rows_from_bench(out, board=spec.name, target=t.id, toolchain=built.toolchain.id,
+                                   cpu=dep.board.cpu, **context)
+
+        outcomes = run_fleet(_hosts(names, opts["inventory"]), job)
+        rows = [r for o in outcomes if o.ok for r in o.result]
+        store.add(rows)
+    if as_json:
+        from dataclasses import asdict
+
+        print_json({"rows": [asdict(r) for r in rows],
+                    "failed": {o.host: o.error for o in outcomes if not o.ok}})
+    else:
+        if rows:
+            click.echo(markdown_table(rows), nl=False)
+        if outcomes:
+            click.echo(summary_line(outcomes), err=True)
+    if outcomes and not any(o.ok for o in outcomes):
+        raise BitedgeError(summary_line(outcomes))
+
+
+def _packing_of(model: str) -> str:
+    from bitedge.gguf_read import read_metadata
+
+    return str(read_metadata(model).get("kv", {}).get("bitedge.weight_packing", "unknown"))
 
 
 @cli.command()

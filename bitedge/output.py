@@ -19,6 +19,18 @@ def _default(obj):
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
+def last_json(text: str):
+    """The JSON document a program printed last on stdout (text may stream before it); None if there is none."""
+    starts = [i + 1 for i in (text.rfind("\n{"), text.rfind("\n[")) if i >= 0]
+    candidates = ([text.lstrip()] if text.lstrip()[:1] in ("{", "[") else []) + [text[i:] for i in sorted(starts)]
+    for candidate in candidates:
+        try:
+            return json.loads(candidate)
+        except json.JSONDecodeError:
+            continue
+    return None
+
+
 def print_json(data) -> None:
     """The one way commands print --json: indented, stable key order as given, newline-terminated."""
     sys.stdout.write(json.dumps(data, indent=2, default=_default) + "\n")

@@ -94,7 +94,8 @@ def evaluate(model, data: torch.Tensor, seq: int, max_batches: int = 40) -> floa
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-o", "--out", default="models/tiny-kjv")
-    ap.add_argument("--minutes", type=float, default=40.0, help="training time budget")
+    ap.add_argument("--minutes", type=float, default=40.0, help="training time budget (sets the step count)")
+    ap.add_argument("--steps", type=int, help="train exactly this many steps instead of fitting --minutes")
     ap.add_argument("--vocab", type=int, default=2048)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
@@ -136,7 +137,7 @@ def main() -> None:
     # time 5 steps to fit the cosine schedule into the budget
     budget = args.minutes * 60 - (time.time() - t_start) - 60
     t0 = time.time()
-    total_steps, step, warmup = None, 0, 50
+    total_steps, step, warmup = args.steps, 0, 50
     while True:
         if total_steps is None and step == 5:
             total_steps = max(50, int(budget / ((time.time() - t0) / 5)))

@@ -13,6 +13,7 @@ from bitedge.errors import BitedgeError
 
 # /proc/cpuinfo flag (x86 "flags", aarch64 "Features") -> bitedge ISA feature name
 _LINUX_FLAGS = {
+    "pni": "sse3", "ssse3": "ssse3", "sse4_1": "sse4.1", "sse4_2": "sse4.2", "avx": "avx", "bmi2": "bmi2",
     "avx2": "avx2", "fma": "fma", "f16c": "f16c", "avx512f": "avx512f", "avx512_vnni": "avx512vnni",
     "avx512bw": "avx512bw", "avx_vnni": "avxvnni",
     "asimd": "neon", "asimddp": "dotprod", "i8mm": "i8mm", "sve": "sve", "sve2": "sve2", "asimdhp": "fp16",
@@ -21,6 +22,7 @@ _LINUX_FLAGS = {
 _MACOS_FLAGS = {
     "hw.optional.neon": "neon", "hw.optional.arm.FEAT_DotProd": "dotprod", "hw.optional.arm.FEAT_I8MM": "i8mm",
     "hw.optional.arm.FEAT_FP16": "fp16", "hw.optional.avx2_0": "avx2", "hw.optional.fma": "fma",
+    "hw.optional.sse3": "sse3", "hw.optional.supplementalsse3": "ssse3", "hw.optional.avx1_0": "avx",
     "hw.optional.avx512f": "avx512f",
 }
 
@@ -28,7 +30,8 @@ PROBE_SCRIPT = r"""
 echo "os=$(uname -s)"; echo "arch=$(uname -m)"
 if [ -r /proc/cpuinfo ]; then
   grep -m1 -iE '^(flags|Features)' /proc/cpuinfo | sed 's/^[^:]*: */features=/'
-  m=$(grep -m1 -iE '^(model name|Model|Hardware)' /proc/cpuinfo | sed 's/^[^:]*: *//'); echo "cpu=$m"
+  m=$(grep -m1 '^model name' /proc/cpuinfo || grep -m1 '^Model' /proc/cpuinfo || grep -m1 '^Hardware' /proc/cpuinfo)
+  echo "cpu=$(echo "$m" | sed 's/^[^:]*: *//')"
   echo "cores=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc)"
   echo "mem_kb=$(awk '/MemTotal/ {print $2}' /proc/meminfo)"
   p=$(cat /proc/device-tree/model 2>/dev/null | tr -d '\0'); [ -n "$p" ] && echo "board=$p"
@@ -87,6 +90,13 @@ def parse_probe(text: str) -> BoardInfo:
 
 def probe(conn: Connection, timeout: float = 60) -> BoardInfo:
     return parse_probe(run(conn, PROBE_SCRIPT, timeout=timeout).stdout)
+
+
+def probe_local() -> BoardInfo:
+    """The same probe, run on this machine."""
+    import subprocess
+
+    return parse_probe(subprocess.run(["sh", "-c", PROBE_SCRIPT], capture_output=True, text=True, check=True).stdout)
 
 
 def binary_platform(path: str | Path) -> tuple[str, str]:

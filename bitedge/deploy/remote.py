@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ from bitedge.deploy.probe import BoardInfo, check_binary_runs_on, probe
 from bitedge.deploy.ssh import HostSpec, quote_argv, run
 from bitedge.deploy.upload import UploadResult, resolve_remote_dir, upload_file
 from bitedge.errors import BitedgeError
+from bitedge.output import last_json
 
 # Cumulative energy counters a board may expose (microjoules): Intel/AMD RAPL powercap, hwmon energy sensors.
 ENERGY_SCRIPT = r"""
@@ -72,15 +72,13 @@ def read_energy_uj(conn: Connection) -> int | None:
     return int(out) if out.isdigit() else None
 
 
-def run_json(conn: Connection, dep: Deployment, args: list[str], *, timeout: float, stream: bool = False) -> dict:
+def run_json(conn: Connection, dep: Deployment, args: list[str], *, timeout: float, stream: bool = False):
     """Run bitedge-run with --json remotely and parse the last JSON document on stdout."""
     result = run(conn, dep.command(*args, "--json"), timeout=timeout, stream=stream)
-    text = result.stdout.strip()
-    start = text.find("{") if text.startswith("{") else text.rfind("\n{")
-    try:
-        return json.loads(text[start:].strip() if start >= 0 else text)
-    except json.JSONDecodeError:
-        raise BitedgeError(f"{dep.spec.name}: bitedge-run printed no JSON result: {text[-200:]!r}") from None
+    data = last_json(result.stdout)
+    if data is None:
+        raise BitedgeError(f"{dep.spec.name}: bitedge-run printed no JSON result: {result.stdout.strip()[-200:]!r}")
+    return data
 
 
 def remote_generate(conn: Connection, dep: Deployment, *, prompt: str, n: int, threads: int = 1,
@@ -93,15 +91,19 @@ def remote_generate(conn: Connection, dep: Deployment, *, prompt: str, n: int, t
 
 def remote_bench(conn: Connection, dep: Deployment, *, n_prompt: int = 128, n_gen: int = 128, threads: str = "1",
                  reps: int = 5, timeout: float = 3600) -> dict:
-    """Run `bitedge-run bench` remotely; energy is measured around it where the board has counters."""
+    """Run `bitedge-run bench` remotely: {"rows": [...llama-bench style rows], "energy_j": J or None}.
+
+    Energy is the board's cumulative counters read before and after the whole run, where it has them."""
     if not dep.model:
         raise BitedgeError("no model deployed")
     e0 = read_energy_uj(conn)
-    out = run_json(conn, dep, ["bench", "-m", dep.model, "-p", str(n_prompt), "-n", str(n_gen), "-t", threads,
-                               "-r", str(reps)], timeout=timeout)
+    rows = run_json(conn, dep, ["bench", "-m", dep.model, "-p", str(n_prompt), "-n", str(n_gen), "-t", threads,
+                                "-r", str(reps)], timeout=timeout)
     e1 = read_energy_uj(conn)
-    out["energy_j"] = (e1 - e0) / 1e6 if e0 is not None and e1 is not None and e1 >= e0 else None
-    return out
+    if not isinstance(rows, list):
+        raise BitedgeError(f"{dep.spec.name}: bitedge-run bench: expected a JSON array of rows")
+    energy = (e1 - e0) / 1e6 if e0 is not None and e1 is not None and e1 >= e0 else None
+    return {"rows": rows, "energy_j": energy}
 
 
 __all__ = ["Deployment", "deploy", "remote_generate", "remote_bench", "read_energy_uj", "quote_argv"]

@@ -98,7 +98,7 @@ class ResultStore:
 
 def rows_from_bench(result: dict, **context) -> list[BenchRow]:
     """BenchRows from `bitedge-run bench --json` output (llama-bench style rows) plus context fields."""
-    tests = result.get("results") if isinstance(result, dict) else result
+    tests = (result.get("rows") or result.get("results")) if isinstance(result, dict) else result
     if not isinstance(tests, list) or not tests:
         raise BitedgeError("benchmark output has no result rows")
     ctx = dict(context)

@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""bitedge-run vs llama.cpp TQ2_0 on the same weights, with a memory-bandwidth roofline, in one run.
+
+For each model shape (from `bitedge dummy`): write an I2_S file for bitedge and a TQ2_0 file for llama.cpp
+from the same random ternary weights, then measure pp<P> and tg<N> tokens/s at 1 and 2 threads with
+`bitedge-run bench` and `llama-bench`, interleaved, repeated; and the single-thread read bandwidth with
+bench/stream.c. Prints a markdown table and writes JSON (for docs/performance.md).
+
+    python3 bench/bench_runtime.py --presets 700M,2.4B --threads 1,2 -r 5 -o build/bench/runtime.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bitedge.convert.dummy import dummy_source  # noqa: E402
+from bitedge.convert.gguf_writer import write_gguf  # noqa: E402
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def stream_read_gbs(threads: int) -> float:
+    exe = ROOT / "build" / "bench" / "stream"
+    exe.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["gcc", "-O3", "-march=native", "-std=c11", "-pthread", "-o", str(exe), str(ROOT / "bench" / "stream.c")], check=True)
+    return json.loads(subprocess.run([str(exe), str(threads), "512"], capture_output=True, text=True, check=True).stdout)["read_gbs"]
+
+
+def model_files(preset: str, out: Path, embed_type: str) -> tuple[Path, Path, dict]:
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for packing in ("i2_s", "tq2_0"):
+        path = out / f"{preset}-{packing}-{embed_type}.gguf"
+        if not path.exists():
+            write_gguf(dummy_source(preset, seed=0), path, packing=packing, embed_type=embed_type)
+        files[packing] = path
+    return files["i2_s"], files["tq2_0"], {}
+
+
+def run_json(cmd: list[str], timeout: float = 7200) -> object:
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed ({r.returncode}): {r.stderr[-2000:]}")
+    return json.loads(r.stdout[r.stdout.find("[") if r.stdout.lstrip().startswith("[") else r.stdout.find("{"):])
+
+
+def rows_of(result) -> list[dict]:
+    return result["results"] if isinstance(result, dict) else result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", default="700M,2.4B")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("-p", "--n-prompt", type=int, default=128)
+    ap.add_argument("-n", "--n-gen", type=int, default=128)
+    ap.add_argument("-r", "--reps", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of (bitedge, llama.cpp)")
+    ap.add_argument("--embed-type", default="q8_0")
+    ap.add_argument("--models-dir", default=str(ROOT / "build" / "bench" / "models"))
+    ap.add_argument("-o", "--output", default=str(ROOT / "build" / "bench" / "runtime.json"))
+    a = ap.parse_args()
+
+    from llamacpp import build_llama_bench
+    from bitedge.build.compile import build_runtime
+    from bitedge.build.targets import get_target
+
+    bitedge_run = build_runtime(get_target("x86-64-avx2")).binary
+    llama_bench = build_llama_bench()
+    report = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M")},
+              "stream_read_gbs": {t: stream_read_gbs(int(t)) for t in a.threads.split(",")}, "models": []}
+    for preset in a.presets.split(","):
+        i2s, tq2, _ = model_files(preset, Path(a.models_dir), a.embed_type)
+        samples: dict[tuple, list[float]] = {}
+        for _ in range(a.rounds):
+            ours = rows_of(run_json([str(bitedge_run), "bench", "-m", str(i2s), "-p", str(a.n_prompt), "-n", str(a.n_gen),
+                                     "-t", a.threads, "-r", str(a.reps), "--json"]))
+            theirs = rows_of(run_json([str(llama_bench), "-m", str(tq2), "-p", str(a.n_prompt), "-n", str(a.n_gen),
+                                       "-t", a.threads, "-r", str(a.reps), "-o", "json"]))
+            for engine, rows in (("bitedge i2_s", ours), ("llama.cpp tq2_0", theirs)):
+                for r in rows:
+                    test = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
+                    samples.setdefault((engine, int(r["n_threads"]), test), []).extend(r["samples_ts"])
+        entry = {"preset": preset, "i2_s_bytes": i2s.stat().st_size, "tq2_0_bytes": tq2.stat().st_size, "rows": []}
+        for (engine, threads, test), ts in sorted(samples.items()):
+            entry["rows"].append({"engine": engine, "threads": threads, "test": test,
+                                  "mean_ts": statistics.mean(ts), "sd_ts": statistics.stdev(ts) if len(ts) > 1 else 0.0})
+        report["models"].append(entry)
+    Path(a.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.output).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
