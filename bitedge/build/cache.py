@@ -1,0 +1,89 @@
+"""The build cache: a key over every input of a build, and a content-addressed store of finished binaries.
+
+key = sha256 of (the builder's version, every source and header's sha256, the rendered kernel sources, the
+target profile's content, the toolchain's id, command and version, the compile and link flags). A build whose
+key is in the store is a copy, not a compile. Store layout: <root>/<key[:2]>/<key>/{bitedge-run, manifest.json};
+an entry is written under a temporary name and renamed when complete, and checked by sha256 when read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+CACHE_DIR_ENV = "BITEDGE_BUILD_CACHE"
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "bitedge" / "builds"
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cache_key(parts: dict) -> str:
+    """sha256 of the canonical JSON of everything that decides a build's output."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def copy_atomic(src: Path, dst: Path) -> None:
+    """Copy src to dst through a temporary name in dst's folder (keeps the mode bits)."""
+    tmp = dst.with_name(f".{dst.name}.partial-{os.getpid()}")
+    try:
+        shutil.copy2(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class BuildCache:
+    """Finished binaries by cache key."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else default_cache_dir()
+
+    def entry(self, key: str) -> Path:
+        return self.root / key[:2] / key
+
+    def get(self, key: str, binary_name: str) -> tuple[Path, dict] | None:
+        """(binary, manifest) stored under key, or None if absent or damaged."""
+        entry = self.entry(key)
+        binary, manifest_path = entry / binary_name, entry / "manifest.json"
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            if manifest.get("cache_key") != key or file_sha256(binary) != manifest["output"]["sha256"]:
+                return None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return binary, manifest
+
+    def put(self, key: str, binary: Path, manifest: Path) -> None:
+        """Store a finished build; a failure to write the cache never fails the build."""
+        entry = self.entry(key)
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{key[:8]}-"))
+        except OSError:
+            return
+        try:
+            shutil.copy2(binary, tmp / binary.name)
+            shutil.copy2(manifest, tmp / "manifest.json")
+            if entry.exists():
+                shutil.rmtree(entry)
+            os.replace(tmp, entry)
+        except OSError:
+            pass
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

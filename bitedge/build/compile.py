@@ -1,0 +1,233 @@
+"""Compile bitedge-run for a target: every kernels/runtime/*.c (plus rendered kernel sources) into one static
+binary with a manifest JSON next to it, through the build cache.
+
+Each source is compiled to an object with the profile's CPU flags, then linked (zig links against the baseline
+libc of the architecture, see toolchains.py). Outputs are written under temporary names and renamed when
+complete; a failing compile raises BitedgeError with the first error line and the path of the full log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from bitedge.build.cache import BuildCache, cache_key, copy_atomic, file_sha256
+from bitedge.build.targets import Target, get_target
+from bitedge.build.toolchains import Toolchain, select_toolchain
+from bitedge.errors import BitedgeError
+
+REPO = Path(__file__).resolve().parents[2]
+RUNTIME_DIR = REPO / "kernels" / "runtime"
+BINARY_NAME = "bitedge-run"
+MANIFEST_NAME = f"{BINARY_NAME}.manifest.json"
+LOG_NAME = "build.log"
+BUILDER_VERSION = 1  # bump when the way flags are made changes: invalidates every cached build
+# the Makefile's flags; -g0: no debug info (no paths in the binary); -ffp-contract=off: float rounding as the reference
+BASE_CFLAGS = ("-std=c11", "-Wall", "-Wextra", "-ffp-contract=off", "-D_POSIX_C_SOURCE=200809L", "-pthread", "-g0")
+LINK_LIBS = ("-pthread", "-lm")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    binary: Path
+    manifest: Path
+    cached: bool  # True: no compiler ran
+    toolchain: Toolchain
+    key: str
+
+    def manifest_data(self) -> dict:
+        return json.loads(self.manifest.read_text())
+
+
+def runtime_sources() -> list[Path]:
+    return sorted(RUNTIME_DIR.glob("*.c"))
+
+
+def _label(path: Path) -> str:
+    """How a file or folder is named in the manifest and inside the binary: relative to the repository."""
+    try:
+        return path.resolve().relative_to(REPO).as_posix()
+    except ValueError:
+        return path.resolve().as_posix()
+
+
+def _define(d: str) -> str:
+    return d if d.startswith("-D") else f"-D{d}"
+
+
+def _inputs(sources: list[Path], include_dirs: list[Path]) -> list[dict]:
+    """Every file the build reads: sources, and the headers of every include folder."""
+    headers = sorted({h.resolve() for d in include_dirs for h in d.glob("*.h")})
+    return [{"path": _label(p), "sha256": file_sha256(p)} for p in [*sources, *headers]]
+
+
+def _prefix_maps(dirs: Iterable[Path]) -> list[str]:
+    # __FILE__ (assert) and any debug info name files by repository-relative path, not by where the checkout is
+    return [f"-ffile-prefix-map={d.resolve()}={_label(d)}" for d in sorted({d.resolve() for d in dirs})]
+
+
+def _first_error(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in lines:  # "file.c:3:5: error: ...", "clang: error: ...", "ld: ... undefined reference to ..."
+        if "error:" in ln or "undefined reference" in ln or "undefined symbol" in ln:
+            return ln
+    return lines[0] if lines else "the compiler failed without a message"
+
+
+def build_runtime(
+    target: str | Target,
+    *,
+    out_dir: str | Path | None = None,
+    toolchain: str | None = None,
+    cc: str | None = None,
+    sources: Iterable[str | Path] | None = None,
+    extra_sources: Iterable[str | Path] = (),
+    extra_include_dirs: Iterable[str | Path] = (),
+    defines: Iterable[str] = (),
+    clean: bool = False,
+    progress: Callable[[str], None] | None = None,
+    cache_dir: str | Path | None = None,
+    targets_dirs: Iterable[str | Path] = (),
+) -> BuildResult:
+    """Build bitedge-run for target into out_dir (default build/<target>), or copy it from the cache.
+
+    sources replaces kernels/runtime/*.c (tests build their own programs); extra_sources and
+    extra_include_dirs add rendered kernels; defines are extra -D flags; clean ignores every cached build.
+    """
+    target = get_target(target, targets_dirs)
+    say = progress or (lambda msg: None)
+    tc = select_toolchain(target, toolchain, cc)
+    out = Path(out_dir if out_dir is not None else Path("build") / target.id).resolve()
+    srcs = [Path(s).resolve() for s in (runtime_sources() if sources is None else sources)]
+    srcs += [Path(s).resolve() for s in extra_sources]
+    if not srcs:
+        raise BitedgeError("nothing to build: no C sources given")
+    for s in srcs:
+        if not s.is_file():
+            raise BitedgeError(f"{s}: source file not found")
+    include_dirs = [RUNTIME_DIR.resolve(), *(Path(d).resolve() for d in extra_include_dirs)]
+    include_dirs += sorted({s.parent for s in srcs} - set(include_dirs))
+    for d in include_dirs:
+        if not d.is_dir():
+            raise BitedgeError(f"{d}: include folder not found")
+
+    # _POSIX_C_SOURCE hides BSD parts of the macOS headers (struct rusage's ru_maxrss); _DARWIN_C_SOURCE restores them
+    os_flags = ["-D_DARWIN_C_SOURCE"] if target.os == "macos" else []
+    compile_flags = [*tc.compile_flags(target), target.optimize, *BASE_CFLAGS, *os_flags, *_prefix_maps(include_dirs),
+                     *target.feature_defines(), *(_define(d) for d in defines),
+                     *(f"-I{d}" for d in include_dirs)]
+    link_flags = [*tc.link_flags(target), *LINK_LIBS]  # the libraries go after the objects
+    inputs = _inputs(srcs, include_dirs)
+    key = cache_key({"builder": BUILDER_VERSION, "inputs": inputs, "profile": target.as_dict(),
+                     "toolchain": tc.describe(), "compile_flags": compile_flags, "link_flags": link_flags})
+    binary, manifest_path = out / BINARY_NAME, out / MANIFEST_NAME
+    cache = BuildCache(cache_dir)
+
+    if not clean:
+        hit = _out_dir_hit(binary, manifest_path, key)
+        if hit:
+            say(f"{target.id}: up to date ({binary})")
+            return BuildResult(binary, manifest_path, True, tc, key)
+        stored = cache.get(key, BINARY_NAME)
+        if stored:
+            out.mkdir(parents=True, exist_ok=True)
+            copy_atomic(stored[0], binary)
+            _write_atomic(manifest_path, json.dumps(stored[1], indent=2) + "\n")
+            say(f"{target.id}: from the build cache ({binary})")
+            return BuildResult(binary, manifest_path, True, tc, key)
+
+    out.mkdir(parents=True, exist_ok=True)
+    _compile_and_link(target, tc, srcs, compile_flags, link_flags, out, say)
+    manifest = {
+        "bitedge_build": BUILDER_VERSION,
+        "target": target.id,
+        "profile": target.as_dict(),
+        "profile_sha256": target.content_sha256(),
+        "toolchain": {**tc.describe(), "static": target.os == "linux" and tc.static_linux,
+                      "reproducible": tc.reproducible},
+        "compile_flags": compile_flags,
+        "link_flags": link_flags,
+        "inputs": inputs,
+        "cache_key": key,
+        "output": {"file": BINARY_NAME, "sha256": file_sha256(binary), "size": binary.stat().st_size},
+    }
+    _write_atomic(manifest_path, json.dumps(manifest, indent=2) + "\n")
+    cache.put(key, binary, manifest_path)
+    say(f"{target.id}: built {binary} with {tc.id} {tc.version}")
+    return BuildResult(binary, manifest_path, False, tc, key)
+
+
+def _out_dir_hit(binary: Path, manifest_path: Path, key: str) -> bool:
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        return manifest.get("cache_key") == key and file_sha256(binary) == manifest["output"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _run_logged(cmd: list[str], env: dict, log: list[str]) -> subprocess.CompletedProcess:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    except OSError as e:
+        raise BitedgeError(f"cannot run {cmd[0]}: {e.strerror}") from None
+    log.append("$ " + shlex.join(cmd) + "\n" + proc.stdout + proc.stderr)
+    return proc
+
+
+def _compile_and_link(target: Target, tc: Toolchain, srcs: list[Path], compile_flags: list[str],
+                      link_flags: list[str], out: Path, say: Callable[[str], None]) -> None:
+    env = {**os.environ, **tc.env()}
+    work = Path(tempfile.mkdtemp(dir=out, prefix=".work-"))
+    log: list[str] = [f"# bitedge build {target.id} with {tc.id} {tc.version}\n"]
+    log_path = out / LOG_NAME
+    try:
+        objects = [work / f"{i:03d}-{s.stem}.o" for i, s in enumerate(srcs)]
+
+        def compile_one(i: int) -> tuple[int, subprocess.CompletedProcess, str]:
+            say(f"{target.id}: compile {srcs[i].name}")
+            entry: list[str] = []
+            proc = _run_logged([*tc.command, *compile_flags, "-c", "-o", str(objects[i]), str(srcs[i])], env, entry)
+            return i, proc, entry[0]
+
+        with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+            results = list(pool.map(compile_one, range(len(srcs))))
+        failed = None
+        for i, proc, text in results:
+            log.append(text)
+            if proc.returncode != 0 and failed is None:
+                failed = (srcs[i], proc)
+        if failed is None:
+            say(f"{target.id}: link {BINARY_NAME}")
+            # link into a folder under the final name: the Mach-O code signature records the file name
+            linked = work / BINARY_NAME
+            n_libs = len(LINK_LIBS)
+            proc = _run_logged([*tc.command, *link_flags[:-n_libs], "-o", str(linked), *map(str, objects),
+                                *link_flags[-n_libs:]], env, log)
+            if proc.returncode != 0:
+                failed = (None, proc)
+        _write_atomic(log_path, "\n".join(log))
+        if failed is not None:
+            src, proc = failed
+            where = f"compiling {src.name}" if src else "linking"
+            raise BitedgeError(f"build of {target.id} with {tc.id} failed {where}: "
+                               f"{_first_error(proc.stderr + proc.stdout)} (full log: {log_path})")
+        os.replace(linked, out / BINARY_NAME)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
