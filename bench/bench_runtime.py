@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,15 +44,24 @@ def stream_read_gbs(threads: int) -> float:
     return json.loads(subprocess.run([str(exe), str(threads), "512"], capture_output=True, text=True, check=True).stdout)["read_gbs"]
 
 
-def model_files(preset: str, out: Path, embed_type: str) -> tuple[Path, Path, dict]:
+def tied(source):
+    """llama.cpp's bitnet graph always computes logits with token_embd, so both engines get a tied model."""
+    if source.config.tie_embeddings:
+        return source
+    tensors = {k: v for k, v in source.tensors.items() if k != "output.weight"}
+    return replace(source, config=replace(source.config, tie_embeddings=True), tensors=tensors)
+
+
+def model_files(preset: str, out: Path, embed_type: str) -> tuple[Path, Path]:
+    """The same random ternary weights as an I2_S file (bitedge) and a TQ2_0 file (llama.cpp)."""
     out.mkdir(parents=True, exist_ok=True)
     files = {}
     for packing in ("i2_s", "tq2_0"):
         path = out / f"{preset}-{packing}-{embed_type}.gguf"
         if not path.exists():
-            write_gguf(dummy_source(preset, seed=0), path, packing=packing, embed_type=embed_type)
+            write_gguf(tied(dummy_source(preset, seed=0)), path, packing=packing, embed_type=embed_type)
         files[packing] = path
-    return files["i2_s"], files["tq2_0"], {}
+    return files["i2_s"], files["tq2_0"]
 
 
 def run_json(cmd: list[str], timeout: float = 7200) -> object:
@@ -87,7 +97,7 @@ def main() -> None:
     report = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M")},
               "stream_read_gbs": {t: stream_read_gbs(int(t)) for t in a.threads.split(",")}, "models": []}
     for preset in a.presets.split(","):
-        i2s, tq2, _ = model_files(preset, Path(a.models_dir), a.embed_type)
+        i2s, tq2 = model_files(preset, Path(a.models_dir), a.embed_type)
         samples: dict[tuple, list[float]] = {}
         for _ in range(a.rounds):
             ours = rows_of(run_json([str(bitedge_run), "bench", "-m", str(i2s), "-p", str(a.n_prompt), "-n", str(a.n_gen),

@@ -403,11 +403,10 @@ def bench(model, n_prompt, n_gen, threads, reps, target, hosts, hosts_csv, db, m
 
         print_json({"rows": [asdict(r) for r in rows],
                     "failed": {o.host: o.error for o in outcomes if not o.ok}})
-    else:
-        if rows:
-            click.echo(markdown_table(rows), nl=False)
-        if outcomes:
-            click.echo(summary_line(outcomes), err=True)
+    elif rows:
+        click.echo(markdown_table(rows), nl=False)
+    if outcomes:
+        click.echo(summary_line(outcomes), err=True)
     if outcomes and not any(o.ok for o in outcomes):
         raise BitedgeError(summary_line(outcomes))
 
@@ -416,6 +415,56 @@ def _packing_of(model: str) -> str:
     from bitedge.gguf_read import read_metadata
 
     return str(read_metadata(model).get("kv", {}).get("bitedge.weight_packing", "unknown"))
+
+
+@cli.command()
+@click.option("--model", type=click.Path(exists=True), help="Use this checkpoint or GGUF instead of the bundled one.")
+@click.option("--workdir", type=click.Path(file_okay=False), default="build/demo", show_default=True)
+@click.option("-p", "--prompt", default="And God said", show_default=True)
+@click.option("-n", "--n-tokens", type=int, default=40, show_default=True)
+@json_option
+def demo(model, workdir, prompt, n_tokens, as_json):
+    """Convert, build (here and for an emulated Raspberry Pi 5), generate on both, compare, benchmark."""
+    from dataclasses import asdict
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from bitedge.demo import run_demo
+
+    console = Console(stderr=True)
+
+    def step(desc):
+        return console.status(desc + " …") if not as_json else _null()
+
+    result = run_demo(model=model, workdir=workdir, prompt=prompt, n_tokens=n_tokens, step=step)
+    if as_json:
+        print_json(asdict(result))
+        return
+    out = Console()
+    for desc, seconds in result.steps:
+        out.print(f"[green]✓[/] {desc} [dim]({seconds:.1f} s)[/]")
+    out.print(f"\n[bold]Prompt:[/] {result.prompt}")
+    for label, run in result.runs.items():
+        out.print(f"[bold]{label}:[/] {result.prompt}{run['text']}")
+    verdict = "[green]identical token for token[/]" if result.identical else "[red]DIFFERENT[/]"
+    out.print(f"\nGreedy tokens on all engines: {verdict}")
+    table = Table(title="bitedge-run on this machine (1 thread)")
+    for col in ("test", "tokens/s", "± sd"):
+        table.add_column(col, justify="right")
+    for row in result.bench:
+        test = f"pp{row['n_prompt']}" if row["n_prompt"] else f"tg{row['n_gen']}"
+        table.add_row(test, f"{row['avg_ts']:.1f}", f"{row['stddev_ts']:.1f}")
+    out.print(table)
+    out.print("[dim]The emulated Raspberry Pi 5 run checks correctness only: qemu timings say nothing about a real board.[/]")
+    if not result.identical:
+        raise BitedgeError("the engines disagree: this is a bug, please report it with the output above")
+
+
+def _null():
+    from contextlib import nullcontext
+
+    return nullcontext()
 
 
 @cli.command()

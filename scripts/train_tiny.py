@@ -96,6 +96,7 @@ def main() -> None:
     ap.add_argument("-o", "--out", default="models/tiny-kjv")
     ap.add_argument("--minutes", type=float, default=40.0, help="training time budget (sets the step count)")
     ap.add_argument("--steps", type=int, help="train exactly this many steps instead of fitting --minutes")
+    ap.add_argument("--max-minutes", type=float, help="stop (and save) after this long even if steps remain")
     ap.add_argument("--vocab", type=int, default=2048)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
@@ -143,6 +144,9 @@ def main() -> None:
             total_steps = max(50, int(budget / ((time.time() - t0) / 5)))
             print(f"{n_params/1e6:.2f}M parameters; {total_steps} steps fit in {args.minutes:g} min", flush=True)
         if total_steps is not None and step >= total_steps:
+            break
+        if args.max_minutes and time.time() - t0 > args.max_minutes * 60:
+            print(f"stopping at step {step}: --max-minutes reached", flush=True)
             break
         t_total = total_steps or 10**9
         lr = args.lr * min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / t_total))))

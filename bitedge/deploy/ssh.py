@@ -127,7 +127,8 @@ def connect(
     except (socket.timeout, TimeoutError):
         raise BitedgeError(f"{where}: connection timed out after {connect_timeout:g} s") from None
     except (paramiko.SSHException, OSError, EOFError) as e:
-        raise BitedgeError(f"{where}: cannot connect: {e or type(e).__name__}") from None
+        reason = str(e).replace("[Errno None] ", "") or type(e).__name__
+        raise BitedgeError(f"{where}: cannot connect: {reason}") from None
     return conn
 
 

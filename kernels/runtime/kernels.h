@@ -8,6 +8,11 @@
  *     amax = max_k |x[k]|;  a = 127.0f / fmaxf(amax, 1e-5f);  q[k] = clamp(rintf(x[k] * a), -128, 127)
  *   ternary product:  acc[n] = sum_k T[n][k] * q[k]   (int32, exact)
  *   output:           y[n]   = (float)acc[n] * (s / a)   with (s / a) computed once in fp32, s = tensor scale
+ *
+ * Tables (cpu_features.h says which a build holds): "avx2" (kernels_avx2.c, target attributes: in every x86-64
+ * GCC/clang build), "neon-dotprod" and "neon" (kernels_neon.c, aarch64), "scalar" (kernels.c, everywhere).
+ * Integer results (i2s_gemv, i2s_gemm, quantize_row_i8) are identical across tables. float_gemv differs only
+ * in summation order and FMA use: |y - exact| <= 1e-5 * sum_k |W[n][k] * x[k]| (tests/test_c_kernels.py).
  */
 #ifndef BITEDGE_KERNELS_H
 #define BITEDGE_KERNELS_H
@@ -15,8 +20,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Per-token int8 quantization of x[0..k) into q[0..kp), zero-filling q[k..kp). Returns a (see above). */
+/* Per-token int8 quantization of x[0..k) into q[0..kp), zero-filling q[k..kp). Returns a (see above).
+ * be_quantize_row_i8 uses the best table's quantize_row_i8; all give bit-identical results for finite x
+ * (non-finite x give defined but meaningless q). Thread-safe. */
+typedef float (*be_quantize_fn)(const float *x, int8_t *q, int k, int kp);
 float be_quantize_row_i8(const float *x, int8_t *q, int k, int kp);
+float be_quantize_row_i8_scalar(const float *x, int8_t *q, int k, int kp);  /* the portable twin */
 
 /* I2_S: w points at the packed matrix (N rows of kp/4 bytes, docs/format.md); kp % 128 == 0.
  * gemv: writes acc[n] (absolute row index) for n in [n0, n1).
@@ -27,21 +36,32 @@ typedef void (*be_i2s_gemm_fn)(const uint8_t *w, const int8_t *q, int32_t *acc, 
 /* Float-weight matrix-vector products for embeddings / output matrix:
  * y[n] = sum_k W[n][k] * x[k] for n in [n0, n1); W row-major [N][k] in the given ggml type. */
 enum be_float_type { BE_F32 = 0, BE_F16 = 1, BE_Q8_0 = 8 };
+/* ggml Q8_0: blocks of 32 weights, each an IEEE half d then 32 int8 q (34 bytes); w = d * q. k % 32 == 0. */
+#define BE_Q8_0_BLOCK 32
+#define BE_Q8_0_BYTES 34
 typedef void (*be_float_gemv_fn)(const void *w, int type, const float *x, float *y, int n0, int n1, int k);
 /* Dequantize one row of W (any be_float_type) to float: used for embedding look-up. */
 void be_dequantize_row(const void *w, int type, int row, int k, float *out);
+/* Bytes of one row of k weights of the given type (0 for an unknown type). */
+size_t be_float_row_bytes(int type, int k);
+/* IEEE binary16 -> binary32, exact (subnormals, inf, NaN). */
+float be_f16_to_f32(uint16_t h);
 
 typedef struct {
     const char *name;           /* e.g. "avx2", "neon-dotprod", "neon", "scalar" */
     be_i2s_gemv_fn i2s_gemv;
     be_i2s_gemm_fn i2s_gemm;
     be_float_gemv_fn float_gemv;
+    be_quantize_fn quantize_row_i8;  /* same contract as be_quantize_row_i8 */
 } be_kernels;
 
 extern const be_kernels be_kernels_scalar;
-/* The best table this build and this CPU support (checks CPU features at run time). */
+/* The best table this build and this CPU support (checks CPU features at run time: a table whose instructions
+ * the CPU lacks, e.g. neon-dotprod on a Cortex-A72, is never returned by these three functions). */
 const be_kernels *be_kernels_select(void);
 /* The table by name, or NULL if not compiled in or not supported by this CPU. */
 const be_kernels *be_kernels_by_name(const char *name);
+/* The tables this build contains and this CPU can run, best first (scalar last); returns how many (<= cap). */
+int be_kernels_list(const be_kernels **out, int cap);
 
 #endif

@@ -1,5 +1,8 @@
 /* A small pthread pool: be_pool_run calls fn(ctx, ith, nth) on nth threads (the caller is thread 0)
- * and returns when all are done. Work is split by the callee from (ith, nth). */
+ * and returns when all are done. Work is split by the callee from (ith, nth).
+ * be_pool_create returns NULL when threads cannot be created; be_pool_run(NULL, ...) and a pool of 1 thread
+ * run fn(ctx, 0, 1) inline. One be_pool_run at a time per pool (do not call it from inside fn). Waiting
+ * workers spin briefly, yield, then sleep on a condition variable (threadpool.c). */
 #ifndef BITEDGE_THREADPOOL_H
 #define BITEDGE_THREADPOOL_H
 

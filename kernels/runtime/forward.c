@@ -1,0 +1,338 @@
+/* The BitNet b1.58 forward pass, top to bottom (see forward.h).
+ *
+ * Per layer, for a batch of nb tokens at positions pos0.., with W_eff = T * s for the seven ternary matrices:
+ *   xb  = rmsnorm(x, attn_norm);  xq, a = quantize(xb)
+ *   q, k, v = (T·xq) * (s / a);   rope(q, k);  cache k, v
+ *   xb  = attention(q, cache);    xb = rmsnorm(xb, attn_sub_norm) if present;  x += o_proj(quantize(xb))
+ *   xb  = rmsnorm(x, ffn_norm);   g, u = gate/up(quantize(xb));  h = act(g) * u
+ *   h   = rmsnorm(h, ffn_sub_norm) if present;  x += down(quantize(h))
+ * then logits = output_norm(x) · E^T.
+ *
+ * Determinism: each float reduction (a norm, one attention head of one token, one output row) is computed by a
+ * single thread in a fixed order, so -t 1 and -t N give bit-identical logits. */
+#include "forward.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* No fused multiply-add: keep the reference's rounding. gcc contracts only with -ffp-contract=fast (not the
+ * default under -std=c11; the Makefile passes -ffp-contract=off anyway); clang honours the standard pragma. */
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
+
+static int pad128(int k) { return (k + 127) / 128 * 128; }
+static int max_int(int a, int b) { return a > b ? a : b; }
+
+/* ----------------------------------------------------------------------------------------------------------
+ * state */
+
+int build_state(be_state *s, const be_model *m, int ctx, int max_batch, int n_threads, char *err, size_t errlen) {
+    const be_config *c = &m->config;
+    memset(s, 0, sizeof(*s));
+    if (ctx <= 0 || ctx > c->context_length) ctx = c->context_length;
+    if (max_batch <= 0) max_batch = 1;
+    if (n_threads <= 0) n_threads = 1;
+    int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    s->ctx = ctx;
+    s->max_batch = max_batch;
+    s->n_threads = n_threads;
+    s->kp_max = pad128(max_int(max_int(c->hidden, q_dim), c->ffn));
+    int acc_rows = max_int(max_int(q_dim + 2 * kv_dim, 2 * c->ffn), c->hidden);
+    size_t B = (size_t)max_batch, half = (size_t)c->head_dim / 2;
+    size_t kv = (size_t)c->n_layers * (size_t)ctx * (size_t)kv_dim;
+
+    s->x = calloc(B * c->hidden, sizeof(float));
+    s->xb = calloc(B * max_int(c->hidden, q_dim), sizeof(float));
+    s->xb2 = calloc(B * c->hidden, sizeof(float));
+    s->hb = calloc(B * c->ffn, sizeof(float));
+    s->hb2 = calloc(B * c->ffn, sizeof(float));
+    s->q = calloc(B * q_dim, sizeof(float));
+    s->k = calloc(B * kv_dim, sizeof(float));
+    s->v = calloc(B * kv_dim, sizeof(float));
+    s->xq = calloc(B * s->kp_max, sizeof(int8_t));
+    s->act_scale = calloc(B, sizeof(float));
+    s->acc = calloc(B * acc_rows, sizeof(int32_t));
+    s->att = calloc((size_t)n_threads * ctx, sizeof(float));
+    s->rope_cos = calloc((size_t)ctx * half, sizeof(float));
+    s->rope_sin = calloc((size_t)ctx * half, sizeof(float));
+    s->logits = calloc(B * c->vocab_size, sizeof(float));
+    s->key_cache = calloc(kv, sizeof(float));
+    s->value_cache = calloc(kv, sizeof(float));
+    if (!s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 || !s->q || !s->k || !s->v || !s->xq || !s->act_scale ||
+        !s->acc || !s->att || !s->rope_cos || !s->rope_sin || !s->logits || !s->key_cache || !s->value_cache) {
+        snprintf(err, errlen, "out of memory for the run state (context %d: KV cache %.1f MiB)", ctx,
+                 2.0 * (double)kv * sizeof(float) / 1048576.0);
+        free_state(s);
+        return -1;
+    }
+
+    /* RoPE tables as the reference builds them: inv_freq = 1 / theta^(2i/d) and angle = pos * inv_freq in fp32 */
+    for (size_t i = 0; i < half; i++) {
+        float exponent = (float)(2 * i) / (float)c->head_dim;
+        float inv_freq = 1.0f / powf(c->rope_theta, exponent);
+        for (int pos = 0; pos < ctx; pos++) {
+            float angle = (float)pos * inv_freq;
+            s->rope_cos[(size_t)pos * half + i] = (float)cos((double)angle);
+            s->rope_sin[(size_t)pos * half + i] = (float)sin((double)angle);
+        }
+    }
+    return 0;
+}
+
+void free_state(be_state *s) {
+    free(s->x); free(s->xb); free(s->xb2); free(s->hb); free(s->hb2);
+    free(s->q); free(s->k); free(s->v); free(s->xq); free(s->act_scale); free(s->acc); free(s->att);
+    free(s->rope_cos); free(s->rope_sin); free(s->logits); free(s->key_cache); free(s->value_cache);
+    memset(s, 0, sizeof(*s));
+}
+
+/* ----------------------------------------------------------------------------------------------------------
+ * small float blocks (single thread, fixed order) */
+
+/* out = x * (1 / sqrt(mean(x^2) + eps)) * w, in place allowed. As the reference: the sum of squares in double
+ * (each square exact), divided by n in double and rounded to float once; the rest in float. */
+static void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) sum += (double)x[i] * (double)x[i];
+    float mean = (float)(sum / n);
+    float inv = 1.0f / sqrtf(mean + eps);
+    for (int i = 0; i < n; i++) out[i] = (x[i] * inv) * w[i];
+}
+
+/* NeoX half-split rotation of one head: dims i and i + d/2 form a pair */
+static void rope_head(float *v, const float *cos_row, const float *sin_row, int d) {
+    int half = d / 2;
+    for (int i = 0; i < half; i++) {
+        float x0 = v[i], x1 = v[i + half];
+        v[i] = x0 * cos_row[i] - x1 * sin_row[i];
+        v[i + half] = x1 * cos_row[i] + x0 * sin_row[i];
+    }
+}
+
+/* ----------------------------------------------------------------------------------------------------------
+ * ternary matmuls over the thread pool: up to three matrices sharing one quantized input (q/k/v, gate/up) */
+
+typedef struct {
+    const uint8_t *w;  /* [n][kp/4] I2_S packed */
+    float scale;       /* s of W_eff = T * s */
+    int n;             /* rows */
+    float *out;        /* [nb][n] */
+} ternary_job;
+
+typedef struct {
+    const be_kernels *kern;
+    const int8_t *xq;        /* [nb][kp] */
+    const float *act_scale;  /* [nb] */
+    int32_t *acc;            /* per job: [nb][job.n], jobs back to back */
+    int nb, kp, n_jobs;
+    ternary_job jobs[3];
+} ternary_task;
+
+static void ternary_worker(void *ctx, int ith, int nth) {
+    ternary_task *t = ctx;
+    int32_t *acc = t->acc;
+    for (int j = 0; j < t->n_jobs; j++) {
+        const ternary_job *job = &t->jobs[j];
+        int n0, n1;
+        be_split_range(job->n, ith, nth, 16, &n0, &n1);
+        if (n1 > n0) {
+            if (t->nb == 1) t->kern->i2s_gemv(job->w, t->xq, acc, n0, n1, t->kp);
+            else t->kern->i2s_gemm(job->w, t->xq, acc, job->n, n0, n1, t->kp, t->nb);
+            for (int b = 0; b < t->nb; b++) {
+                float sa = job->scale / t->act_scale[b];  /* (s / a) once, in fp32 */
+                const int32_t *ab = acc + (size_t)b * job->n;
+                float *ob = job->out + (size_t)b * job->n;
+                for (int r = n0; r < n1; r++) ob[r] = (float)ab[r] * sa;
+            }
+        }
+        acc += (size_t)t->nb * job->n;
+    }
+}
+
+/* Quantize nb rows of x ([nb][k], row stride k) into s->xq with row stride kp = pad128(k). */
+static int quantize_rows(be_state *s, const float *x, int k, int nb) {
+    int kp = pad128(k);
+    for (int b = 0; b < nb; b++)
+        s->act_scale[b] = be_quantize_row_i8(x + (size_t)b * k, s->xq + (size_t)b * kp, k, kp);
+    return kp;
+}
+
+static void ternary_matmuls(be_runtime *rt, const float *x, int k, int nb, const ternary_job *jobs, int n_jobs) {
+    be_state *s = rt->state;
+    ternary_task t;
+    t.kern = rt->kernels;
+    t.kp = quantize_rows(s, x, k, nb);
+    t.xq = s->xq;
+    t.act_scale = s->act_scale;
+    t.acc = s->acc;
+    t.nb = nb;
+    t.n_jobs = n_jobs;
+    for (int j = 0; j < n_jobs; j++) t.jobs[j] = jobs[j];
+    be_pool_run(rt->pool, ternary_worker, &t);
+}
+
+/* ----------------------------------------------------------------------------------------------------------
+ * attention over the thread pool: one (token, head) pair per work item */
+
+typedef struct {
+    const be_config *c;
+    be_state *s;
+    const float *key_cache;    /* this layer: [ctx][kv_dim] */
+    const float *value_cache;  /* this layer: [ctx][kv_dim] */
+    int nb, pos0;
+} attention_task;
+
+static void attention_worker(void *ctx, int ith, int nth) {
+    attention_task *t = ctx;
+    const be_config *c = t->c;
+    int hd = c->head_dim, q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
+    int group = c->n_heads / c->n_kv_heads;
+    float scale = (float)pow((double)hd, -0.5);  /* Python's d**-0.5 in double, then fp32 */
+    float *att = t->s->att + (size_t)ith * t->s->ctx;
+    int i0, i1;
+    be_split_range(t->nb * c->n_heads, ith, nth, 1, &i0, &i1);
+    for (int item = i0; item < i1; item++) {
+        int b = item / c->n_heads, h = item % c->n_heads;
+        int pos = t->pos0 + b;
+        const float *q = t->s->q + (size_t)b * q_dim + (size_t)h * hd;
+        size_t kv_off = (size_t)(h / group) * hd;  /* GQA: kv head j serves query heads j*group .. */
+        /* scores, causal: positions 0..pos */
+        float maxv = -INFINITY;
+        for (int p = 0; p <= pos; p++) {
+            const float *k = t->key_cache + (size_t)p * kv_dim + kv_off;
+            float dot = 0.0f;
+            for (int i = 0; i < hd; i++) dot += q[i] * k[i];
+            att[p] = dot * scale;
+            if (att[p] > maxv) maxv = att[p];
+        }
+        float sum = 0.0f;
+        for (int p = 0; p <= pos; p++) {
+            att[p] = expf(att[p] - maxv);
+            sum += att[p];
+        }
+        for (int p = 0; p <= pos; p++) att[p] /= sum;
+        float *out = t->s->xb + (size_t)b * q_dim + (size_t)h * hd;
+        for (int i = 0; i < hd; i++) out[i] = 0.0f;
+        for (int p = 0; p <= pos; p++) {
+            const float *v = t->value_cache + (size_t)p * kv_dim + kv_off;
+            float a = att[p];
+            for (int i = 0; i < hd; i++) out[i] += a * v[i];
+        }
+    }
+}
+
+/* ----------------------------------------------------------------------------------------------------------
+ * logits: float gemv over the output rows, split over the pool */
+
+typedef struct {
+    const be_kernels *kern;
+    const void *w;
+    int type, n, k;
+    const float *x;
+    float *y;
+} float_gemv_task;
+
+static void float_gemv_worker(void *ctx, int ith, int nth) {
+    float_gemv_task *t = ctx;
+    int n0, n1;
+    be_split_range(t->n, ith, nth, 16, &n0, &n1);
+    if (n1 > n0) t->kern->float_gemv(t->w, t->type, t->x, t->y, n0, n1, t->k);
+}
+
+/* ----------------------------------------------------------------------------------------------------------
+ * the forward pass */
+
+void be_forward(be_runtime *rt, const int32_t *tokens, int nb, int pos0, int all_logits) {
+    const be_model *m = rt->model;
+    const be_config *c = &m->config;
+    be_state *s = rt->state;
+    int hidden = c->hidden, ffn = c->ffn, hd = c->head_dim, half = hd / 2;
+    int q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
+    float eps = c->rms_eps;
+    if (nb < 1 || nb > s->max_batch || pos0 < 0 || pos0 + nb > s->ctx) {
+        /* a caller bug, not bad input: main.c checks the context before it runs anything */
+        fprintf(stderr, "be_forward: %d tokens at position %d do not fit (batch %d, context %d)\n", nb, pos0,
+                s->max_batch, s->ctx);
+        abort();
+    }
+
+    for (int b = 0; b < nb; b++)
+        be_dequantize_row(m->token_embd, c->embed_type, tokens[b], hidden, s->x + (size_t)b * hidden);
+
+    for (int l = 0; l < c->n_layers; l++) {
+        const be_layer *L = &m->layers[l];
+        float *key_cache = s->key_cache + (size_t)l * s->ctx * kv_dim;
+        float *value_cache = s->value_cache + (size_t)l * s->ctx * kv_dim;
+
+        /* attention block */
+        for (int b = 0; b < nb; b++)
+            rmsnorm(s->xb + (size_t)b * hidden, s->x + (size_t)b * hidden, L->attn_norm, hidden, eps);
+        ternary_job qkv[3] = {
+            {L->attn_q, L->attn_q_scale, q_dim, s->q},
+            {L->attn_k, L->attn_k_scale, kv_dim, s->k},
+            {L->attn_v, L->attn_v_scale, kv_dim, s->v},
+        };
+        ternary_matmuls(rt, s->xb, hidden, nb, qkv, 3);
+        for (int b = 0; b < nb; b++) {
+            int pos = pos0 + b;
+            const float *cos_row = s->rope_cos + (size_t)pos * half, *sin_row = s->rope_sin + (size_t)pos * half;
+            for (int h = 0; h < c->n_heads; h++) rope_head(s->q + (size_t)b * q_dim + (size_t)h * hd, cos_row, sin_row, hd);
+            for (int h = 0; h < c->n_kv_heads; h++) rope_head(s->k + (size_t)b * kv_dim + (size_t)h * hd, cos_row, sin_row, hd);
+            memcpy(key_cache + (size_t)pos * kv_dim, s->k + (size_t)b * kv_dim, (size_t)kv_dim * sizeof(float));
+            memcpy(value_cache + (size_t)pos * kv_dim, s->v + (size_t)b * kv_dim, (size_t)kv_dim * sizeof(float));
+        }
+        attention_task at = {c, s, key_cache, value_cache, nb, pos0};
+        be_pool_run(rt->pool, attention_worker, &at);
+        if (L->attn_sub_norm)
+            for (int b = 0; b < nb; b++)
+                rmsnorm(s->xb + (size_t)b * q_dim, s->xb + (size_t)b * q_dim, L->attn_sub_norm, q_dim, eps);
+        ternary_job o[1] = {{L->attn_output, L->attn_output_scale, hidden, s->xb2}};
+        ternary_matmuls(rt, s->xb, q_dim, nb, o, 1);
+        for (size_t i = 0; i < (size_t)nb * hidden; i++) s->x[i] += s->xb2[i];
+
+        /* feed-forward block */
+        for (int b = 0; b < nb; b++)
+            rmsnorm(s->xb + (size_t)b * hidden, s->x + (size_t)b * hidden, L->ffn_norm, hidden, eps);
+        ternary_job gate_up[2] = {
+            {L->ffn_gate, L->ffn_gate_scale, ffn, s->hb},
+            {L->ffn_up, L->ffn_up_scale, ffn, s->hb2},
+        };
+        ternary_matmuls(rt, s->xb, hidden, nb, gate_up, 2);
+        for (size_t i = 0; i < (size_t)nb * ffn; i++) {
+            float g = s->hb[i];
+            if (c->ffn_act == BE_ACT_SILU) {
+                s->hb[i] = (g * (1.0f / (1.0f + expf(-g)))) * s->hb2[i]  /* silu = g * sigmoid(g) */;
+            } else {
+                float r = g > 0.0f ? g : 0.0f;
+                s->hb[i] = (r * r) * s->hb2[i];
+            }
+        }
+        if (L->ffn_sub_norm)
+            for (int b = 0; b < nb; b++)
+                rmsnorm(s->hb + (size_t)b * ffn, s->hb + (size_t)b * ffn, L->ffn_sub_norm, ffn, eps);
+        ternary_job down[1] = {{L->ffn_down, L->ffn_down_scale, hidden, s->xb2}};
+        ternary_matmuls(rt, s->hb, ffn, nb, down, 1);
+        for (size_t i = 0; i < (size_t)nb * hidden; i++) s->x[i] += s->xb2[i];
+    }
+
+    /* final norm and logits: every token, or only the last one into logits[0] */
+    int first = all_logits ? 0 : nb - 1;
+    for (int b = first; b < nb; b++) {
+        float *xb = s->xb + (size_t)(b - first) * hidden;
+        rmsnorm(xb, s->x + (size_t)b * hidden, m->output_norm, hidden, eps);
+        float_gemv_task ft = {rt->kernels, m->output ? m->output : m->token_embd, c->embed_type, c->vocab_size,
+                              hidden, xb, s->logits + (size_t)(b - first) * c->vocab_size};
+        be_pool_run(rt->pool, float_gemv_worker, &ft);
+    }
+}
+
+void be_forward_prompt(be_runtime *rt, const int32_t *tokens, int n, int pos0) {
+    int step = rt->state->max_batch;
+    for (int i = 0; i < n; i += step) {
+        int nb = n - i < step ? n - i : step;
+        be_forward(rt, tokens + i, nb, pos0 + i, 0);
+    }
+}

@@ -1,0 +1,60 @@
+/* The BitNet b1.58 forward pass (llama2.c style): activations, KV cache and the per-step computation.
+ *
+ * Arithmetic follows bitedge/reference.py op for op (see kernels.h for the ternary contract); every float
+ * reduction is done by one thread in a fixed order, so the result does not depend on the thread count. */
+#ifndef BITEDGE_FORWARD_H
+#define BITEDGE_FORWARD_H
+
+#include <stdint.h>
+
+#include "kernels.h"
+#include "model.h"
+#include "threadpool.h"
+
+typedef struct {
+    int max_batch;     /* tokens processed per forward call (prompt chunk) */
+    int ctx;           /* KV cache length in positions */
+    int n_threads;     /* attention scratch rows (one per pool thread) */
+    int kp_max;        /* padded row length of the widest ternary input (multiple of 128) */
+    /* activations of a batch of nb tokens */
+    float *x;          /* [max_batch][hidden] residual stream */
+    float *xb;         /* [max_batch][max(hidden, q_dim)] normed input / attention output */
+    float *xb2;        /* [max_batch][hidden] output of o_proj / down */
+    float *hb;         /* [max_batch][ffn] gate, then the activated product */
+    float *hb2;        /* [max_batch][ffn] up */
+    float *q;          /* [max_batch][q_dim] */
+    float *k;          /* [max_batch][kv_dim] */
+    float *v;          /* [max_batch][kv_dim] */
+    int8_t *xq;        /* [max_batch][kp_max] quantized activations */
+    float *act_scale;  /* [max_batch] a of each token (kernels.h) */
+    int32_t *acc;      /* [max_batch][max rows of one matmul] int32 products */
+    float *att;        /* [n_threads][ctx] attention scores / probabilities */
+    float *rope_cos;   /* [ctx][head_dim/2] */
+    float *rope_sin;   /* [ctx][head_dim/2] */
+    float *logits;     /* [max_batch][vocab] */
+    /* KV cache */
+    float *key_cache;   /* [n_layers][ctx][kv_dim] */
+    float *value_cache; /* [n_layers][ctx][kv_dim] */
+} be_state;
+
+/* ctx <= 0 means the model's context_length. Returns 0 or -1 (message in err). */
+int build_state(be_state *s, const be_model *m, int ctx, int max_batch, int n_threads, char *err, size_t errlen);
+void free_state(be_state *s);
+
+typedef struct {
+    const be_model *model;
+    const be_kernels *kernels;
+    be_pool *pool;
+    be_state *state;
+} be_runtime;
+
+/* Runs tokens[0..n) at positions pos0..pos0+n-1 (n <= max_batch, pos0+n <= ctx: else it aborts, a caller bug),
+ * filling the KV cache.
+ * Logits: all_logits != 0 -> s->logits[i] for every token i; else only s->logits[0] = the last token's.
+ * Several tokens go through the I2_S gemm kernel (prompt processing), one token through gemv. */
+void be_forward(be_runtime *rt, const int32_t *tokens, int n, int pos0, int all_logits);
+
+/* Feeds a whole prompt in chunks of max_batch starting at pos0; leaves the last token's logits in s->logits. */
+void be_forward_prompt(be_runtime *rt, const int32_t *tokens, int n, int pos0);
+
+#endif

@@ -1,0 +1,233 @@
+/* Portable kernels (the scalar twin of every SIMD kernel), activation quantization, float dequantization and
+ * the run-time choice of a kernel table. The SIMD tables live in kernels_avx2.c and kernels_neon.c; which of
+ * them a build contains is decided by cpu_features.h (BE_HAVE_*_KERNELS), which one runs by the CPU. */
+#include "kernels.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "cpu_features.h"
+
+/* ----------------------------------------------------------------------------------------------------------
+ * activation quantization (the arithmetic contract of kernels.h, all in fp32) */
+
+float be_quantize_row_i8_scalar(const float *x, int8_t *q, int k, int kp) {
+    float amax = 0.0f;
+    for (int i = 0; i < k; i++) {
+        float v = fabsf(x[i]);
+        if (v > amax) amax = v;
+    }
+    const float a = 127.0f / fmaxf(amax, 1e-5f);
+    for (int i = 0; i < k; i++) {
+        /* x * a is rounded to fp32 before rintf (no contraction: there is nothing to fuse with) */
+        float v = rintf(x[i] * a);
+        if (v != v) v = 0.0f;  /* NaN (non-finite input): a defined value instead of an undefined conversion */
+        v = v < -128.0f ? -128.0f : (v > 127.0f ? 127.0f : v);
+        q[i] = (int8_t)v;
+    }
+    if (kp > k) memset(q + k, 0, (size_t)(kp - k));
+    return a;
+}
+
+/* ----------------------------------------------------------------------------------------------------------
+ * IEEE half -> float, exact for every input (subnormals, infinities, NaN payloads) */
+
+float be_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t man = h & 0x3ffu;
+    uint32_t bits;
+    if (exp == 0x1f) {
+        bits = sign | 0x7f800000u | (man << 13);             /* inf / NaN */
+    } else if (exp != 0) {
+        bits = sign | ((exp + 112u) << 23) | (man << 13);    /* normal: rebias 15 -> 127 */
+    } else if (man == 0) {
+        bits = sign;                                         /* +-0 */
+    } else {
+        /* subnormal half: man * 2^-24, normalized for fp32 */
+        int e = -1;
+        do {
+            man <<= 1;
+            e++;
+        } while (!(man & 0x400u));
+        bits = sign | ((uint32_t)(112 - e) << 23) | ((man & 0x3ffu) << 13);
+    }
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static inline uint16_t load_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+
+size_t be_float_row_bytes(int type, int k) {
+    switch (type) {
+    case BE_F32: return (size_t)k * 4;
+    case BE_F16: return (size_t)k * 2;
+    case BE_Q8_0: return (size_t)(k / BE_Q8_0_BLOCK) * BE_Q8_0_BYTES;
+    default: return 0;
+    }
+}
+
+void be_dequantize_row(const void *w, int type, int row, int k, float *out) {
+    const uint8_t *r = (const uint8_t *)w + (size_t)row * be_float_row_bytes(type, k);
+    switch (type) {
+    case BE_F32:
+        memcpy(out, r, (size_t)k * sizeof(float));
+        break;
+    case BE_F16:
+        for (int i = 0; i < k; i++) out[i] = be_f16_to_f32(load_u16(r + 2 * i));
+        break;
+    case BE_Q8_0:
+        for (int b = 0; b < k / BE_Q8_0_BLOCK; b++) {
+            const uint8_t *blk = r + (size_t)b * BE_Q8_0_BYTES;
+            const float d = be_f16_to_f32(load_u16(blk));
+            const int8_t *qs = (const int8_t *)(blk + 2);
+            for (int j = 0; j < BE_Q8_0_BLOCK; j++) out[b * BE_Q8_0_BLOCK + j] = d * (float)qs[j];
+        }
+        break;
+    default:
+        memset(out, 0, (size_t)k * sizeof(float));  /* model.c refuses other types before we get here */
+        break;
+    }
+}
+
+/* ----------------------------------------------------------------------------------------------------------
+ * scalar I2_S: byte j of a 32-byte block holds columns j, j+32, j+64, j+96 in bits 7-6, 5-4, 3-2, 1-0 and
+ * code c = T + 1. The sum of c*q minus the sum of q equals sum T*q exactly (int32; |acc| <= 128 * kp). */
+
+static int32_t i2s_dot_row(const uint8_t *row, const int8_t *q, int kp) {
+    int32_t acc = 0;
+    for (int k0 = 0; k0 < kp; k0 += 128) {
+        const uint8_t *blk = row + k0 / 4;
+        const int8_t *qb = q + k0;
+        for (int j = 0; j < 32; j++) {
+            const uint8_t b = blk[j];
+            acc += ((b >> 6) - 1) * qb[j];
+            acc += (((b >> 4) & 3) - 1) * qb[j + 32];
+            acc += (((b >> 2) & 3) - 1) * qb[j + 64];
+            acc += ((b & 3) - 1) * qb[j + 96];
+        }
+    }
+    return acc;
+}
+
+static void i2s_gemv_scalar(const uint8_t *w, const int8_t *q, int32_t *acc, int n0, int n1, int kp) {
+    const size_t row_bytes = (size_t)kp / 4;
+    for (int n = n0; n < n1; n++) acc[n] = i2s_dot_row(w + (size_t)n * row_bytes, q, kp);
+}
+
+static void i2s_gemm_scalar(const uint8_t *w, const int8_t *q, int32_t *acc, int ldacc, int n0, int n1, int kp,
+                            int nb) {
+    const size_t row_bytes = (size_t)kp / 4;
+    for (int n = n0; n < n1; n++) {
+        const uint8_t *row = w + (size_t)n * row_bytes;
+        for (int b = 0; b < nb; b++) acc[(size_t)b * ldacc + n] = i2s_dot_row(row, q + (size_t)b * kp, kp);
+    }
+}
+
+/* ----------------------------------------------------------------------------------------------------------
+ * scalar float gemv: y[n] = sum_k W[n][k] * x[k], summed in order (Q8_0: per block d * sum(q * x)) */
+
+static float dot_f32(const float *w, const float *x, int k) {
+    float s = 0.0f;
+    for (int i = 0; i < k; i++) s += w[i] * x[i];
+    return s;
+}
+
+static float dot_f16(const uint8_t *w, const float *x, int k) {
+    float s = 0.0f;
+    for (int i = 0; i < k; i++) s += be_f16_to_f32(load_u16(w + 2 * i)) * x[i];
+    return s;
+}
+
+static float dot_q8_0(const uint8_t *w, const float *x, int k) {
+    float s = 0.0f;
+    for (int b = 0; b < k / BE_Q8_0_BLOCK; b++) {
+        const uint8_t *blk = w + (size_t)b * BE_Q8_0_BYTES;
+        const int8_t *qs = (const int8_t *)(blk + 2);
+        const float *xb = x + b * BE_Q8_0_BLOCK;
+        float sb = 0.0f;
+        for (int j = 0; j < BE_Q8_0_BLOCK; j++) sb += (float)qs[j] * xb[j];
+        s += be_f16_to_f32(load_u16(blk)) * sb;
+    }
+    return s;
+}
+
+static void float_gemv_scalar(const void *w, int type, const float *x, float *y, int n0, int n1, int k) {
+    const size_t row_bytes = be_float_row_bytes(type, k);
+    for (int n = n0; n < n1; n++) {
+        const uint8_t *row = (const uint8_t *)w + (size_t)n * row_bytes;
+        switch (type) {
+        case BE_F32: y[n] = dot_f32((const float *)row, x, k); break;
+        case BE_F16: y[n] = dot_f16(row, x, k); break;
+        case BE_Q8_0: y[n] = dot_q8_0(row, x, k); break;
+        default: y[n] = 0.0f; break;
+        }
+    }
+}
+
+const be_kernels be_kernels_scalar = {"scalar", i2s_gemv_scalar, i2s_gemm_scalar, float_gemv_scalar,
+                                      be_quantize_row_i8_scalar};
+
+/* ----------------------------------------------------------------------------------------------------------
+ * dispatch: tables in order of preference, each with the CPU features it needs */
+
+#if BE_HAVE_AVX2_KERNELS
+extern const be_kernels be_kernels_avx2;
+#endif
+#if BE_HAVE_NEON_KERNELS
+extern const be_kernels be_kernels_neon;
+#endif
+#if BE_HAVE_DOTPROD_KERNELS
+extern const be_kernels be_kernels_neon_dotprod;
+#endif
+
+static int table_supported(const be_kernels *k) {
+    const be_cpu_features *f = be_cpu_get();
+    if (!strcmp(k->name, "avx2")) return f->avx2 && f->fma && f->f16c;
+    if (!strcmp(k->name, "neon")) return f->neon;
+    if (!strcmp(k->name, "neon-dotprod")) return f->neon && f->dotprod;
+    return 1;  /* scalar */
+}
+
+int be_kernels_list(const be_kernels **out, int cap) {
+    const be_kernels *all[] = {
+#if BE_HAVE_AVX2_KERNELS
+        &be_kernels_avx2,
+#endif
+#if BE_HAVE_DOTPROD_KERNELS
+        &be_kernels_neon_dotprod,
+#endif
+#if BE_HAVE_NEON_KERNELS
+        &be_kernels_neon,
+#endif
+        &be_kernels_scalar,
+    };
+    int n = 0;
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        if (table_supported(all[i]) && n < cap) out[n++] = all[i];
+    return n;
+}
+
+const be_kernels *be_kernels_select(void) {
+    const be_kernels *best[1];
+    return be_kernels_list(best, 1) == 1 ? best[0] : &be_kernels_scalar;
+}
+
+static const be_kernels *best_table;
+static pthread_once_t best_once = PTHREAD_ONCE_INIT;
+static void find_best_table(void) { best_table = be_kernels_select(); }
+
+float be_quantize_row_i8(const float *x, int8_t *q, int k, int kp) {
+    pthread_once(&best_once, find_best_table);
+    return best_table->quantize_row_i8(x, q, k, kp);
+}
+
+const be_kernels *be_kernels_by_name(const char *name) {
+    const be_kernels *all[8];
+    int n = be_kernels_list(all, 8);
+    for (int i = 0; i < n; i++)
+        if (!strcmp(all[i]->name, name)) return all[i];
+    return NULL;
+}

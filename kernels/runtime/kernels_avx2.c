@@ -1,0 +1,260 @@
+/* AVX2 kernels (x86-64). Every function carries target("avx2,fma,f16c"), so a default build (no -mavx2)
+ * contains this table and be_kernels_select() only picks it when cpu_features reports AVX2, FMA and F16C.
+ *
+ * I2_S: the 2-bit codes c = T + 1 (0..2) are unpacked with shifts and a mask and multiplied by the int8
+ * activations with _mm256_maddubs_epi16 (unsigned codes x signed activations); the ternary product is then
+ * sum(c * q) - sum(q), exact in int32. */
+#include "cpu_features.h"
+#include "kernels.h"
+
+#if BE_HAVE_AVX2_KERNELS
+
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#define BE_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define BE_AVX2_INLINE static inline __attribute__((target("avx2,fma,f16c"), always_inline))
+
+/* Saturation bound: one _mm256_maddubs_epi16 lane is c_a*q_a + c_b*q_b with c in 0..2 and q in -128..127,
+ * so it lies in [-512, 508]; a 128-column block adds four of them ([-2048, 2032]). Summing I2S_CHUNK = 8
+ * blocks in int16 stays within [-16384, 16256], far from +-32767, before widening to int32 with madd. */
+#define I2S_CHUNK 8
+/* tokens sharing one unpacked weight block in the gemm, and tokens per activation-sum batch */
+#ifndef GEMM_TOKENS
+#define GEMM_TOKENS 4
+#endif
+#define GEMM_QSUM_BATCH 64
+/* GCC keeps the gemm's per-token accumulators in registers only when the token loops are unrolled; clang does
+ * it unasked and the pragma makes its code slower (measured with bench_kernels: gcc 189 -> 210, clang 253 ->
+ * 155 GOPS) */
+#if defined(__clang__)
+#define BE_UNROLL
+#else
+#define BE_UNROLL _Pragma("GCC unroll 8")
+#endif
+
+BE_AVX2_INLINE int32_t hsum_i32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+BE_AVX2_INLINE float hsum_f32(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* sum of q[0..kp), kp % 128 == 0 (maddubs by ones: pair sums in [-256, 254], no saturation) */
+BE_AVX2_INLINE int32_t sum_q(const int8_t *q, int kp) {
+    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+    __m256i acc = _mm256_setzero_si256();
+    for (int k = 0; k < kp; k += 32) {
+        __m256i p = _mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)(q + k)));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, ones16));
+    }
+    return hsum_i32(acc);
+}
+
+/* the four code vectors of one 32-byte block: columns j, j+32, j+64, j+96 of byte j */
+BE_AVX2_INLINE void unpack_block(const uint8_t *blk, __m256i c[4]) {
+    const __m256i mask = _mm256_set1_epi8(3);
+    const __m256i v = _mm256_loadu_si256((const __m256i *)blk);
+    c[0] = _mm256_and_si256(_mm256_srli_epi16(v, 6), mask);
+    c[1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+    c[2] = _mm256_and_si256(_mm256_srli_epi16(v, 2), mask);
+    c[3] = _mm256_and_si256(v, mask);
+}
+
+/* acc16 += sum over the block of c * q (int16 lanes, see the saturation bound) */
+BE_AVX2_INLINE __m256i block_dot16(const __m256i c[4], const int8_t *qb, __m256i acc16) {
+    __m256i p0 = _mm256_maddubs_epi16(c[0], _mm256_loadu_si256((const __m256i *)(qb + 0)));
+    __m256i p1 = _mm256_maddubs_epi16(c[1], _mm256_loadu_si256((const __m256i *)(qb + 32)));
+    __m256i p2 = _mm256_maddubs_epi16(c[2], _mm256_loadu_si256((const __m256i *)(qb + 64)));
+    __m256i p3 = _mm256_maddubs_epi16(c[3], _mm256_loadu_si256((const __m256i *)(qb + 96)));
+    return _mm256_add_epi16(acc16, _mm256_add_epi16(_mm256_add_epi16(p0, p1), _mm256_add_epi16(p2, p3)));
+}
+
+/* one row times T tokens: each weight block is unpacked once and used for all T tokens */
+BE_AVX2_INLINE void row_tokens_dot(const uint8_t *row, const int8_t *q, int kp, int T, int32_t *out) {
+    const __m256i ones16 = _mm256_set1_epi16(1);
+    __m256i acc32[GEMM_TOKENS];
+    BE_UNROLL
+    for (int t = 0; t < T; t++) acc32[t] = _mm256_setzero_si256();
+    const int nblk = kp / 128;
+    for (int b0 = 0; b0 < nblk; b0 += I2S_CHUNK) {
+        const int b1 = b0 + I2S_CHUNK < nblk ? b0 + I2S_CHUNK : nblk;
+        __m256i acc16[GEMM_TOKENS];
+        BE_UNROLL
+        for (int t = 0; t < T; t++) acc16[t] = _mm256_setzero_si256();
+        for (int b = b0; b < b1; b++) {
+            __m256i c[4];
+            unpack_block(row + (size_t)b * 32, c);
+            BE_UNROLL
+            for (int t = 0; t < T; t++) acc16[t] = block_dot16(c, q + (size_t)t * kp + (size_t)b * 128, acc16[t]);
+        }
+        BE_UNROLL
+        for (int t = 0; t < T; t++) acc32[t] = _mm256_add_epi32(acc32[t], _mm256_madd_epi16(acc16[t], ones16));
+    }
+    BE_UNROLL
+    for (int t = 0; t < T; t++) out[t] = hsum_i32(acc32[t]);
+}
+
+/* gemv: one row at a time. Interleaving 2-8 rows (sharing the activation loads) measured slower here, warm and
+ * cold (register spills, more concurrent streams): see kernels/tests/bench_kernels.c. */
+static BE_AVX2 void i2s_gemv_avx2(const uint8_t *w, const int8_t *q, int32_t *acc, int n0, int n1, int kp) {
+    const size_t row_bytes = (size_t)kp / 4;
+    const int32_t qsum = sum_q(q, kp);
+    for (int n = n0; n < n1; n++) {
+        int32_t s[1];
+        row_tokens_dot(w + (size_t)n * row_bytes, q, kp, 1, s);
+        acc[n] = s[0] - qsum;
+    }
+}
+
+static BE_AVX2 void i2s_gemm_avx2(const uint8_t *w, const int8_t *q, int32_t *acc, int ldacc, int n0, int n1,
+                                  int kp, int nb) {
+    const size_t row_bytes = (size_t)kp / 4;
+    int32_t qsum[GEMM_QSUM_BATCH];
+    for (int t0 = 0; t0 < nb; t0 += GEMM_QSUM_BATCH) {
+        const int t1 = t0 + GEMM_QSUM_BATCH < nb ? t0 + GEMM_QSUM_BATCH : nb;
+        for (int t = t0; t < t1; t++) qsum[t - t0] = sum_q(q + (size_t)t * kp, kp);
+        for (int n = n0; n < n1; n++) {
+            const uint8_t *row = w + (size_t)n * row_bytes;
+            int t = t0;
+            for (; t + GEMM_TOKENS <= t1; t += GEMM_TOKENS) {
+                int32_t s[GEMM_TOKENS];
+                row_tokens_dot(row, q + (size_t)t * kp, kp, GEMM_TOKENS, s);
+                for (int i = 0; i < GEMM_TOKENS; i++) acc[(size_t)(t + i) * ldacc + n] = s[i] - qsum[t + i - t0];
+            }
+            for (; t < t1; t++) {
+                int32_t s[1];
+                row_tokens_dot(row, q + (size_t)t * kp, kp, 1, s);
+                acc[(size_t)t * ldacc + n] = s[0] - qsum[t - t0];
+            }
+        }
+    }
+}
+
+/* ----------------------------------------------------------------------------------------------------------
+ * float gemv: 8-wide FMA, four independent accumulators; tails in scalar */
+
+BE_AVX2_INLINE float dot_f32(const float *w, const float *x, int k) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 32 <= k; i += 32) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
+    }
+    for (; i + 8 <= k; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+    float s = hsum_f32(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; i < k; i++) s += w[i] * x[i];
+    return s;
+}
+
+BE_AVX2_INLINE __m256 load_f16x8(const uint8_t *p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+BE_AVX2_INLINE float dot_f16(const uint8_t *w, const float *x, int k) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 32 <= k; i += 32) {
+        a0 = _mm256_fmadd_ps(load_f16x8(w + 2 * i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(load_f16x8(w + 2 * (i + 8)), _mm256_loadu_ps(x + i + 8), a1);
+        a2 = _mm256_fmadd_ps(load_f16x8(w + 2 * (i + 16)), _mm256_loadu_ps(x + i + 16), a2);
+        a3 = _mm256_fmadd_ps(load_f16x8(w + 2 * (i + 24)), _mm256_loadu_ps(x + i + 24), a3);
+    }
+    for (; i + 8 <= k; i += 8) a0 = _mm256_fmadd_ps(load_f16x8(w + 2 * i), _mm256_loadu_ps(x + i), a0);
+    float s = hsum_f32(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; i < k; i++) s += be_f16_to_f32((uint16_t)(w[2 * i] | (w[2 * i + 1] << 8))) * x[i];
+    return s;
+}
+
+BE_AVX2_INLINE __m256 load_i8x8_ps(const int8_t *p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+}
+
+/* per block: d * (q . x), with the block dot product in 8 lanes and d applied by one FMA */
+BE_AVX2_INLINE float dot_q8_0(const uint8_t *w, const float *x, int k) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int b = 0; b < k / BE_Q8_0_BLOCK; b++) {
+        const uint8_t *blk = w + (size_t)b * BE_Q8_0_BYTES;
+        const int8_t *qs = (const int8_t *)(blk + 2);
+        const float *xb = x + b * BE_Q8_0_BLOCK;
+        __m256 s = _mm256_mul_ps(load_i8x8_ps(qs), _mm256_loadu_ps(xb));
+        s = _mm256_fmadd_ps(load_i8x8_ps(qs + 8), _mm256_loadu_ps(xb + 8), s);
+        s = _mm256_fmadd_ps(load_i8x8_ps(qs + 16), _mm256_loadu_ps(xb + 16), s);
+        s = _mm256_fmadd_ps(load_i8x8_ps(qs + 24), _mm256_loadu_ps(xb + 24), s);
+        const float d = be_f16_to_f32((uint16_t)(blk[0] | (blk[1] << 8)));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), s, acc);
+    }
+    return hsum_f32(acc);
+}
+
+static BE_AVX2 void float_gemv_avx2(const void *w, int type, const float *x, float *y, int n0, int n1, int k) {
+    const size_t row_bytes = be_float_row_bytes(type, k);
+    for (int n = n0; n < n1; n++) {
+        const uint8_t *row = (const uint8_t *)w + (size_t)n * row_bytes;
+        switch (type) {
+        case BE_F32: y[n] = dot_f32((const float *)row, x, k); break;
+        case BE_F16: y[n] = dot_f16(row, x, k); break;
+        case BE_Q8_0: y[n] = dot_q8_0(row, x, k); break;
+        default: y[n] = 0.0f; break;
+        }
+    }
+}
+
+/* ----------------------------------------------------------------------------------------------------------
+ * activation quantization, bit-identical to the scalar twin for finite x: max is exact in any order, a is
+ * computed by the same scalar expression, x * a is one fp32 multiply, _mm256_round_ps with
+ * _MM_FROUND_TO_NEAREST_INT is rintf's round-half-to-even, and the clamp and conversions are exact. */
+
+static BE_AVX2 float quantize_row_i8_avx2(const float *x, int8_t *q, int k, int kp) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= k; i += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    float amax = _mm_cvtss_f32(m4);
+    for (; i < k; i++) {
+        const float v = x[i] < 0 ? -x[i] : x[i];
+        if (v > amax) amax = v;
+    }
+    const float a = 127.0f / (amax > 1e-5f ? amax : 1e-5f);
+    const __m256 va = _mm256_set1_ps(a), lo = _mm256_set1_ps(-128.0f), hi = _mm256_set1_ps(127.0f);
+    i = 0;
+    for (; i + 32 <= k; i += 32) {
+        __m256i r[4];
+        for (int j = 0; j < 4; j++) {
+            __m256 v = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i + 8 * j), va),
+                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            r[j] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, lo), hi));
+        }
+        /* packs work within 128-bit lanes: 32-bit lanes end up in the order 0 4 1 5 2 6 3 7, undone below */
+        __m256i w16 = _mm256_packs_epi32(r[0], r[1]), w16b = _mm256_packs_epi32(r[2], r[3]);
+        __m256i b8 = _mm256_packs_epi16(w16, w16b);
+        b8 = _mm256_permutevar8x32_epi32(b8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)(q + i), b8);
+    }
+    for (; i < k; i++) {
+        float v = rintf(x[i] * a);  /* the scalar twin's expression (no NaN here for finite x) */
+        v = v < -128.0f ? -128.0f : (v > 127.0f ? 127.0f : v);
+        q[i] = (int8_t)v;
+    }
+    if (kp > k) memset(q + k, 0, (size_t)(kp - k));
+    return a;
+}
+
+const be_kernels be_kernels_avx2 = {"avx2", i2s_gemv_avx2, i2s_gemm_avx2, float_gemv_avx2, quantize_row_i8_avx2};
+
+#else
+typedef int be_kernels_avx2_unused; /* ISO C wants a declaration in every translation unit */
+#endif

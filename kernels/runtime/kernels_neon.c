@@ -1,0 +1,239 @@
+/* NEON kernels (aarch64), two tables:
+ *   "neon"          baseline ARMv8-A Advanced SIMD (Cortex-A53/A72 ...): widening multiply-accumulate
+ *                   (vmull_s8 / vmlal_high_s8) of the ternary values t = c - 1 by the int8 activations;
+ *   "neon-dotprod"  ARMv8.2-A dot product (Cortex-A55/A76 ...): vdotq_s32 of t by the activations.
+ * The dotprod functions carry __attribute__((target("arch=armv8.2-a+dotprod"))) under GCC (the target that
+ * GCC's arm_neon.h wraps vdotq_s32 in; every CPU with dotprod is ARMv8.2-A or later), so one aarch64 build
+ * holds both tables and be_kernels_select() picks dotprod only when the CPU reports it (HWCAP_ASIMDDP /
+ * FEAT_DotProd).
+ * With clang the dotprod table is compiled only when the whole build targets it (-march=armv8.2-a+dotprod),
+ * because clang's arm_neon.h hides vdotq_s32 otherwise (see BE_HAVE_DOTPROD_KERNELS in cpu_features.h).
+ *
+ * Both compute sum T*q directly from t in {-1, 0, +1}: a product t*q lies in [-128, 128], so no offset is
+ * needed and int32 accumulation is exact. */
+#include "cpu_features.h"
+#include "kernels.h"
+
+#if BE_HAVE_NEON_KERNELS
+
+#include <arm_neon.h>
+
+#if BE_HAVE_DOTPROD_KERNELS && !defined(__ARM_FEATURE_DOTPROD)
+#define BE_DOTPROD __attribute__((target("arch=armv8.2-a+dotprod")))
+#else
+#define BE_DOTPROD
+#endif
+
+#define GEMM_TOKENS 4
+
+/* the eight ternary vectors of one 32-byte block, in the order of the activations they multiply:
+ * t[2*s + h] holds columns 32*s + 16*h + (0..15) (s = 2-bit slot, h = half of the block) */
+static inline void unpack_block(const uint8_t *blk, int8x16_t t[8]) {
+    const uint8x16_t mask = vdupq_n_u8(3);
+    const int8x16_t one = vdupq_n_s8(1);
+    for (int h = 0; h < 2; h++) {
+        const uint8x16_t v = vld1q_u8(blk + 16 * h);
+        t[0 + h] = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(v, 6)), one);
+        t[2 + h] = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(v, 4), mask)), one);
+        t[4 + h] = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8(v, 2), mask)), one);
+        t[6 + h] = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, mask)), one);
+    }
+}
+
+/* Baseline: per block, 16 widening products per int16 lane, each in [-128, 128]: |sum| <= 2048, no overflow;
+ * then pairwise-added into int32 once per block. */
+static inline int32x4_t block_dot_mlal(const int8x16_t t[8], const int8_t *qb, int32x4_t acc) {
+    int16x8_t a16 = vdupq_n_s16(0);
+    for (int i = 0; i < 8; i++) {
+        const int8x16_t qv = vld1q_s8(qb + 16 * i);
+        a16 = vmlal_s8(a16, vget_low_s8(t[i]), vget_low_s8(qv));
+        a16 = vmlal_high_s8(a16, t[i], qv);
+    }
+    return vpadalq_s16(acc, a16);
+}
+
+static int32_t row_dot_neon(const uint8_t *row, const int8_t *q, int kp) {
+    int32x4_t acc = vdupq_n_s32(0);
+    for (int k0 = 0; k0 < kp; k0 += 128) {
+        int8x16_t t[8];
+        unpack_block(row + k0 / 4, t);
+        acc = block_dot_mlal(t, q + k0, acc);
+    }
+    return vaddvq_s32(acc);
+}
+
+static void i2s_gemv_neon(const uint8_t *w, const int8_t *q, int32_t *acc, int n0, int n1, int kp) {
+    const size_t row_bytes = (size_t)kp / 4;
+    for (int n = n0; n < n1; n++) acc[n] = row_dot_neon(w + (size_t)n * row_bytes, q, kp);
+}
+
+static inline void row_tokens_neon(const uint8_t *row, const int8_t *q, int kp, int T, int32_t *out) {
+    int32x4_t acc[GEMM_TOKENS];
+    for (int t = 0; t < T; t++) acc[t] = vdupq_n_s32(0);
+    for (int k0 = 0; k0 < kp; k0 += 128) {
+        int8x16_t tv[8];
+        unpack_block(row + k0 / 4, tv);
+        for (int t = 0; t < T; t++) acc[t] = block_dot_mlal(tv, q + (size_t)t * kp + k0, acc[t]);
+    }
+    for (int t = 0; t < T; t++) out[t] = vaddvq_s32(acc[t]);
+}
+
+static void i2s_gemm_neon(const uint8_t *w, const int8_t *q, int32_t *acc, int ldacc, int n0, int n1, int kp,
+                          int nb) {
+    const size_t row_bytes = (size_t)kp / 4;
+    for (int n = n0; n < n1; n++) {
+        const uint8_t *row = w + (size_t)n * row_bytes;
+        int t = 0;
+        for (; t + GEMM_TOKENS <= nb; t += GEMM_TOKENS) {
+            int32_t s[GEMM_TOKENS];
+            row_tokens_neon(row, q + (size_t)t * kp, kp, GEMM_TOKENS, s);
+            for (int i = 0; i < GEMM_TOKENS; i++) acc[(size_t)(t + i) * ldacc + n] = s[i];
+        }
+        for (; t < nb; t++) acc[(size_t)t * ldacc + n] = row_dot_neon(row, q + (size_t)t * kp, kp);
+    }
+}
+
+/* ----------------------------------------------------------------------------------------------------------
+ * dot product extension */
+
+#if BE_HAVE_DOTPROD_KERNELS
+static inline BE_DOTPROD int32x4_t block_dot_sdot(const int8x16_t t[8], const int8_t *qb, int32x4_t acc) {
+    for (int i = 0; i < 8; i++) acc = vdotq_s32(acc, t[i], vld1q_s8(qb + 16 * i));
+    return acc;
+}
+
+static BE_DOTPROD void i2s_gemv_dotprod(const uint8_t *w, const int8_t *q, int32_t *acc, int n0, int n1, int kp) {
+    const size_t row_bytes = (size_t)kp / 4;
+    int n = n0;
+    /* two rows at a time share the activation loads */
+    for (; n + 2 <= n1; n += 2) {
+        const uint8_t *r0 = w + (size_t)n * row_bytes, *r1 = r0 + row_bytes;
+        int32x4_t a0 = vdupq_n_s32(0), a1 = vdupq_n_s32(0);
+        for (int k0 = 0; k0 < kp; k0 += 128) {
+            int8x16_t t0[8], t1[8];
+            unpack_block(r0 + k0 / 4, t0);
+            unpack_block(r1 + k0 / 4, t1);
+            for (int i = 0; i < 8; i++) {
+                const int8x16_t qv = vld1q_s8(q + k0 + 16 * i);
+                a0 = vdotq_s32(a0, t0[i], qv);
+                a1 = vdotq_s32(a1, t1[i], qv);
+            }
+        }
+        acc[n] = vaddvq_s32(a0);
+        acc[n + 1] = vaddvq_s32(a1);
+    }
+    for (; n < n1; n++) {
+        const uint8_t *r = w + (size_t)n * row_bytes;
+        int32x4_t a = vdupq_n_s32(0);
+        for (int k0 = 0; k0 < kp; k0 += 128) {
+            int8x16_t t[8];
+            unpack_block(r + k0 / 4, t);
+            a = block_dot_sdot(t, q + k0, a);
+        }
+        acc[n] = vaddvq_s32(a);
+    }
+}
+
+static BE_DOTPROD void i2s_gemm_dotprod(const uint8_t *w, const int8_t *q, int32_t *acc, int ldacc, int n0, int n1,
+                                        int kp, int nb) {
+    const size_t row_bytes = (size_t)kp / 4;
+    for (int n = n0; n < n1; n++) {
+        const uint8_t *row = w + (size_t)n * row_bytes;
+        for (int t0 = 0; t0 < nb; t0 += GEMM_TOKENS) {
+            const int T = nb - t0 < GEMM_TOKENS ? nb - t0 : GEMM_TOKENS;
+            int32x4_t a[GEMM_TOKENS];
+            for (int t = 0; t < T; t++) a[t] = vdupq_n_s32(0);
+            for (int k0 = 0; k0 < kp; k0 += 128) {
+                int8x16_t tv[8];
+                unpack_block(row + k0 / 4, tv);
+                for (int t = 0; t < T; t++) a[t] = block_dot_sdot(tv, q + (size_t)(t0 + t) * kp + k0, a[t]);
+            }
+            for (int t = 0; t < T; t++) acc[(size_t)(t0 + t) * ldacc + n] = vaddvq_s32(a[t]);
+        }
+    }
+}
+#endif
+
+/* ----------------------------------------------------------------------------------------------------------
+ * float gemv: 4-wide FMA, four independent accumulators; tails in scalar. F16 via fcvtl (baseline). */
+
+static float dot_f32(const float *w, const float *x, int k) {
+    float32x4_t a0 = vdupq_n_f32(0), a1 = vdupq_n_f32(0), a2 = vdupq_n_f32(0), a3 = vdupq_n_f32(0);
+    int i = 0;
+    for (; i + 16 <= k; i += 16) {
+        a0 = vfmaq_f32(a0, vld1q_f32(w + i), vld1q_f32(x + i));
+        a1 = vfmaq_f32(a1, vld1q_f32(w + i + 4), vld1q_f32(x + i + 4));
+        a2 = vfmaq_f32(a2, vld1q_f32(w + i + 8), vld1q_f32(x + i + 8));
+        a3 = vfmaq_f32(a3, vld1q_f32(w + i + 12), vld1q_f32(x + i + 12));
+    }
+    for (; i + 4 <= k; i += 4) a0 = vfmaq_f32(a0, vld1q_f32(w + i), vld1q_f32(x + i));
+    float s = vaddvq_f32(vaddq_f32(vaddq_f32(a0, a1), vaddq_f32(a2, a3)));
+    for (; i < k; i++) s += w[i] * x[i];
+    return s;
+}
+
+static inline float32x4_t load_f16x4(const uint8_t *p) {
+    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)(const void *)p)));
+}
+
+static float dot_f16(const uint8_t *w, const float *x, int k) {
+    float32x4_t a0 = vdupq_n_f32(0), a1 = vdupq_n_f32(0), a2 = vdupq_n_f32(0), a3 = vdupq_n_f32(0);
+    int i = 0;
+    for (; i + 16 <= k; i += 16) {
+        a0 = vfmaq_f32(a0, load_f16x4(w + 2 * i), vld1q_f32(x + i));
+        a1 = vfmaq_f32(a1, load_f16x4(w + 2 * (i + 4)), vld1q_f32(x + i + 4));
+        a2 = vfmaq_f32(a2, load_f16x4(w + 2 * (i + 8)), vld1q_f32(x + i + 8));
+        a3 = vfmaq_f32(a3, load_f16x4(w + 2 * (i + 12)), vld1q_f32(x + i + 12));
+    }
+    for (; i + 4 <= k; i += 4) a0 = vfmaq_f32(a0, load_f16x4(w + 2 * i), vld1q_f32(x + i));
+    float s = vaddvq_f32(vaddq_f32(vaddq_f32(a0, a1), vaddq_f32(a2, a3)));
+    for (; i < k; i++) s += be_f16_to_f32((uint16_t)(w[2 * i] | (w[2 * i + 1] << 8))) * x[i];
+    return s;
+}
+
+static float dot_q8_0(const uint8_t *w, const float *x, int k) {
+    float32x4_t acc = vdupq_n_f32(0);
+    for (int b = 0; b < k / BE_Q8_0_BLOCK; b++) {
+        const uint8_t *blk = w + (size_t)b * BE_Q8_0_BYTES;
+        const int8_t *qs = (const int8_t *)(blk + 2);
+        const float *xb = x + b * BE_Q8_0_BLOCK;
+        float32x4_t s = vdupq_n_f32(0);
+        for (int h = 0; h < 2; h++) {
+            const int8x16_t qv = vld1q_s8(qs + 16 * h);
+            const int16x8_t lo = vmovl_s8(vget_low_s8(qv)), hi = vmovl_high_s8(qv);
+            const float *xh = xb + 16 * h;
+            s = vfmaq_f32(s, vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo))), vld1q_f32(xh));
+            s = vfmaq_f32(s, vcvtq_f32_s32(vmovl_high_s16(lo)), vld1q_f32(xh + 4));
+            s = vfmaq_f32(s, vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi))), vld1q_f32(xh + 8));
+            s = vfmaq_f32(s, vcvtq_f32_s32(vmovl_high_s16(hi)), vld1q_f32(xh + 12));
+        }
+        const float d = be_f16_to_f32((uint16_t)(blk[0] | (blk[1] << 8)));
+        acc = vfmaq_n_f32(acc, s, d);
+    }
+    return vaddvq_f32(acc);
+}
+
+static void float_gemv_neon(const void *w, int type, const float *x, float *y, int n0, int n1, int k) {
+    const size_t row_bytes = be_float_row_bytes(type, k);
+    for (int n = n0; n < n1; n++) {
+        const uint8_t *row = (const uint8_t *)w + (size_t)n * row_bytes;
+        switch (type) {
+        case BE_F32: y[n] = dot_f32((const float *)(const void *)row, x, k); break;
+        case BE_F16: y[n] = dot_f16(row, x, k); break;
+        case BE_Q8_0: y[n] = dot_q8_0(row, x, k); break;
+        default: y[n] = 0.0f; break;
+        }
+    }
+}
+
+/* quantization: the scalar code (rintf is one frintx instruction on aarch64, and the loops are O(K)) */
+const be_kernels be_kernels_neon = {"neon", i2s_gemv_neon, i2s_gemm_neon, float_gemv_neon,
+                                    be_quantize_row_i8_scalar};
+#if BE_HAVE_DOTPROD_KERNELS
+const be_kernels be_kernels_neon_dotprod = {"neon-dotprod", i2s_gemv_dotprod, i2s_gemm_dotprod, float_gemv_neon,
+                                            be_quantize_row_i8_scalar};
+#endif
+
+#else
+typedef int be_kernels_neon_unused; /* ISO C wants a declaration in every translation unit */
+#endif

@@ -1,0 +1,105 @@
+"""Deploy the real runtime over a real loopback sshd: as an x86 board and as an emulated ARM board
+(a profile whose runner is qemu-aarch64), then generate and benchmark remotely, and run a fleet with a
+dead host. The only thing not real here is the board itself (none is reachable from CI)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from _sshd import free_port, make_sshd
+from bitedge.cli import main
+from bitedge.convert.dummy import dummy_source
+from bitedge.convert.gguf_writer import write_gguf
+from bitedge.gguf_read import read_model
+from bitedge.reference import Reference
+from bitedge.results.store import ResultStore
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lab")
+    server = make_sshd(root / "sshd").start()
+    model = root / "tiny.gguf"
+    write_gguf(dummy_source("test", seed=3), model, packing="i2_s", embed_type="f16")
+    dead = free_port()
+    inventory = root / "boards.toml"
+    inventory.write_text(f"""
+[hosts.x86]
+host = "board"
+target = "x86-64-avx2"
+remote_dir = "{root / 'remote-x86'}"
+
+[hosts.arm]
+host = "board"
+target = "rpi5-qemu"
+remote_dir = "{root / 'remote-arm'}"
+
+[hosts.dead]
+host = "127.0.0.1"
+port = {dead}
+user = "{server.user}"
+identity = "{server.user_key}"
+target = "x86-64-avx2"
+""")
+    yield {"root": root, "server": server, "model": model, "inventory": inventory}
+    server.stop()
+
+
+def ssh(lab):
+    return ["--inventory", str(lab["inventory"]), "--ssh-config", str(lab["server"].ssh_config),
+            "--known-hosts", str(lab["server"].known_hosts), "--connect-timeout", "5"]
+
+
+def run_json(capsys, args) -> dict:
+    rc = main(args)
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    return json.loads(captured.out)
+
+
+def reference_tokens(model: Path, prompt_tokens: list[int], n: int) -> list[int]:
+    tokens, _ = Reference(read_model(model)).generate(prompt_tokens, n, greedy=True)
+    return [int(t) for t in tokens]
+
+
+@pytest.mark.parametrize("board", ["x86", "arm"])
+def test_deploy_then_generate_remotely_matches_the_reference(lab, capsys, board):
+    first = run_json(capsys, ["deploy", board, "--model", str(lab["model"]), *ssh(lab), "--json"])
+    assert [u["action"] for u in first["uploads"]] in (["uploaded", "uploaded"], ["skipped", "skipped"])
+    assert Path(first["binary"]).is_file() and Path(first["model"]).read_bytes() == lab["model"].read_bytes()
+    again = run_json(capsys, ["deploy", board, "--model", str(lab["model"]), *ssh(lab), "--json"])
+    assert [u["action"] for u in again["uploads"]] == ["skipped", "skipped"]
+    if board == "arm":
+        assert again["runner"][:1] == ["qemu-aarch64"]
+    out = run_json(capsys, ["generate", str(lab["model"]), "--host", board, "-p", "hello board", "-n", "10",
+                            "--ignore-eos", *ssh(lab), "--json"])
+    assert out["tokens"] == reference_tokens(lab["model"], out["prompt_tokens"], 10)
+
+
+def test_fleet_bench_stores_results_and_the_dead_host_fails_alone(lab, capsys):
+    db = lab["root"] / "results.db"
+    rc = main(["bench", str(lab["model"]), "--hosts", "x86,dead,arm", "-p", "8", "-n", "4", "-r", "2",
+               "--db", str(db), *ssh(lab), "--json"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    out = json.loads(captured.out)
+    assert set(out["failed"]) == {"dead"}
+    rows = ResultStore(db).rows()
+    assert {r.board for r in rows} == {"x86", "arm"}
+    assert {r.test for r in rows} == {"pp8", "tg4"}
+    assert all(r.avg_ts > 0 and r.method == "i2_s" and len(r.model_sha256) == 64 for r in rows)
+    assert "dead" in captured.err and "2/3 hosts succeeded" in captured.err
+
+
+def test_wrong_architecture_is_refused_before_upload(lab, capsys, tmp_path):
+    # a real-ARM profile (no runner) on an x86 board: the aarch64 binary must not be uploaded
+    inv = tmp_path / "inv.toml"
+    inv.write_text(f'[hosts.fake-pi]\nhost = "board"\ntarget = "rpi5"\nremote_dir = "{tmp_path / "r"}"\n')
+    rc = main(["deploy", "fake-pi", "--model", str(lab["model"]), "--inventory", str(inv),
+               "--ssh-config", str(lab["server"].ssh_config), "--known-hosts", str(lab["server"].known_hosts)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "built for linux/aarch64 but the board is linux/x86_64" in err
+    assert not (tmp_path / "r").exists()
