@@ -10,7 +10,7 @@ import click
 
 from bitedge import __version__
 from bitedge.errors import BitedgeError
-from bitedge.output import print_json, progress
+from bitedge.output import print_json, progress, write_text_atomic
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -549,19 +549,10 @@ def report(db, baseline, boards, models, all_runs, csv_out, plots, as_json):
 
 def _write_text(path, text: str) -> None:
     """stdout, or a file written under a temporary name and renamed when complete."""
-    if not path:
+    if path:
+        write_text_atomic(path, text)
+    else:
         click.echo(text, nl=False)
-        return
-    import os
-    from pathlib import Path
-
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:

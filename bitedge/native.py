@@ -7,7 +7,6 @@ A failing run raises BitedgeError carrying the program's own one-line message.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from bitedge.errors import BitedgeError
+from bitedge.output import last_json
 
 # bitedge-run's exit statuses
 EXIT_BAD_INPUT = 2
@@ -60,17 +60,10 @@ def _check(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 
 def _json_from(proc: subprocess.CompletedProcess):
     """The JSON document bitedge-run printed last on stdout (generate streams text before it)."""
-    out = proc.stdout
-    start = min((i for i in (out.rfind("\n{"), out.rfind("\n[")) if i >= 0), default=-1)
-    candidates = [out.lstrip()] if out.lstrip()[:1] in "{[" else []
-    if start >= 0:
-        candidates.append(out[start + 1:])
-    for text in candidates:
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            continue
-    raise BitedgeError(f"bitedge-run printed no JSON: {out[-200:]!r}")
+    data = last_json(proc.stdout)
+    if data is None:
+        raise BitedgeError(f"bitedge-run printed no JSON: {proc.stdout[-200:]!r}")
+    return data
 
 
 def system_info(stderr: str) -> str | None:

@@ -31,6 +31,20 @@ def last_json(text: str):
     return None
 
 
+def write_text_atomic(path, text: str) -> None:
+    """Write a file under a temporary name in its folder and rename it into place: never half-written."""
+    import os
+    from pathlib import Path
+
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def print_json(data) -> None:
     """The one way commands print --json: indented, stable key order as given, newline-terminated."""
     sys.stdout.write(json.dumps(data, indent=2, default=_default) + "\n")

@@ -23,6 +23,7 @@ from bitedge.build.cache import BuildCache, cache_key, copy_atomic, file_sha256
 from bitedge.build.targets import Target, get_target
 from bitedge.build.toolchains import Toolchain, select_toolchain
 from bitedge.errors import BitedgeError
+from bitedge.output import write_text_atomic
 
 REPO = Path(__file__).resolve().parents[2]
 RUNTIME_DIR = REPO / "kernels" / "runtime"
@@ -140,7 +141,7 @@ def build_runtime(
         if stored:
             out.mkdir(parents=True, exist_ok=True)
             copy_atomic(stored[0], binary)
-            _write_atomic(manifest_path, json.dumps(stored[1], indent=2) + "\n")
+            write_text_atomic(manifest_path, json.dumps(stored[1], indent=2) + "\n")
             say(f"{target.id}: from the build cache ({binary})")
             return BuildResult(binary, manifest_path, True, tc, key)
 
@@ -159,7 +160,7 @@ def build_runtime(
         "cache_key": key,
         "output": {"file": BINARY_NAME, "sha256": file_sha256(binary), "size": binary.stat().st_size},
     }
-    _write_atomic(manifest_path, json.dumps(manifest, indent=2) + "\n")
+    write_text_atomic(manifest_path, json.dumps(manifest, indent=2) + "\n")
     cache.put(key, binary, manifest_path)
     say(f"{target.id}: built {binary} with {tc.id} {tc.version}")
     return BuildResult(binary, manifest_path, False, tc, key)
@@ -173,13 +174,7 @@ def _out_dir_hit(binary: Path, manifest_path: Path, key: str) -> bool:
         return False
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
 
 
 def _run_logged(cmd: list[str], env: dict, log: list[str]) -> subprocess.CompletedProcess:
@@ -222,7 +217,7 @@ def _compile_and_link(target: Target, tc: Toolchain, srcs: list[Path], compile_f
                                 *link_flags[-n_libs:]], env, log)
             if proc.returncode != 0:
                 failed = (None, proc)
-        _write_atomic(log_path, "\n".join(log))
+        write_text_atomic(log_path, "\n".join(log))
         if failed is not None:
             src, proc = failed
             where = f"compiling {src.name}" if src else "linking"

@@ -353,7 +353,7 @@ typedef struct {
     int owns_map;     /* 1: base was mmap'd by gguf_open */
 } gguf_file_impl;
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
+void gguf_set_err(char *err, size_t errlen, const char *fmt, ...) {
     if (!err || !errlen) return;
     va_list ap;
     va_start(ap, fmt);
@@ -558,7 +558,7 @@ static void free_parts(gguf_file *f) {
 gguf_file *gguf_open_memory(const void *buf, uint64_t size, char *err, size_t errlen) {
     gguf_file_impl *impl = calloc(1, sizeof(*impl));
     if (!impl) {
-        set_err(err, errlen, "out of memory");
+        gguf_set_err(err, errlen, "out of memory");
         return NULL;
     }
     impl->f.base = buf;
@@ -574,30 +574,30 @@ gguf_file *gguf_open_memory(const void *buf, uint64_t size, char *err, size_t er
 gguf_file *gguf_open(const char *path, char *err, size_t errlen) {
     int fd = open(path, O_RDONLY);
     if (fd < 0) {
-        set_err(err, errlen, "cannot open '%s': %s", path, strerror(errno));
+        gguf_set_err(err, errlen, "cannot open '%s': %s", path, strerror(errno));
         return NULL;
     }
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        set_err(err, errlen, "'%s' is not a regular file", path);
+        gguf_set_err(err, errlen, "'%s' is not a regular file", path);
         close(fd);
         return NULL;
     }
     if (st.st_size < 24) {
-        set_err(err, errlen, "not a GGUF file: %lld bytes is shorter than a GGUF header (24 bytes)",
+        gguf_set_err(err, errlen, "not a GGUF file: %lld bytes is shorter than a GGUF header (24 bytes)",
                 (long long)st.st_size);
         close(fd);
         return NULL;
     }
     if ((uint64_t)st.st_size > (uint64_t)SIZE_MAX) {
-        set_err(err, errlen, "'%s' is too large to map on this system", path);
+        gguf_set_err(err, errlen, "'%s' is too large to map on this system", path);
         close(fd);
         return NULL;
     }
     void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (map == MAP_FAILED) {
-        set_err(err, errlen, "cannot map '%s': %s", path, strerror(errno));
+        gguf_set_err(err, errlen, "cannot map '%s': %s", path, strerror(errno));
         return NULL;
     }
     gguf_file *f = gguf_open_memory(map, (uint64_t)st.st_size, err, errlen);

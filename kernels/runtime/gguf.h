@@ -146,6 +146,13 @@ const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name);
 /* Make a message safe to print: control bytes and bytes that are not valid UTF-8 become '?' (messages quote
  * names taken from the untrusted file). */
 void gguf_clean_message(char *msg);
+/* printf into err (if err && errlen), then gguf_clean_message: every runtime error message goes through here,
+ * so names and values quoted from an untrusted file always print as clean UTF-8. */
+void gguf_set_err(char *err, size_t errlen, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
 
 /* 1 when s equals the NUL-terminated c. */
 int gguf_str_eq(gguf_str s, const char *c);

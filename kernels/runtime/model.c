@@ -12,15 +12,6 @@
 
 #define TENSOR_ALIGN 32  /* SIMD kernels and float pointers rely on it; bitedge writes general.alignment = 32 */
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    gguf_clean_message(err);  /* names and values quoted from the file */
-}
-
 /* ----------------------------------------------------------------------------------------------------------
  * packing */
 
@@ -53,16 +44,16 @@ static int key_int(const gguf_file *f, const char *key, int required, int lo, in
     int rc = gguf_get_i64(f, key, &v);
     if (rc == GGUF_ABSENT) {
         if (!required) return 0;
-        set_err(err, errlen, "missing key '%s'", key);
+        gguf_set_err(err, errlen, "missing key '%s'", key);
         return -1;
     }
     if (rc == GGUF_WRONG_TYPE) {
-        set_err(err, errlen, "key '%s' has type %s (an integer expected)", key,
+        gguf_set_err(err, errlen, "key '%s' has type %s (an integer expected)", key,
                 gguf_type_name(f->kv[gguf_find_key(f, key)].type));
         return -1;
     }
     if (rc != GGUF_OK || v < lo || v > hi) {
-        set_err(err, errlen, "key '%s' = %lld is out of range [%d, %d]", key, rc == GGUF_OK ? (long long)v : -1LL, lo,
+        gguf_set_err(err, errlen, "key '%s' = %lld is out of range [%d, %d]", key, rc == GGUF_OK ? (long long)v : -1LL, lo,
                 hi);
         return -1;
     }
@@ -75,15 +66,15 @@ static int key_float(const gguf_file *f, const char *key, int required, float *o
     int rc = gguf_get_f32(f, key, &v);
     if (rc == GGUF_ABSENT) {
         if (!required) return 0;
-        set_err(err, errlen, "missing key '%s'", key);
+        gguf_set_err(err, errlen, "missing key '%s'", key);
         return -1;
     }
     if (rc != GGUF_OK) {
-        set_err(err, errlen, "key '%s' has type %s (f32 expected)", key, gguf_type_name(f->kv[gguf_find_key(f, key)].type));
+        gguf_set_err(err, errlen, "key '%s' has type %s (f32 expected)", key, gguf_type_name(f->kv[gguf_find_key(f, key)].type));
         return -1;
     }
     if (!(v > 0.0f) || !isfinite(v)) {
-        set_err(err, errlen, "key '%s' = %g must be a positive finite number", key, (double)v);
+        gguf_set_err(err, errlen, "key '%s' = %g must be a positive finite number", key, (double)v);
         return -1;
     }
     *out = v;
@@ -94,7 +85,7 @@ static int key_bool(const gguf_file *f, const char *key, int *out, char *err, si
     int rc = gguf_get_bool(f, key, out);
     if (rc == GGUF_ABSENT) return 0;  /* *out keeps its default */
     if (rc != GGUF_OK) {
-        set_err(err, errlen, "key '%s' has type %s (bool expected)", key, gguf_type_name(f->kv[gguf_find_key(f, key)].type));
+        gguf_set_err(err, errlen, "key '%s' has type %s (bool expected)", key, gguf_type_name(f->kv[gguf_find_key(f, key)].type));
         return -1;
     }
     return 0;
@@ -104,7 +95,7 @@ static int key_bool(const gguf_file *f, const char *key, int *out, char *err, si
 static int key_str(const gguf_file *f, const char *key, gguf_str *out, char *err, size_t errlen) {
     int rc = gguf_get_str(f, key, out);
     if (rc == GGUF_WRONG_TYPE) {
-        set_err(err, errlen, "key '%s' has type %s (str expected)", key, gguf_type_name(f->kv[gguf_find_key(f, key)].type));
+        gguf_set_err(err, errlen, "key '%s' has type %s (str expected)", key, gguf_type_name(f->kv[gguf_find_key(f, key)].type));
         return -1;
     }
     return rc == GGUF_OK ? 1 : 0;
@@ -118,22 +109,22 @@ static int read_config(const gguf_file *f, be_config *c, unsigned accept, char *
     int rc = key_str(f, "general.architecture", &s, err, errlen);
     if (rc < 0) return -1;
     if (rc == 0) {
-        set_err(err, errlen, "missing key 'general.architecture': not a model file");
+        gguf_set_err(err, errlen, "missing key 'general.architecture': not a model file");
         return -1;
     }
     if (!gguf_str_eq(s, "bitnet")) {
-        set_err(err, errlen, "architecture '%.*s' is not supported (bitnet expected): convert the model with bitedge "
+        gguf_set_err(err, errlen, "architecture '%.*s' is not supported (bitnet expected): convert the model with bitedge "
                 "convert", SHOW(s));
         return -1;
     }
     if (key_int(f, "bitedge.format_version", 0, 0, INT32_MAX, &c->format_version, err, errlen)) return -1;
     if (c->format_version == 0) {
-        set_err(err, errlen, "not a bitedge file (no key 'bitedge.format_version'; llama.cpp / bitnet.cpp files are "
+        gguf_set_err(err, errlen, "not a bitedge file (no key 'bitedge.format_version'; llama.cpp / bitnet.cpp files are "
                 "not supported): convert the model with bitedge convert");
         return -1;
     }
     if (c->format_version != 1) {
-        set_err(err, errlen, "bitedge.format_version %d is not supported by this runtime (1 expected)", c->format_version);
+        gguf_set_err(err, errlen, "bitedge.format_version %d is not supported by this runtime (1 expected)", c->format_version);
         return -1;
     }
 
@@ -156,19 +147,19 @@ static int read_config(const gguf_file *f, be_config *c, unsigned accept, char *
     c->n_kv_heads = c->n_heads;
     if (key_int(f, "bitnet.attention.head_count_kv", 0, 1, BE_MAX_HEADS, &c->n_kv_heads, err, errlen)) return -1;
     if (c->n_heads % c->n_kv_heads) {
-        set_err(err, errlen, "bitnet.attention.head_count %d is not a multiple of head_count_kv %d", c->n_heads,
+        gguf_set_err(err, errlen, "bitnet.attention.head_count %d is not a multiple of head_count_kv %d", c->n_heads,
                 c->n_kv_heads);
         return -1;
     }
     c->head_dim = c->hidden % c->n_heads ? 0 : c->hidden / c->n_heads;  /* llama.cpp's default */
     if (key_int(f, "bitnet.attention.key_length", 0, 1, BE_MAX_HEAD_DIM, &c->head_dim, err, errlen)) return -1;
     if (c->head_dim == 0) {
-        set_err(err, errlen, "missing key 'bitnet.attention.key_length' (embedding_length %d is not a multiple of "
+        gguf_set_err(err, errlen, "missing key 'bitnet.attention.key_length' (embedding_length %d is not a multiple of "
                 "head_count %d)", c->hidden, c->n_heads);
         return -1;
     }
     if (c->head_dim > BE_MAX_HEAD_DIM || c->head_dim % 2) {
-        set_err(err, errlen, "head_dim %d must be even and at most %d (RoPE rotates pairs)", c->head_dim, BE_MAX_HEAD_DIM);
+        gguf_set_err(err, errlen, "head_dim %d must be even and at most %d (RoPE rotates pairs)", c->head_dim, BE_MAX_HEAD_DIM);
         return -1;
     }
     int v_len = c->head_dim, rope_dims = c->head_dim;
@@ -176,17 +167,17 @@ static int read_config(const gguf_file *f, be_config *c, unsigned accept, char *
         key_int(f, "bitnet.rope.dimension_count", 0, 1, BE_MAX_HEAD_DIM, &rope_dims, err, errlen))
         return -1;
     if (v_len != c->head_dim) {
-        set_err(err, errlen, "bitnet.attention.value_length %d differs from key_length %d (not supported)", v_len,
+        gguf_set_err(err, errlen, "bitnet.attention.value_length %d differs from key_length %d (not supported)", v_len,
                 c->head_dim);
         return -1;
     }
     if (rope_dims != c->head_dim) {
-        set_err(err, errlen, "bitnet.rope.dimension_count %d differs from head_dim %d (partial RoPE is not supported)",
+        gguf_set_err(err, errlen, "bitnet.rope.dimension_count %d differs from head_dim %d (partial RoPE is not supported)",
                 rope_dims, c->head_dim);
         return -1;
     }
     if ((int64_t)c->n_heads * c->head_dim > BE_MAX_FFN) {
-        set_err(err, errlen, "head_count %d x head_dim %d is too large", c->n_heads, c->head_dim);
+        gguf_set_err(err, errlen, "head_count %d x head_dim %d is too large", c->n_heads, c->head_dim);
         return -1;
     }
     c->rms_eps = 1e-5f;
@@ -198,22 +189,22 @@ static int read_config(const gguf_file *f, be_config *c, unsigned accept, char *
     /* bitedge.* */
     if ((rc = key_str(f, "bitedge.weight_packing", &s, err, errlen)) < 0) return -1;
     if (rc == 0) {
-        set_err(err, errlen, "missing key 'bitedge.weight_packing'");
+        gguf_set_err(err, errlen, "missing key 'bitedge.weight_packing'");
         return -1;
     }
     c->packing = -1;
     for (int p = 0; p <= BE_PACK_TQ2_0; p++)
         if (gguf_str_eq(s, PACKING_NAMES[p])) c->packing = p;
     if (c->packing < 0) {
-        set_err(err, errlen, "unknown bitedge.weight_packing '%.*s' (i2_s, tl1, tl2 or tq2_0)", SHOW(s));
+        gguf_set_err(err, errlen, "unknown bitedge.weight_packing '%.*s' (i2_s, tl1, tl2 or tq2_0)", SHOW(s));
         return -1;
     }
     if (c->packing == BE_PACK_TQ2_0 && !(accept & BE_PACK_MASK(BE_PACK_TQ2_0))) {
-        set_err(err, errlen, "packing tq2_0 is for llama.cpp; convert with --type i2_s");
+        gguf_set_err(err, errlen, "packing tq2_0 is for llama.cpp; convert with --type i2_s");
         return -1;
     }
     if (!(accept & BE_PACK_MASK(c->packing))) {
-        set_err(err, errlen, "packing %s has no kernels in this runtime (its forward pass runs i2_s); convert with "
+        gguf_set_err(err, errlen, "packing %s has no kernels in this runtime (its forward pass runs i2_s); convert with "
                 "--type i2_s", PACKING_NAMES[c->packing]);
         return -1;
     }
@@ -224,7 +215,7 @@ static int read_config(const gguf_file *f, be_config *c, unsigned accept, char *
         if (gguf_str_eq(s, "relu2")) c->ffn_act = BE_ACT_RELU2;
         else if (gguf_str_eq(s, "silu")) c->ffn_act = BE_ACT_SILU;
         else {
-            set_err(err, errlen, "unknown bitedge.ffn_activation '%.*s' (relu2 or silu)", SHOW(s));
+            gguf_set_err(err, errlen, "unknown bitedge.ffn_activation '%.*s' (relu2 or silu)", SHOW(s));
             return -1;
         }
     }
@@ -235,7 +226,7 @@ static int read_config(const gguf_file *f, be_config *c, unsigned accept, char *
         else if (gguf_str_eq(s, "f16")) c->embed_type = BE_F16;
         else if (gguf_str_eq(s, "q8_0")) c->embed_type = BE_Q8_0;
         else {
-            set_err(err, errlen, "unknown bitedge.embed_type '%.*s' (f32, f16 or q8_0)", SHOW(s));
+            gguf_set_err(err, errlen, "unknown bitedge.embed_type '%.*s' (f32, f16 or q8_0)", SHOW(s));
             return -1;
         }
     }
@@ -253,7 +244,7 @@ static int read_config(const gguf_file *f, be_config *c, unsigned accept, char *
 
 static int check_aligned(const gguf_tensor *t, char *err, size_t errlen) {
     if ((uintptr_t)t->data % TENSOR_ALIGN) {
-        set_err(err, errlen, "tensor '%s': data is not %d-byte aligned (general.alignment too small): convert the "
+        gguf_set_err(err, errlen, "tensor '%s': data is not %d-byte aligned (general.alignment too small): convert the "
                 "model with bitedge convert", t->name, TENSOR_ALIGN);
         return -1;
     }
@@ -272,15 +263,15 @@ static int map_tensor(const gguf_file *f, const char *name, uint32_t type, int64
     *out = NULL;
     if (!t) {
         if (!required) return 0;
-        set_err(err, errlen, "missing tensor '%s'", name);
+        gguf_set_err(err, errlen, "missing tensor '%s'", name);
         return -1;
     }
     if (t->type != type) {
-        set_err(err, errlen, "tensor '%s' has type %s (%s expected)", name, ggml_name(t->type), ggml_name(type));
+        gguf_set_err(err, errlen, "tensor '%s' has type %s (%s expected)", name, ggml_name(t->type), ggml_name(type));
         return -1;
     }
     if (nbytes < 0 || t->nbytes != (uint64_t)nbytes) {
-        set_err(err, errlen, "tensor '%s' is %llu bytes (%lld expected from the config)", name,
+        gguf_set_err(err, errlen, "tensor '%s' is %llu bytes (%lld expected from the config)", name,
                 (unsigned long long)t->nbytes, (long long)nbytes);
         return -1;
     }
@@ -305,7 +296,7 @@ static int map_ternary(const gguf_file *f, const be_config *c, int layer, const 
     snprintf(name, sizeof(name), "blk.%d.%s.weight", layer, role);
     int64_t nbytes = be_packed_nbytes(c->packing, n, k);
     if (nbytes < 0) {
-        set_err(err, errlen, "tensor '%s' [%d x %d] cannot be stored as %s", name, n, k, PACKING_NAMES[c->packing]);
+        gguf_set_err(err, errlen, "tensor '%s' [%d x %d] cannot be stored as %s", name, n, k, PACKING_NAMES[c->packing]);
         return -1;
     }
     const void *p;
@@ -318,7 +309,7 @@ static int map_ternary(const gguf_file *f, const be_config *c, int layer, const 
     if (map_tensor(f, name, GGML_TYPE_F32, 4, 1, &p, err, errlen)) return -1;
     memcpy(scale, p, 4);
     if (!isfinite(*scale)) {
-        set_err(err, errlen, "tensor '%s' = %g is not a finite scale", name, (double)*scale);
+        gguf_set_err(err, errlen, "tensor '%s' = %g is not a finite scale", name, (double)*scale);
         return -1;
     }
     return 0;
@@ -333,38 +324,38 @@ static int map_tensors(const gguf_file *f, be_model *m, char *err, size_t errlen
     uint32_t et = embed_ggml_type(c->embed_type);
     const gguf_tensor *emb = gguf_find_tensor(f, "token_embd.weight");
     if (!emb) {
-        set_err(err, errlen, "missing tensor 'token_embd.weight'");
+        gguf_set_err(err, errlen, "missing tensor 'token_embd.weight'");
         return -1;
     }
     if (c->vocab_size == 0) {  /* no bitnet.vocab_size: the embedding's rows */
         if (emb->n_dims != 2 || emb->ne[1] > BE_MAX_VOCAB) {
-            set_err(err, errlen, "missing key 'bitnet.vocab_size'");
+            gguf_set_err(err, errlen, "missing key 'bitnet.vocab_size'");
             return -1;
         }
         c->vocab_size = (int)emb->ne[1];
     }
     int64_t row = ggml_row_size(et, c->hidden);
     if (row < 0) {
-        set_err(err, errlen, "embedding_length %d is not a multiple of the %s block: cannot store token_embd.weight",
+        gguf_set_err(err, errlen, "embedding_length %d is not a multiple of the %s block: cannot store token_embd.weight",
                 c->hidden, ggml_name(et));
         return -1;
     }
     int64_t emb_bytes = row * c->vocab_size;
     if (map_tensor(f, "token_embd.weight", et, emb_bytes, 1, &m->token_embd, err, errlen)) return -1;
     if (emb->n_dims != 2 || emb->ne[0] != c->hidden) {  /* right size, wrong shape: rows would be misread */
-        set_err(err, errlen, "tensor 'token_embd.weight' has shape [%lld, %lld] (ggml order; [%d, %d] expected)",
+        gguf_set_err(err, errlen, "tensor 'token_embd.weight' has shape [%lld, %lld] (ggml order; [%d, %d] expected)",
                 (long long)emb->ne[0], (long long)emb->ne[1], c->hidden, c->vocab_size);
         return -1;
     }
     if (map_norm(f, "output_norm.weight", c->hidden, 1, &m->output_norm, err, errlen)) return -1;
     if (c->tie_embeddings == 1 && gguf_find_tensor(f, "output.weight")) {
-        set_err(err, errlen, "tensor 'output.weight' is present but bitedge.tie_embeddings is true");
+        gguf_set_err(err, errlen, "tensor 'output.weight' is present but bitedge.tie_embeddings is true");
         return -1;
     }
     if (map_tensor(f, "output.weight", et, emb_bytes, c->tie_embeddings == 0, &m->output, err, errlen)) return -1;
     const gguf_tensor *out = gguf_find_tensor(f, "output.weight");
     if (out && (out->n_dims != 2 || out->ne[0] != c->hidden)) {
-        set_err(err, errlen, "tensor 'output.weight' has shape [%lld, %lld] (ggml order; [%d, %d] expected)",
+        gguf_set_err(err, errlen, "tensor 'output.weight' has shape [%lld, %lld] (ggml order; [%d, %d] expected)",
                 (long long)out->ne[0], (long long)out->ne[1], c->hidden, c->vocab_size);
         return -1;
     }
@@ -373,7 +364,7 @@ static int map_tensors(const gguf_file *f, be_model *m, char *err, size_t errlen
 
     m->layers = calloc((size_t)c->n_layers, sizeof(be_layer));
     if (!m->layers) {
-        set_err(err, errlen, "out of memory for %d layers", c->n_layers);
+        gguf_set_err(err, errlen, "out of memory for %d layers", c->n_layers);
         return -1;
     }
     int h = c->hidden, q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim, ffn = c->ffn;
@@ -399,7 +390,7 @@ static int map_tensors(const gguf_file *f, be_model *m, char *err, size_t errlen
 #undef NORM
 #undef TERNARY
         if (!c->sub_norms && (L->attn_sub_norm || L->ffn_sub_norm)) {
-            set_err(err, errlen, "layer %d has sub-norm tensors but bitedge.sub_norms is false", l);
+            gguf_set_err(err, errlen, "layer %d has sub-norm tensors but bitedge.sub_norms is false", l);
             return -1;
         }
     }
@@ -424,7 +415,7 @@ static int vocab_id_key(const gguf_file *f, const char *key, int64_t *out, char 
     *out = -1;
     if (rc == GGUF_ABSENT) return 0;
     if (rc != GGUF_OK) {
-        set_err(err, errlen, "key '%s' has type %s (an integer token id expected)", key,
+        gguf_set_err(err, errlen, "key '%s' has type %s (an integer token id expected)", key,
                 gguf_type_name(f->kv[gguf_find_key(f, key)].type));
         return -1;
     }
@@ -438,7 +429,7 @@ static int vocab_flag_key(const gguf_file *f, const char *key, int *out, char *e
     int rc = gguf_get_bool(f, key, &v);
     if (rc == GGUF_ABSENT) return 0;
     if (rc != GGUF_OK) {
-        set_err(err, errlen, "key '%s' has type %s (bool expected)", key, gguf_type_name(f->kv[gguf_find_key(f, key)].type));
+        gguf_set_err(err, errlen, "key '%s' has type %s (bool expected)", key, gguf_type_name(f->kv[gguf_find_key(f, key)].type));
         return -1;
     }
     *out = v;
@@ -465,11 +456,11 @@ static int vocab_strs_key(const gguf_file *f, const char *key, uint64_t *n, be_v
         return 0;
     }
     if (rc != GGUF_OK) {
-        set_err(err, errlen, "key '%s' is not an array of strings", key);
+        gguf_set_err(err, errlen, "key '%s' is not an array of strings", key);
         return -1;
     }
     if (!(*out = copy_strs(s, *n))) {
-        set_err(err, errlen, "out of memory for '%s'", key);
+        gguf_set_err(err, errlen, "out of memory for '%s'", key);
         return -1;
     }
     return 0;
@@ -485,16 +476,16 @@ static int vocab_numbers_key(const gguf_file *f, const char *key, uint32_t want,
     int rc = gguf_get_arr(f, key, &type, &n, &data);
     if (rc == GGUF_ABSENT) return 0;
     if (rc != GGUF_OK || type != want) {
-        set_err(err, errlen, "key '%s' is not an array of %s", key, gguf_type_name(want));
+        gguf_set_err(err, errlen, "key '%s' is not an array of %s", key, gguf_type_name(want));
         return -1;
     }
     if (n != n_tokens) {
-        set_err(err, errlen, "key '%s' has %llu entries but tokenizer.ggml.tokens has %llu", key, (unsigned long long)n,
+        gguf_set_err(err, errlen, "key '%s' has %llu entries but tokenizer.ggml.tokens has %llu", key, (unsigned long long)n,
                 (unsigned long long)n_tokens);
         return -1;
     }
     if (!(*out = malloc(n ? (size_t)n * 4 : 1))) {
-        set_err(err, errlen, "out of memory for '%s'", key);
+        gguf_set_err(err, errlen, "out of memory for '%s'", key);
         return -1;
     }
     memcpy(*out, data, (size_t)n * 4);
@@ -513,7 +504,7 @@ static int read_vocab(const gguf_file *f, be_model *m, char *err, size_t errlen)
     v->tokens = m->vocab_tokens_;
     v->merges = m->vocab_merges_;
     if (v->n_tokens > (uint64_t)m->config.vocab_size) {
-        set_err(err, errlen, "tokenizer.ggml.tokens has %llu tokens but the embedding has only %d rows "
+        gguf_set_err(err, errlen, "tokenizer.ggml.tokens has %llu tokens but the embedding has only %d rows "
                 "(bitnet.vocab_size)", (unsigned long long)v->n_tokens, m->config.vocab_size);
         return -1;
     }

@@ -52,14 +52,6 @@ struct be_tokenizer {
 /* ----------------------------------------------------------------------------------------------------------
  * small helpers */
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static uint64_t hash_bytes(const char *s, size_t n) {
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
     for (size_t i = 0; i < n; i++) {
@@ -700,15 +692,15 @@ static int valid_id(int64_t id, int32_t n) { return id >= -1 && id < n; }
 static int build_tokens(be_tokenizer *t, const be_vocab_view *v, char *err, size_t errlen) {
     uint64_t total = 0;
     for (uint64_t i = 0; i < v->n_tokens; i++) {
-        if (!v->tokens[i].ptr && v->tokens[i].len) { set_err(err, errlen, "token %llu has no text", (unsigned long long)i); return -1; }
+        if (!v->tokens[i].ptr && v->tokens[i].len) { gguf_set_err(err, errlen, "token %llu has no text", (unsigned long long)i); return -1; }
         if (v->tokens[i].len > MAX_TOKEN_BYTES) {
-            set_err(err, errlen, "token %llu is %llu bytes long (limit %u)", (unsigned long long)i,
+            gguf_set_err(err, errlen, "token %llu is %llu bytes long (limit %u)", (unsigned long long)i,
                     (unsigned long long)v->tokens[i].len, MAX_TOKEN_BYTES);
             return -1;
         }
         total += v->tokens[i].len;
     }
-    if (total >= UINT32_MAX) { set_err(err, errlen, "the vocabulary's strings are too large (%llu bytes)", (unsigned long long)total); return -1; }
+    if (total >= UINT32_MAX) { gguf_set_err(err, errlen, "the vocabulary's strings are too large (%llu bytes)", (unsigned long long)total); return -1; }
     int32_t n = t->n_tokens;
     t->text = malloc(total + 1);
     t->text_off = malloc(((size_t)n + 1) * sizeof(uint32_t));
@@ -716,7 +708,7 @@ static int build_tokens(be_tokenizer *t, const be_vocab_view *v, char *err, size
     t->score = malloc((size_t)n * sizeof(float));
     uint64_t hsize = table_size_for((uint64_t)n);
     t->tok_hash = malloc(hsize * sizeof(int32_t));
-    if (!t->text || !t->text_off || !t->type || !t->score || !t->tok_hash) { set_err(err, errlen, "out of memory for the vocabulary"); return -1; }
+    if (!t->text || !t->text_off || !t->type || !t->score || !t->tok_hash) { gguf_set_err(err, errlen, "out of memory for the vocabulary"); return -1; }
     t->tok_mask = hsize - 1;
     memset(t->tok_hash, 0xFF, hsize * sizeof(int32_t));
     uint32_t off = 0;
@@ -726,7 +718,7 @@ static int build_tokens(be_tokenizer *t, const be_vocab_view *v, char *err, size
         off += (uint32_t)v->tokens[i].len;
         int32_t type = v->token_type ? v->token_type[i] : BE_TOKEN_NORMAL;
         if (type < BE_TOKEN_UNDEFINED || type > BE_TOKEN_BYTE) {
-            set_err(err, errlen, "token %d has type %d (expected 0..6)", i, type);
+            gguf_set_err(err, errlen, "token %d has type %d (expected 0..6)", i, type);
             return -1;
         }
         t->type[i] = type;
@@ -744,11 +736,11 @@ static int build_tokens(be_tokenizer *t, const be_vocab_view *v, char *err, size
 
 static int build_merges(be_tokenizer *t, const be_vocab_view *v, char *err, size_t errlen) {
     if (v->n_merges == 0) return 0;
-    if (v->n_merges >= MAX_TOKENS * 4ull) { set_err(err, errlen, "%llu merges is too many", (unsigned long long)v->n_merges); return -1; }
+    if (v->n_merges >= MAX_TOKENS * 4ull) { gguf_set_err(err, errlen, "%llu merges is too many", (unsigned long long)v->n_merges); return -1; }
     uint64_t hsize = table_size_for(v->n_merges);
     t->merge_hash = calloc(hsize, sizeof(merge_slot));
     char *joined = malloc(2 * MAX_TOKEN_BYTES + 1);
-    if (!t->merge_hash || !joined) { free(joined); set_err(err, errlen, "out of memory for the merges"); return -1; }
+    if (!t->merge_hash || !joined) { free(joined); gguf_set_err(err, errlen, "out of memory for the merges"); return -1; }
     t->merge_mask = hsize - 1;
     for (uint64_t r = 0; r < v->n_merges; r++) {
         const char *s = v->merges[r].ptr;
@@ -756,7 +748,7 @@ static int build_merges(be_tokenizer *t, const be_vocab_view *v, char *err, size
         const char *sp = (s && n > 1) ? memchr(s + 1, ' ', n - 1) : NULL; /* a left part may itself be " " */
         if (!sp || n > 2 * MAX_TOKEN_BYTES) {
             free(joined);
-            set_err(err, errlen, "merge %llu is not \"left right\"", (unsigned long long)r);
+            gguf_set_err(err, errlen, "merge %llu is not \"left right\"", (unsigned long long)r);
             return -1;
         }
         size_t nl = (size_t)(sp - s), nr = n - nl - 1;
@@ -778,7 +770,7 @@ static int build_pieces(be_tokenizer *t, char *err, size_t errlen) {
     int32_t n = t->n_tokens;
     t->piece = malloc((size_t)t->text_off[n] + 1); /* a piece is never longer than its token's string */
     t->piece_off = malloc(((size_t)n + 1) * sizeof(uint32_t));
-    if (!t->piece || !t->piece_off) { set_err(err, errlen, "out of memory for the vocabulary"); return -1; }
+    if (!t->piece || !t->piece_off) { gguf_set_err(err, errlen, "out of memory for the vocabulary"); return -1; }
     uint32_t off = 0;
     for (int32_t i = 0; i < n; i++) {
         t->piece_off[i] = off;
@@ -792,7 +784,7 @@ static int build_specials(be_tokenizer *t, char *err, size_t errlen) {
     int32_t n = t->n_tokens;
     special_entry *e = malloc(((size_t)n + 1) * sizeof(*e));
     t->special = malloc(((size_t)n + 1) * sizeof(int32_t));
-    if (!e || !t->special) { free(e); set_err(err, errlen, "out of memory for the vocabulary"); return -1; }
+    if (!e || !t->special) { free(e); gguf_set_err(err, errlen, "out of memory for the vocabulary"); return -1; }
     int k = 0;
     for (int32_t i = 0; i < n; i++) {
         int type = t->type[i];
@@ -819,27 +811,27 @@ static void build_eog(be_tokenizer *t) {
 }
 
 be_tokenizer *build_tokenizer(const be_vocab_view *v, char *err, size_t errlen) {
-    set_err(err, errlen, "%s", "");
-    if (!v) { set_err(err, errlen, "no vocabulary"); return NULL; }
+    gguf_set_err(err, errlen, "%s", "");
+    if (!v) { gguf_set_err(err, errlen, "no vocabulary"); return NULL; }
     int kind;
     if (str_is(v->model, "gpt2")) kind = KIND_BPE;
     else if (str_is(v->model, "llama")) kind = KIND_SPM;
     else {
-        set_err(err, errlen, "tokenizer.ggml.model \"%.*s\" is not supported (expected \"gpt2\" or \"llama\")",
+        gguf_set_err(err, errlen, "tokenizer.ggml.model \"%.*s\" is not supported (expected \"gpt2\" or \"llama\")",
                 (int)(v->model.len > 40 ? 40 : v->model.len), v->model.ptr ? v->model.ptr : "");
         return NULL;
     }
-    if (!v->tokens || v->n_tokens == 0) { set_err(err, errlen, "tokenizer.ggml.tokens is missing or empty"); return NULL; }
-    if (v->n_tokens > MAX_TOKENS) { set_err(err, errlen, "%llu tokens is too many", (unsigned long long)v->n_tokens); return NULL; }
-    if (v->n_merges && !v->merges) { set_err(err, errlen, "tokenizer.ggml.merges is missing"); return NULL; }
-    if (kind == KIND_BPE && v->n_merges == 0) { set_err(err, errlen, "a \"gpt2\" tokenizer needs tokenizer.ggml.merges"); return NULL; }
+    if (!v->tokens || v->n_tokens == 0) { gguf_set_err(err, errlen, "tokenizer.ggml.tokens is missing or empty"); return NULL; }
+    if (v->n_tokens > MAX_TOKENS) { gguf_set_err(err, errlen, "%llu tokens is too many", (unsigned long long)v->n_tokens); return NULL; }
+    if (v->n_merges && !v->merges) { gguf_set_err(err, errlen, "tokenizer.ggml.merges is missing"); return NULL; }
+    if (kind == KIND_BPE && v->n_merges == 0) { gguf_set_err(err, errlen, "a \"gpt2\" tokenizer needs tokenizer.ggml.merges"); return NULL; }
     int32_t n = (int32_t)v->n_tokens;
     const char *bad = !valid_id(v->bos_id, n) ? "bos" : !valid_id(v->eos_id, n) ? "eos"
                     : !valid_id(v->unknown_id, n) ? "unknown" : !valid_id(v->padding_id, n) ? "padding" : NULL;
-    if (bad) { set_err(err, errlen, "tokenizer.ggml.%s_token_id is outside the %d tokens", bad, n); return NULL; }
+    if (bad) { gguf_set_err(err, errlen, "tokenizer.ggml.%s_token_id is outside the %d tokens", bad, n); return NULL; }
 
     be_tokenizer *t = calloc(1, sizeof(*t));
-    if (!t) { set_err(err, errlen, "out of memory for the tokenizer"); return NULL; }
+    if (!t) { gguf_set_err(err, errlen, "out of memory for the tokenizer"); return NULL; }
     t->kind = kind;
     t->n_tokens = n;
     t->bos = (int)v->bos_id;
@@ -851,7 +843,7 @@ be_tokenizer *build_tokenizer(const be_vocab_view *v, char *err, size_t errlen) 
     t->pre = PRE_LLAMA3;
     if (kind == KIND_BPE && (str_is(v->pre, "gpt2") || str_is(v->pre, "default"))) t->pre = PRE_GPT2;
     else if (kind == KIND_BPE && !no_pre && !str_is(v->pre, "llama-bpe") && !str_is(v->pre, "llama3")) {
-        set_err(err, errlen, "tokenizer.ggml.pre \"%.*s\" is not supported (expected llama-bpe, llama3, gpt2 or "
+        gguf_set_err(err, errlen, "tokenizer.ggml.pre \"%.*s\" is not supported (expected llama-bpe, llama3, gpt2 or "
                 "default)", (int)(v->pre.len > 40 ? 40 : v->pre.len), v->pre.ptr);
         free(t);
         return NULL;
@@ -877,7 +869,7 @@ be_tokenizer *build_tokenizer(const be_vocab_view *v, char *err, size_t errlen) 
     build_eog(t);
     if (v->chat_template.ptr && v->chat_template.len) {
         t->chat_template = malloc(v->chat_template.len + 1);
-        if (!t->chat_template) { set_err(err, errlen, "out of memory for the chat template"); goto fail; }
+        if (!t->chat_template) { gguf_set_err(err, errlen, "out of memory for the chat template"); goto fail; }
         memcpy(t->chat_template, v->chat_template.ptr, v->chat_template.len);
         t->chat_template[v->chat_template.len] = 0;
         t->chat_template_len = v->chat_template.len;
@@ -973,17 +965,17 @@ static size_t literal_prefix(const char *tmpl, size_t len) {
 }
 
 char *be_chat_format_messages(const be_tokenizer *t, const be_chat_message *msgs, int n, char *err, size_t errlen) {
-    if (!t || n < 0 || (n > 0 && !msgs)) { set_err(err, errlen, "no messages"); return NULL; }
+    if (!t || n < 0 || (n > 0 && !msgs)) { gguf_set_err(err, errlen, "no messages"); return NULL; }
     const char *tmpl = t->chat_template;
     size_t tlen = t->chat_template_len;
     be_chat_style style = be_chat_detect(tmpl, tlen);
     if (style == BE_CHAT_UNKNOWN) {
-        set_err(err, errlen, "tokenizer.chat_template is not one this runtime knows (BitNet b1.58 2B-4T, Llama-3, "
+        gguf_set_err(err, errlen, "tokenizer.chat_template is not one this runtime knows (BitNet b1.58 2B-4T, Llama-3, "
                 "ChatML); it starts \"%.40s\"", tmpl);
         return NULL;
     }
     for (int i = 0; i < n; i++)
-        if (!msgs[i].role || !msgs[i].content) { set_err(err, errlen, "message %d has no role or content", i); return NULL; }
+        if (!msgs[i].role || !msgs[i].content) { gguf_set_err(err, errlen, "message %d has no role or content", i); return NULL; }
     /* Microsoft's converter writes a placeholder ("Human: ... BITNETAssistant: ") into ggml-model-i2_s.gguf that
      * the model was not trained on (it rambles and never stops): use the trained format of the model repository's
      * tokenizer_config.json instead, with its BOS and trimming. */
@@ -1034,7 +1026,7 @@ char *be_chat_format_messages(const be_tokenizer *t, const be_chat_message *msgs
     case BE_CHAT_CHATML: sb_str(&b, "<|im_start|>assistant\n"); break;
     default: sb_str(&b, "Assistant:"); break;
     }
-    if (b.oom) { free(b.p); set_err(err, errlen, "out of memory for the chat text"); return NULL; }
+    if (b.oom) { free(b.p); gguf_set_err(err, errlen, "out of memory for the chat text"); return NULL; }
     return b.p;
 }
 
