@@ -231,6 +231,59 @@ def build(target, target_opt, model, out_dir, toolchain, cc, clean, targets_dirs
         click.echo(f"{result.binary}  ({t.id}, {result.toolchain.id}{', cached' if result.cached else ''})")
 
 
+@cli.command()
+@click.option("--target", required=True, help="Target profile id or alias.")
+@click.option("--model", required=True, type=click.Path(exists=True, dir_okay=False), help="GGUF model (its matrix shapes).")
+@click.option("--method", type=click.Choice(["i2_s", "tl1", "tl2"]), help="Kernel method (default: the profile's).")
+@click.option("-o", "--out-dir", type=click.Path(file_okay=False), default="build/kernels", show_default=True)
+@click.option("--tuned/--no-tuned", default=True, show_default=True, help="Use tiles from the tuning cache when present.")
+@targets_dir_option
+@json_option
+def kernels(target, model, method, out_dir, tuned, targets_dirs, as_json):
+    """Render C kernels specialised to a board's ISA and a model's matrix shapes (jinja2 templates)."""
+    from bitedge.build.targets import get_target
+    from bitedge.render import model_shapes, render_kernels
+    from bitedge.render.tune import tuned_tiles
+
+    t = get_target(target, targets_dirs)
+    method = method or t.kernel.method
+    shapes = model_shapes(model)
+    tiles = tuned_tiles(t, method, shapes) if tuned else None
+    paths = render_kernels(t, shapes, method, tiles, out_dir)
+    if as_json:
+        print_json({"target": t.id, "method": method, "shapes": shapes, "tuned": bool(tiles), "files": [str(p) for p in paths]})
+        return
+    for p in paths:
+        click.echo(str(p))
+    _say(f"{t.id}: {method} kernels for {len(shapes)} shapes{' (tuned tiles)' if tiles else ''} in {out_dir}")
+
+
+@cli.command()
+@click.option("--target", required=True, help="Target profile (it must run here: natively or under its runner).")
+@click.option("--model", required=True, type=click.Path(exists=True, dir_okay=False), help="GGUF model (its matrix shapes).")
+@click.option("--method", "methods", multiple=True, type=click.Choice(["i2_s", "tl1", "tl2"]),
+              help="Methods to tune (default: all three).")
+@click.option("--cache", type=click.Path(dir_okay=False), help="Tuning cache (default ~/.cache/bitedge/tuning.json).")
+@click.option("--reps", type=int, default=20, show_default=True)
+@targets_dir_option
+@json_option
+def tune(target, model, methods, cache, reps, targets_dirs, as_json):
+    """Measure candidate tiles per method and shape and keep the winners in the tuning cache."""
+    from bitedge.build.targets import get_target
+    from bitedge.render import model_shapes
+    from bitedge.render.tune import tune as tune_kernels
+
+    t = get_target(target, targets_dirs)
+    result = tune_kernels(t, model_shapes(model), methods or ("i2_s", "tl1", "tl2"), cache_path=cache, reps=reps,
+                          progress=None if as_json else _say)
+    if as_json:
+        print_json(result)
+        return
+    for key, r in result.items():
+        click.echo(f"{key:<24} {r['mean_ns'] / 1e3:10.1f} µs ± {r['sd_ns'] / 1e3:.1f}  tiles {r['tiles']}"
+                   + ("  (emulated: correctness only)" if r.get("emulated") else ""))
+
+
 def _local_runner(target) -> list[str] | None:
     return list(target.runner) if target.emulated else None
 

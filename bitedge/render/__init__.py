@@ -1,0 +1,296 @@
+"""Kernels rendered per target: C sources from the jinja2 templates in kernels/templates/ (docs/kernels.md).
+
+    paths = render_kernels(get_target("x86-64-avx2"), model_shapes(config), "tl1", None, "build/kernels")
+
+writes bitedge_layouts.h, bitedge_tl1_kernels.h, bitedge_tl1_dispatch.c and one bitedge_tl1_<isa>.c per ISA the
+target can run (scalar always), each with gemv entry points specialised to every distinct K of the model.
+Generated code goes to a build folder, never into git; files are written under temporary names and renamed,
+and a file whose text did not change is left alone (its mtime too, so make does not rebuild).
+I2_S is rendered too (bitedge_i2s_*.c, the same arithmetic as the runtime's hand-written kernels/runtime/kernels_*.c,
+with tile parameters and constant K); the runtime keeps its hand-written I2_S until the lead switches it over.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import jinja2
+
+from bitedge.build.targets import Target, get_target
+from bitedge.convert.packing import get_packing, layout_constants
+from bitedge.errors import BitedgeError
+from bitedge.model import ModelConfig, is_ternary
+
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "kernels" / "templates"
+METHODS = ("i2_s", "tl1", "tl2")
+TL_METHODS = ("tl1", "tl2")
+LAYOUTS_HEADER = "bitedge_layouts.h"
+DRIVER_SOURCE = "bitedge_kernel_driver.c"
+
+# Rendered ISA variants (C suffix) -> the be_kernels table names (kernels.h) whose CPUs may run them.
+# TL1/TL2 have no dotprod variant (they multiply nothing: see docs/kernels.md), so NEON serves neon-dotprod.
+ISA_ALIASES = {"avx2": ("avx2",), "neon_dotprod": ("neon-dotprod",), "neon": ("neon-dotprod", "neon"),
+               "scalar": ("scalar",)}
+
+# Per method: weights per group, largest |table entry| (q in [-128, 127]) and the tile defaults.
+#   bm: rows per register block (a multiple of the 32-row tile: blocks share each table load)
+#   bk: K columns per chunk: summed in int16 before widening to int32 (bounded by overflow, see check_tiles),
+#       and the slice of the tables that stays in L1 while bn rows use it
+#   bn: rows per sweep over K (a multiple of bm): every table chunk serves bn / 32 tiles
+GROUP_K = {"tl1": 2, "tl2": 3}
+MAX_ENTRY = {"tl1": 256, "tl2": 384}
+TILE_DEFAULTS = {"tl1": {"bm": 32, "bk": 128, "bn": 256}, "tl2": {"bm": 32, "bk": 96, "bn": 256}}
+BM_CHOICES = (32, 64, 96, 128)  # the kernels keep at most 4 tiles of accumulators
+BN_MAX = 2048  # rows of int32 partial sums on the stack (8 KiB)
+TILE_KEYS = ("bm", "bk", "bn")
+# I2_S tiles: rows sharing each activation load, K columns per int16 chunk (a maddubs / mlal lane adds at most
+# 2048 per 128-column block: 15 blocks = 1920 columns keep it within int16). The profiles' bm (rows per thread
+# work chunk) is a threadpool setting, not a register tile, and is ignored here.
+I2S_TILE_DEFAULTS = {"rows": 4, "bk": 1024}
+I2S_ROWS = (1, 2, 4)
+I2S_BK_MAX = 1920
+
+
+def environment() -> jinja2.Environment:
+    return _environment(str(TEMPLATES_DIR))
+
+
+@functools.lru_cache(maxsize=4)
+def _environment(folder: str) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(folder),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def render_template(name: str, **context) -> str:
+    try:
+        return environment().get_template(name).render(**context)
+    except jinja2.TemplateNotFound:
+        raise BitedgeError(f"kernel template {name} not found in {TEMPLATES_DIR}") from None
+
+
+def write_if_changed(path: Path, text: str) -> Path:
+    """Write text to path via a temporary file in the same folder and os.replace; untouched if identical."""
+    path = Path(path)
+    try:
+        if path.read_text() == text:
+            return path
+    except (OSError, UnicodeDecodeError):
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------
+# what to render
+
+
+def model_shapes(model) -> list[tuple[int, int]]:
+    """Every distinct (N, K) of the model's ternary matrices, sorted; model is a ModelConfig, a ModelSource or a
+    GGUF path (read with bitedge.gguf_read.read_model)."""
+    config = model
+    if isinstance(model, (str, os.PathLike)):
+        from bitedge.gguf_read import read_model
+
+        config = read_model(model).config
+    elif hasattr(model, "config") and not isinstance(model, ModelConfig):
+        config = model.config
+    if not isinstance(config, ModelConfig):
+        raise BitedgeError(f"cannot take matrix shapes from {type(model).__name__} (need a ModelConfig or a GGUF path)")
+    return sorted({tuple(shape) for name, shape in config.tensor_shapes().items() if is_ternary(name)})
+
+
+def target_isas(target: Target, method: str = "tl1") -> list[str]:
+    """The ISA variants rendered for a target, best first, scalar last (TL methods have no dotprod variant)."""
+    isas = []
+    if target.arch == "x86_64" and "avx2" in target.isa:
+        isas.append("avx2")
+    if target.arch == "aarch64" and "neon" in target.isa:
+        if method == "i2_s" and "dotprod" in target.isa:
+            isas.append("neon_dotprod")
+        isas.append("neon")
+    return isas + ["scalar"]
+
+
+def check_method(method: str) -> str:
+    method = str(method).lower()
+    if method not in METHODS:
+        raise BitedgeError(f"unknown kernel method {method!r} (choose from {', '.join(METHODS)})")
+    return method
+
+
+def check_i2s_tiles(tiles: Mapping[str, int]) -> dict[str, int]:
+    tiles = {**I2S_TILE_DEFAULTS, **{k: v for k, v in dict(tiles or {}).items() if k in I2S_TILE_DEFAULTS}}
+    if tiles["rows"] not in I2S_ROWS:
+        raise BitedgeError(f"i2_s: tile rows = {tiles['rows']} is not supported (one of {', '.join(map(str, I2S_ROWS))})")
+    bk = tiles["bk"]
+    if not isinstance(bk, int) or bk <= 0 or bk % 128:
+        raise BitedgeError(f"i2_s: tile bk = {bk} columns must be a positive multiple of 128")
+    if bk > I2S_BK_MAX:
+        raise BitedgeError(f"i2_s: tile bk = {bk} columns could overflow the int16 partial sums (at most {I2S_BK_MAX})")
+    return tiles
+
+
+def check_tiles(method: str, tiles: Mapping[str, int]) -> dict[str, int]:
+    """Tile parameters for a method, defaults filled in, or BitedgeError naming the bad one.
+
+    bk bound: an int16 lane adds at most bk / group_k table entries of |e| <= MAX_ENTRY before being widened, so
+    (bk / group_k) * MAX_ENTRY <= 32767; AVX2 takes groups two at a time, so bk / group_k must be even."""
+    if method == "i2_s":
+        return check_i2s_tiles(tiles)
+    tiles = {**TILE_DEFAULTS[method], **{k: v for k, v in dict(tiles or {}).items() if k in TILE_KEYS}}
+    bm, bk, bn = tiles["bm"], tiles["bk"], tiles["bn"]
+    if bm not in BM_CHOICES:
+        raise BitedgeError(f"{method}: tile bm = {bm} rows is not supported (one of {', '.join(map(str, BM_CHOICES))})")
+    if not isinstance(bn, int) or bn <= 0 or bn % bm or bn > BN_MAX:
+        raise BitedgeError(f"{method}: tile bn = {bn} rows must be a multiple of bm = {bm}, at most {BN_MAX}")
+    g = GROUP_K[method]
+    if not isinstance(bk, int) or bk <= 0 or bk % (2 * g):
+        raise BitedgeError(f"{method}: tile bk = {bk} columns must be a positive multiple of {2 * g}")
+    if bk // g * MAX_ENTRY[method] > 32767:
+        most = 32767 // MAX_ENTRY[method] // 2 * 2 * g
+        raise BitedgeError(f"{method}: tile bk = {bk} columns could overflow the int16 partial sums (at most {most})")
+    return {"bm": bm, "bk": bk, "bn": bn}
+
+
+def profile_tiles(method: str, target: Target) -> dict[str, int]:
+    """The profile's [kernel.tiles] when its method is this TL method. For i2_s they are the hand-written runtime's
+    work-chunk sizes (bm = rows per thread chunk, bk = 128), not register tiles, so render ignores them."""
+    if method == "i2_s" or target.kernel.method != method:
+        return {}
+    return dict(target.kernel.tiles)
+
+
+def resolve_tiles(method: str, target: Target, shapes: Iterable[tuple[int, int]], tiles=None
+                  ) -> dict[tuple[int, int], dict[str, int]]:
+    """Tiles per shape: tiles may be None (profile_tiles, else the defaults), one dict for every shape, or a
+    mapping (N, K) -> dict (missing shapes get the defaults)."""
+    shapes = list(shapes)
+    if tiles is None:
+        return {s: check_tiles(method, profile_tiles(method, target)) for s in shapes}
+    if tiles and all(isinstance(k, tuple) for k in tiles):
+        return {s: check_tiles(method, tiles.get(s, {})) for s in shapes}
+    return {s: check_tiles(method, tiles) for s in shapes}
+
+
+def generic_tiles(method: str, target: Target, tiles=None) -> dict[str, int]:
+    """Tiles of the generic (any kp) path: one dict given for all shapes, else the profile's, else the defaults."""
+    if tiles and not all(isinstance(k, tuple) for k in tiles):
+        return check_tiles(method, tiles)
+    return check_tiles(method, profile_tiles(method, target))
+
+
+def gemv_specs(method: str, isa: str, shapes_tiles: Mapping[tuple[int, int], dict[str, int]],
+               generic: Mapping[str, int] | None = None) -> list[dict]:
+    """One specialised gemv per distinct padded K (the tiles of the shape with the most rows win), then the
+    generic path (any kp) with the generic tiles (default: TILE_DEFAULTS)."""
+    packing = get_packing(method)
+    by_kp: dict[int, tuple[int, dict]] = {}
+    for (n, k), tiles in shapes_tiles.items():
+        kp = packing.padded_k(k) if method == "i2_s" else packing.padded(n, k)[1]
+        if kp not in by_kp or n > by_kp[kp][0]:
+            by_kp[kp] = (n, tiles)
+    specs = []
+    for kp, (_, tiles) in sorted(by_kp.items()):
+        specs.append(_spec(method, isa, kp, tiles))
+    specs.append(_spec(method, isa, None, check_tiles(method, generic or {})))
+    return specs
+
+
+def _spec(method: str, isa: str, kp: int | None, tiles: dict[str, int]) -> dict:
+    shape = f"k{kp}" if kp is not None else "generic"
+    if method == "i2_s":
+        rows, bk = tiles["rows"], tiles["bk"]
+        return {"kp": kp, "rows": rows, "bk": bk, "chunk": bk // 128, "fn": f"be_i2s_gemv_{isa}_{shape}_r{rows}_bk{bk}"}
+    bm, bk, bn = tiles["bm"], tiles["bk"], tiles["bn"]
+    return {"kp": kp, "bm": bm, "bk": bk, "bn": bn, "tiles": bm // 32, "chunk": bk // GROUP_K[method],
+            "fn": f"be_{method}_gemv_{isa}_{shape}_bm{bm}_bk{bk}_bn{bn}"}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# rendering
+
+
+def render_layouts_header(out_dir: str | os.PathLike) -> Path:
+    """Write bitedge_layouts.h (layout constants with _Static_asserts on block sizes) into out_dir."""
+    constants = sorted(layout_constants().items())
+    text = render_template("bitedge_layouts.h.j2", constants=constants)
+    return write_if_changed(Path(out_dir) / LAYOUTS_HEADER, text)
+
+
+def render_kernels(target: Target | str, shapes: Iterable[tuple[int, int]], method: str, tiles=None,
+                   out_dir: str | os.PathLike = "build/kernels") -> list[Path]:
+    """Render method's kernels for target, specialised to shapes ((N, K) pairs), into out_dir.
+
+    Returns the written paths: the layouts header, the method header, one .c per ISA variant, the dispatch .c
+    (compile every .c; include out_dir). tiles: see resolve_tiles."""
+    target = get_target(target)
+    method = check_method(method)
+    shapes = sorted({(int(n), int(k)) for n, k in shapes})
+    for n, k in shapes:
+        if n <= 0 or k <= 0:
+            raise BitedgeError(f"bad matrix shape ({n}, {k}): rows and columns must be positive")
+    out = Path(out_dir)
+    paths = [render_layouts_header(out)]
+    per_shape = resolve_tiles(method, target, shapes, tiles)
+    isas = target_isas(target, method)
+    alias_map = []  # (be_kernels name, index of the table it gets): the first (best) table claiming a name wins
+    for i, isa in enumerate(isas):
+        alias_map += [(alias, i) for alias in ISA_ALIASES[isa] if alias not in dict(alias_map)]
+    common = {"method": method, "target_id": target.id, "isas": isas}
+    generic = generic_tiles(method, target, tiles)
+    all_specs = {isa: gemv_specs(method, isa, per_shape, generic) for isa in isas}
+    stem = method.replace("_", "")  # i2_s -> i2s in file and function names
+    family = "tl" if method in TL_METHODS else "i2s"
+    paths.append(write_if_changed(out / f"bitedge_{stem}_kernels.h",
+                                  render_template(f"{family}_kernels.h.j2", specs=all_specs["scalar"], **common)))
+    for isa in isas:
+        template = f"{stem}_{'neon' if isa == 'neon_dotprod' else isa}.c.j2"
+        text = render_template(template, specs=all_specs[isa], isa=isa, **common)
+        paths.append(write_if_changed(out / f"bitedge_{stem}_{isa}.c", text))
+    paths.append(write_if_changed(out / f"bitedge_{stem}_dispatch.c",
+                                  render_template(f"{family}_dispatch.c.j2", alias_map=alias_map,
+                                                  isa_names={i: ISA_ALIASES[i][-1] for i in isas}, **common)))
+    return paths
+
+
+def render_driver(methods: Iterable[str], out_dir: str | os.PathLike, isa_names: Iterable[str] = (),
+                  runtime_i2s: bool = False) -> Path:
+    """Write the test / timing driver (kernel_driver.c.j2) for rendered methods; runtime_i2s adds method
+    "i2_s-runtime" (the runtime's hand-written I2_S: link kernels/runtime kernels.c, kernels_avx2.c,
+    kernels_neon.c and cpu_features.c)."""
+    methods = [check_method(m) for m in methods]
+    names = list(isa_names) or ["avx2", "neon-dotprod", "neon", "scalar"]
+    return write_if_changed(Path(out_dir) / DRIVER_SOURCE,
+                            render_template("kernel_driver.c.j2", methods=methods, isa_names=names,
+                                            runtime_i2s=runtime_i2s))
+
+
+def c_sources(paths: Iterable[Path]) -> list[Path]:
+    return [p for p in paths if p.suffix == ".c"]
+
+
+from bitedge.render.tune import tune  # noqa: E402  (tune renders, so it imports this module)
+
+__all__ = [
+    "ISA_ALIASES", "METHODS", "TEMPLATES_DIR", "TILE_DEFAULTS", "c_sources", "check_tiles", "environment",
+    "model_shapes", "render_driver", "render_kernels", "render_layouts_header", "render_template",
+    "resolve_tiles", "target_isas", "tune",
+]

@@ -1,0 +1,37 @@
+"""`bitedge kernels` and `bitedge tune` from the command line."""
+
+import json
+
+from bitedge.cli import main
+from bitedge.convert.dummy import dummy_source
+from bitedge.convert.gguf_writer import write_gguf
+
+
+def test_kernels_renders_per_target_and_method(tmp_path, capsys):
+    model = tmp_path / "m.gguf"
+    write_gguf(dummy_source("test"), model)
+    for target, method, isa in (("rpi5", "tl1", "neon"), ("x86-64-avx2", "tl2", "avx2"), ("rpi4", "i2_s", "neon")):
+        out = tmp_path / f"{target}-{method}"
+        assert main(["kernels", "--target", target, "--model", str(model), "--method", method, "-o", str(out), "--json"]) == 0
+        info = json.loads(capsys.readouterr().out)
+        names = {p.split("/")[-1] for p in info["files"]}
+        tag = method.replace("_", "")
+        assert f"bitedge_{tag}_{isa}.c" in names and "bitedge_layouts.h" in names
+        assert sorted(map(tuple, info["shapes"])) == [(128, 256), (256, 256), (256, 512), (512, 256)]
+        text = (out / f"bitedge_{tag}_{isa}.c").read_text()
+        # specialised to the model's (padded) row lengths: 256 and 512 (TL2 pads K to a multiple of 3)
+        ks = {256: 258, 512: 513} if method == "tl2" else {256: 256, 512: 512}
+        assert all(f"_k{kp}_" in text for kp in ks.values()), method
+    assert main(["kernels", "--target", "nope", "--model", str(model)]) == 2
+
+
+def test_tune_measures_and_caches(tmp_path, capsys):
+    model = tmp_path / "m.gguf"
+    write_gguf(dummy_source("test"), model)
+    cache = tmp_path / "tuning.json"
+    rc = main(["tune", "--target", "x86-64-avx2", "--model", str(model), "--method", "tl1", "--reps", "2",
+               "--cache", str(cache), "--json"])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result and all(r["mean_ns"] > 0 and r["tiles"] for r in result.values())
+    assert len(json.loads(cache.read_text())["entries"]) == len(result) == 4
