@@ -200,13 +200,14 @@ def host_target_id() -> str:
     raise BitedgeError("no shipped target profile fits this machine: pass --target or add one (docs/targets.md)")
 
 
-def build_for(target_name: str | None, *, clean: bool = False, quiet: bool = False, **kw):
-    """(Target, BuildResult) for a target name, or for this machine when None."""
-    from bitedge.build.compile import build_runtime
+def build_for(target_name: str | None, *, clean: bool = False, quiet: bool = False, model=None, **kw):
+    """(Target, BuildResult) for a target name, or for this machine when None; a tl1 / tl2 model gets a runtime
+    with TL kernels rendered for its shapes (bitedge.build.with_kernels)."""
     from bitedge.build.targets import get_target
+    from bitedge.build.with_kernels import build_runtime_for
 
     target = get_target(target_name or host_target_id(), kw.pop("targets_dirs", ()))
-    return target, build_runtime(target, clean=clean, progress=None if quiet else _say, **kw)
+    return target, build_runtime_for(target, model, clean=clean, progress=None if quiet else _say, **kw)
 
 
 @cli.command()
@@ -222,7 +223,7 @@ def build_for(target_name: str | None, *, clean: bool = False, quiet: bool = Fal
 def build(target, target_opt, model, out_dir, toolchain, cc, clean, targets_dirs, as_json):
     """Cross-compile the runtime for a board: one static bitedge-run binary and a manifest."""
     t, result = build_for(target or target_opt, clean=clean, quiet=as_json, out_dir=out_dir, toolchain=toolchain, cc=cc,
-                          targets_dirs=targets_dirs)
+                          targets_dirs=targets_dirs, model=model)
     info = {"target": t.id, "binary": str(result.binary), "manifest": str(result.manifest), "cached": result.cached,
             "toolchain": result.toolchain.id}
     if as_json:
@@ -295,7 +296,7 @@ def _deploy_to(spec, target_name, model, opts, quiet=False):
     target_name = spec.target or target_name
     if not target_name:
         raise BitedgeError(f"{spec.name}: which target profile? pass --target (bitedge probe {spec.name} suggests one)")
-    target, result = build_for(target_name, quiet=quiet)
+    target, result = build_for(target_name, quiet=quiet, model=model)
     conn = _connect(spec, opts)
     try:
         size = result.binary.stat().st_size + (Path(model).stat().st_size if model else 0)
@@ -372,7 +373,7 @@ def generate(model, prompt, n, greedy, temp, top_k, top_p, seed, ignore_eos, eng
     else:
         from bitedge.native import run_generate
 
-        t, built = build_for(target, quiet=as_json)
+        t, built = build_for(target, quiet=as_json, model=model)
         result = run_generate(built.binary, model, prompt=prompt, n=n, greedy=greedy, threads=threads,
                               runner=_local_runner(t), temp=temp, top_k=top_k, top_p=top_p, seed=seed,
                               ignore_eos=ignore_eos)
@@ -430,7 +431,7 @@ def bench(model, n_prompt, n_gen, threads, reps, target, hosts, hosts_csv, db, m
     if not names:
         from bitedge.native import run_bench
 
-        t, built = build_for(target, quiet=as_json)
+        t, built = build_for(target, quiet=as_json, model=model)
         out = run_bench(built.binary, model, n_prompt, n_gen, [int(x) for x in threads.split(",")], reps,
                         runner=_local_runner(t))
         import socket

@@ -17,6 +17,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef BITEDGE_HAVE_TL
+/* rendered by bitedge.render for the target and the model's shapes (bitedge/build/with_kernels.py) */
+#include "bitedge_tl1_kernels.h"
+#include "bitedge_tl2_kernels.h"
+#endif
+
 /* No fused multiply-add: keep the reference's rounding. gcc contracts only with -ffp-contract=fast (not the
  * default under -std=c11; the Makefile passes -ffp-contract=off anyway); clang honours the standard pragma. */
 #ifdef __clang__
@@ -40,6 +46,15 @@ int build_state(be_state *s, const be_model *m, int ctx, int max_batch, int n_th
     s->max_batch = max_batch;
     s->n_threads = n_threads;
     s->kp_max = pad128(max_int(max_int(c->hidden, q_dim), c->ffn));
+    size_t tables = 0;  /* TL: bytes of one token's look-up tables */
+#ifdef BITEDGE_HAVE_TL
+    /* tables grow with kp, so the widest input's fit every matmul */
+    int k_max = max_int(max_int(c->hidden, q_dim), c->ffn), kp_tl = 0;
+    if (c->packing == BE_PACK_TL1) kp_tl = be_tl1_kp(k_max), tables = be_tl1_tables_bytes(kp_tl);
+    if (c->packing == BE_PACK_TL2) kp_tl = be_tl2_kp(k_max), tables = be_tl2_tables_bytes(kp_tl);
+    /* TL rows of xq are kp_tl long: more than pad128 when K % 128 == 0 and K % 3 != 0 (4096 -> 4098) */
+    s->kp_max = max_int(s->kp_max, kp_tl);
+#endif
     int acc_rows = max_int(max_int(q_dim + 2 * kv_dim, 2 * c->ffn), c->hidden);
     size_t B = (size_t)max_batch, half = (size_t)c->head_dim / 2;
     size_t kv = (size_t)c->n_layers * (size_t)ctx * (size_t)kv_dim;
@@ -55,6 +70,10 @@ int build_state(be_state *s, const be_model *m, int ctx, int max_batch, int n_th
     s->xq = calloc(B * s->kp_max, sizeof(int8_t));
     s->act_scale = calloc(B, sizeof(float));
     s->acc = calloc(B * acc_rows, sizeof(int32_t));
+    if (tables) {
+        s->tl_tables_stride = (tables + 63) / 64 * 64;  /* 64-byte strides keep each token's tables apart */
+        s->tl_tables = calloc(B, s->tl_tables_stride);
+    }
     s->att = calloc((size_t)n_threads * ctx, sizeof(float));
     s->rope_cos = calloc((size_t)ctx * half, sizeof(float));
     s->rope_sin = calloc((size_t)ctx * half, sizeof(float));
@@ -62,7 +81,8 @@ int build_state(be_state *s, const be_model *m, int ctx, int max_batch, int n_th
     s->key_cache = calloc(kv, sizeof(float));
     s->value_cache = calloc(kv, sizeof(float));
     if (!s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 || !s->q || !s->k || !s->v || !s->xq || !s->act_scale ||
-        !s->acc || !s->att || !s->rope_cos || !s->rope_sin || !s->logits || !s->key_cache || !s->value_cache) {
+        !s->acc || (tables && !s->tl_tables) || !s->att || !s->rope_cos || !s->rope_sin || !s->logits ||
+        !s->key_cache || !s->value_cache) {
         snprintf(err, errlen, "out of memory for the run state (context %d: KV cache %.1f MiB)", ctx,
                  2.0 * (double)kv * sizeof(float) / 1048576.0);
         free_state(s);
@@ -85,6 +105,7 @@ int build_state(be_state *s, const be_model *m, int ctx, int max_batch, int n_th
 void free_state(be_state *s) {
     free(s->x); free(s->xb); free(s->xb2); free(s->hb); free(s->hb2);
     free(s->q); free(s->k); free(s->v); free(s->xq); free(s->act_scale); free(s->acc); free(s->att);
+    free(s->tl_tables);
     free(s->rope_cos); free(s->rope_sin); free(s->logits); free(s->key_cache); free(s->value_cache);
     memset(s, 0, sizeof(*s));
 }
@@ -116,14 +137,21 @@ static void rope_head(float *v, const float *cos_row, const float *sin_row, int 
  * ternary matmuls over the thread pool: up to three matrices sharing one quantized input (q/k/v, gate/up) */
 
 typedef struct {
-    const uint8_t *w;  /* [n][kp/4] I2_S packed */
+    const uint8_t *w;  /* [n][kp/4] I2_S packed, or TL1 / TL2 tiles (docs/format.md) */
     float scale;       /* s of W_eff = T * s */
     int n;             /* rows */
     float *out;        /* [nb][n] */
 } ternary_job;
 
+#ifndef BITEDGE_HAVE_TL
+typedef struct be_tl_kernels be_tl_kernels;  /* only used through pointers that stay NULL */
+#endif
+
 typedef struct {
     const be_kernels *kern;
+    const be_tl_kernels *tl; /* TL1 / TL2 kernels, NULL for I2_S */
+    uint8_t *tables;         /* TL: [nb][tables_stride] */
+    size_t tables_stride;
     const int8_t *xq;        /* [nb][kp] */
     const float *act_scale;  /* [nb] */
     int32_t *acc;            /* per job: [nb][job.n], jobs back to back */
@@ -131,15 +159,27 @@ typedef struct {
     ternary_job jobs[3];
 } ternary_task;
 
+/* TL: rows [n0, n1) of one matrix for every token, each from its own tables (acc: [nb][job->n]) */
+static void tl_gemv_rows(const ternary_task *t, const ternary_job *job, int32_t *acc, int n0, int n1) {
+#ifdef BITEDGE_HAVE_TL
+    for (int b = 0; b < t->nb; b++)
+        t->tl->gemv(job->w, t->tables + (size_t)b * t->tables_stride, acc + (size_t)b * job->n, n0, n1, t->kp);
+#else
+    (void)t; (void)job; (void)acc; (void)n0; (void)n1;  /* t->tl is always NULL without the TL kernels */
+#endif
+}
+
 static void ternary_worker(void *ctx, int ith, int nth) {
     ternary_task *t = ctx;
     int32_t *acc = t->acc;
     for (int j = 0; j < t->n_jobs; j++) {
         const ternary_job *job = &t->jobs[j];
         int n0, n1;
-        be_split_range(job->n, ith, nth, 16, &n0, &n1);
+        /* TL kernels compute 32-row tiles: ranges starting on a multiple of 32 never share one */
+        be_split_range(job->n, ith, nth, t->tl ? 32 : 16, &n0, &n1);
         if (n1 > n0) {
-            if (t->nb == 1) t->kern->i2s_gemv(job->w, t->xq, acc, n0, n1, t->kp);
+            if (t->tl) tl_gemv_rows(t, job, acc, n0, n1);
+            else if (t->nb == 1) t->kern->i2s_gemv(job->w, t->xq, acc, n0, n1, t->kp);
             else t->kern->i2s_gemm(job->w, t->xq, acc, job->n, n0, n1, t->kp, t->nb);
             for (int b = 0; b < t->nb; b++) {
                 float sa = job->scale / t->act_scale[b];  /* (s / a) once, in fp32 */
@@ -152,25 +192,53 @@ static void ternary_worker(void *ctx, int ith, int nth) {
     }
 }
 
-/* Quantize nb rows of x ([nb][k], row stride k) into s->xq with row stride kp = pad128(k). */
-static int quantize_rows(be_state *s, const float *x, int k, int nb) {
-    int kp = pad128(k);
+/* Quantize nb rows of x ([nb][k], row stride k) into s->xq with row stride kp (zero-padded beyond k). */
+static void quantize_rows(be_state *s, const float *x, int k, int kp, int nb) {
     for (int b = 0; b < nb; b++)
         s->act_scale[b] = be_quantize_row_i8(x + (size_t)b * k, s->xq + (size_t)b * kp, k, kp);
-    return kp;
 }
+
+#ifdef BITEDGE_HAVE_TL
+/* TL: each token's look-up tables from its quantized row, tokens split over the pool */
+static void tl_prepare_worker(void *ctx, int ith, int nth) {
+    ternary_task *t = ctx;
+    int b0, b1;
+    be_split_range(t->nb, ith, nth, 1, &b0, &b1);
+    for (int b = b0; b < b1; b++)
+        t->tl->prepare(t->xq + (size_t)b * t->kp, t->kp, t->tables + (size_t)b * t->tables_stride);
+}
+#endif
 
 static void ternary_matmuls(be_runtime *rt, const float *x, int k, int nb, const ternary_job *jobs, int n_jobs) {
     be_state *s = rt->state;
     ternary_task t;
     t.kern = rt->kernels;
-    t.kp = quantize_rows(s, x, k, nb);
+    t.tl = NULL;
+    t.tables = s->tl_tables;
+    t.tables_stride = s->tl_tables_stride;
+    t.kp = pad128(k);
+#ifdef BITEDGE_HAVE_TL
+    /* the TL table matching the be_kernels table in use (scalar when forced scalar, avx2, neon) */
+    if (rt->model->config.packing == BE_PACK_TL1) {
+        t.tl = be_tl1_kernels_for(rt->kernels->name);
+        t.kp = be_tl1_kp(k);
+    } else if (rt->model->config.packing == BE_PACK_TL2) {
+        t.tl = be_tl2_kernels_for(rt->kernels->name);
+        t.kp = be_tl2_kp(k);
+    }
+#endif
+    quantize_rows(s, x, k, t.kp, nb);
     t.xq = s->xq;
     t.act_scale = s->act_scale;
     t.acc = s->acc;
     t.nb = nb;
     t.n_jobs = n_jobs;
     for (int j = 0; j < n_jobs; j++) t.jobs[j] = jobs[j];
+#ifdef BITEDGE_HAVE_TL
+    /* tables once per token for every job sharing x; one token's inline (no extra wake-up of the pool) */
+    if (t.tl && nb == 1) tl_prepare_worker(&t, 0, 1);
+    else if (t.tl) be_pool_run(rt->pool, tl_prepare_worker, &t);
+#endif
     be_pool_run(rt->pool, ternary_worker, &t);
 }
 

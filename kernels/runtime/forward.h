@@ -15,7 +15,7 @@ typedef struct {
     int max_batch;     /* tokens processed per forward call (prompt chunk) */
     int ctx;           /* KV cache length in positions */
     int n_threads;     /* attention scratch rows (one per pool thread) */
-    int kp_max;        /* padded row length of the widest ternary input (multiple of 128) */
+    int kp_max;        /* padded row length of the widest ternary input (I2_S: 128s; TL: at least be_<m>_kp) */
     /* activations of a batch of nb tokens */
     float *x;          /* [max_batch][hidden] residual stream */
     float *xb;         /* [max_batch][max(hidden, q_dim)] normed input / attention output */
@@ -28,6 +28,8 @@ typedef struct {
     int8_t *xq;        /* [max_batch][kp_max] quantized activations */
     float *act_scale;  /* [max_batch] a of each token (kernels.h) */
     int32_t *acc;      /* [max_batch][max rows of one matmul] int32 products */
+    uint8_t *tl_tables;       /* TL1 / TL2 only (else NULL): [max_batch][tl_tables_stride] look-up tables */
+    size_t tl_tables_stride;  /* be_<m>_tables_bytes of the widest input, rounded up to 64 */
     float *att;        /* [n_threads][ctx] attention scores / probabilities */
     float *rope_cos;   /* [ctx][head_dim/2] */
     float *rope_sin;   /* [ctx][head_dim/2] */
@@ -51,7 +53,9 @@ typedef struct {
 /* Runs tokens[0..n) at positions pos0..pos0+n-1 (n <= max_batch, pos0+n <= ctx: else it aborts, a caller bug),
  * filling the KV cache.
  * Logits: all_logits != 0 -> s->logits[i] for every token i; else only s->logits[0] = the last token's.
- * Several tokens go through the I2_S gemm kernel (prompt processing), one token through gemv. */
+ * I2_S: several tokens go through the gemm kernel (prompt processing), one token through gemv.
+ * TL1 / TL2 (-DBITEDGE_HAVE_TL): per token, its look-up tables are built once per shared input (q/k/v, gate/up),
+ * then the rendered gemv runs on row ranges (multiples of 32) over the pool. */
 void be_forward(be_runtime *rt, const int32_t *tokens, int n, int pos0, int all_logits);
 
 /* Feeds a whole prompt in chunks of max_batch starting at pos0; leaves the last token's logits in s->logits. */
