@@ -95,27 +95,61 @@ def main() -> None:
     bitedge_run = build_runtime(get_target("x86-64-avx2")).binary
     llama_bench = build_llama_bench()
     report = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M")},
-              "stream_read_gbs": {t: stream_read_gbs(int(t)) for t in a.threads.split(",")}, "models": []}
+              "stream_read_gbs": {str(t): stream_read_gbs(int(t)) for t in a.threads.split(",")}, "models": []}
     for preset in a.presets.split(","):
         i2s, tq2 = model_files(preset, Path(a.models_dir), a.embed_type)
         samples: dict[tuple, list[float]] = {}
+        rss: dict[int, float] = {}
         for _ in range(a.rounds):
             ours = rows_of(run_json([str(bitedge_run), "bench", "-m", str(i2s), "-p", str(a.n_prompt), "-n", str(a.n_gen),
                                      "-t", a.threads, "-r", str(a.reps), "--json"]))
             theirs = rows_of(run_json([str(llama_bench), "-m", str(tq2), "-p", str(a.n_prompt), "-n", str(a.n_gen),
                                        "-t", a.threads, "-r", str(a.reps), "-o", "json"]))
+            for r in ours:
+                rss[int(r["n_threads"])] = max(rss.get(int(r["n_threads"]), 0.0), float(r.get("peak_rss_mb") or 0.0))
             for engine, rows in (("bitedge i2_s", ours), ("llama.cpp tq2_0", theirs)):
                 for r in rows:
                     test = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
                     samples.setdefault((engine, int(r["n_threads"]), test), []).extend(r["samples_ts"])
-        entry = {"preset": preset, "i2_s_bytes": i2s.stat().st_size, "tq2_0_bytes": tq2.stat().st_size, "rows": []}
+        # generation streams every weight once per token (the tied embedding doubles as the output matrix):
+        # bytes per token ~ the file's tensor bytes; the roofline is read bandwidth / that
+        bytes_per_token = i2s.stat().st_size
+        entry = {"preset": preset, "i2_s_bytes": i2s.stat().st_size, "tq2_0_bytes": tq2.stat().st_size,
+                 "bytes_per_token": bytes_per_token, "peak_rss_mb": rss, "rows": []}
         for (engine, threads, test), ts in sorted(samples.items()):
-            entry["rows"].append({"engine": engine, "threads": threads, "test": test,
-                                  "mean_ts": statistics.mean(ts), "sd_ts": statistics.stdev(ts) if len(ts) > 1 else 0.0})
+            row = {"engine": engine, "threads": threads, "test": test,
+                   "mean_ts": statistics.mean(ts), "sd_ts": statistics.stdev(ts) if len(ts) > 1 else 0.0}
+            bw = report["stream_read_gbs"].get(str(threads))
+            if test.startswith("tg") and bw:
+                row["roofline_ts"] = bw * 1e9 / (i2s.stat().st_size if engine.startswith("bitedge") else tq2.stat().st_size)
+                row["fraction_of_roofline"] = row["mean_ts"] / row["roofline_ts"]
+            entry["rows"].append(row)
+        for threads in {r["threads"] for r in entry["rows"]}:
+            for test in {r["test"] for r in entry["rows"]}:
+                ours_ = [r for r in entry["rows"] if r["threads"] == threads and r["test"] == test and r["engine"].startswith("bitedge")]
+                base = [r for r in entry["rows"] if r["threads"] == threads and r["test"] == test and r["engine"].startswith("llama")]
+                if ours_ and base:
+                    ours_[0]["speedup_vs_llama_cpp"] = ours_[0]["mean_ts"] / base[0]["mean_ts"]
         report["models"].append(entry)
     Path(a.output).parent.mkdir(parents=True, exist_ok=True)
     Path(a.output).write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    print(markdown(report))
+
+
+def markdown(report: dict) -> str:
+    lines = [f"machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, {report['machine']['date']}; "
+             f"STREAM read GB/s: {report['stream_read_gbs']}", "",
+             "| model | engine | threads | test | t/s (mean ± sd) | vs llama.cpp | roofline t/s | of roofline |",
+             "|---|---|---:|---|---:|---:|---:|---:|"]
+    for m in report["models"]:
+        for r in m["rows"]:
+            lines.append(f"| {m['preset']} | {r['engine']} | {r['threads']} | {r['test']} | {r['mean_ts']:.2f} ± {r['sd_ts']:.2f} | "
+                         f"{r.get('speedup_vs_llama_cpp', 0) and format(r['speedup_vs_llama_cpp'], '.2f') + 'x' or ''} | "
+                         f"{format(r['roofline_ts'], '.1f') if 'roofline_ts' in r else ''} | "
+                         f"{format(r['fraction_of_roofline'], '.0%') if 'fraction_of_roofline' in r else ''} |")
+        lines.append(f"| {m['preset']} | file {m['i2_s_bytes'] / 1e6:.0f} MB (i2_s), {m['tq2_0_bytes'] / 1e6:.0f} MB (tq2_0); "
+                     f"bitedge peak RSS MB by threads {m['peak_rss_mb']} | | | | | | |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
