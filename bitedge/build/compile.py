@@ -19,14 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from bitedge._shipped import KERNELS_DIR, RUNTIME_DIR
 from bitedge.build.cache import BuildCache, cache_key, copy_atomic, file_sha256
 from bitedge.build.targets import Target, get_target
 from bitedge.build.toolchains import Toolchain, select_toolchain
 from bitedge.errors import BitedgeError
 from bitedge.output import write_text_atomic
 
-REPO = Path(__file__).resolve().parents[2]
-RUNTIME_DIR = REPO / "kernels" / "runtime"
+# manifest labels are relative to the folder holding kernels/: the checkout, or bitedge/_shipped in a wheel
+REPO = KERNELS_DIR.parent
 BINARY_NAME = "bitedge-run"
 MANIFEST_NAME = f"{BINARY_NAME}.manifest.json"
 LOG_NAME = "build.log"

@@ -18,9 +18,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
+from bitedge._shipped import TARGETS_DIR
 from bitedge.errors import BitedgeError
 
-SHIPPED_DIR = Path(__file__).resolve().parents[2] / "targets"
+SHIPPED_DIR = TARGETS_DIR
 # extra profile folders, os.pathsep-separated, searched after the shipped ones (as --targets-dir does)
 TARGETS_PATH_ENV = "BITEDGE_TARGETS_PATH"
 

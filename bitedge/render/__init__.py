@@ -25,7 +25,7 @@ from bitedge.convert.packing import get_packing, layout_constants
 from bitedge.errors import BitedgeError
 from bitedge.model import ModelConfig, is_ternary
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "kernels" / "templates"
+from bitedge._shipped import TEMPLATES_DIR  # noqa: E402
 METHODS = ("i2_s", "tl1", "tl2")
 TL_METHODS = ("tl1", "tl2")
 LAYOUTS_HEADER = "bitedge_layouts.h"

@@ -29,7 +29,7 @@ from bitedge.convert.packing import get_packing
 from bitedge.errors import BitedgeError
 
 CACHE_VERSION = 1
-RUNTIME_DIR = Path(__file__).resolve().parents[2] / "kernels" / "runtime"
+from bitedge._shipped import RUNTIME_DIR  # noqa: E402
 # the runtime's hand-written I2_S kernels and what they need (linked into the driver for method i2_s)
 I2S_SOURCES = ("kernels.c", "kernels_avx2.c", "kernels_neon.c", "cpu_features.c")
 CFLAGS = ("-std=c11", "-Wall", "-Wextra", "-D_POSIX_C_SOURCE=200809L")
