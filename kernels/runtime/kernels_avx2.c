@@ -172,7 +172,7 @@ BE_AVX2_INLINE float dot_f16(const uint8_t *w, const float *x, int k) {
     }
     for (; i + 8 <= k; i += 8) a0 = _mm256_fmadd_ps(load_f16x8(w + 2 * i), _mm256_loadu_ps(x + i), a0);
     float s = hsum_f32(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-    for (; i < k; i++) s += be_f16_to_f32((uint16_t)(w[2 * i] | (w[2 * i + 1] << 8))) * x[i];
+    for (; i < k; i++) s += _cvtsh_ss((unsigned short)(w[2 * i] | (w[2 * i + 1] << 8))) * x[i];
     return s;
 }
 
@@ -191,7 +191,7 @@ BE_AVX2_INLINE float dot_q8_0(const uint8_t *w, const float *x, int k) {
         s = _mm256_fmadd_ps(load_i8x8_ps(qs + 8), _mm256_loadu_ps(xb + 8), s);
         s = _mm256_fmadd_ps(load_i8x8_ps(qs + 16), _mm256_loadu_ps(xb + 16), s);
         s = _mm256_fmadd_ps(load_i8x8_ps(qs + 24), _mm256_loadu_ps(xb + 24), s);
-        const float d = be_f16_to_f32((uint16_t)(blk[0] | (blk[1] << 8)));
+        const float d = _cvtsh_ss((unsigned short)(blk[0] | (blk[1] << 8)));  /* F16C: exact, like be_f16_to_f32, inline */
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), s, acc);
     }
     return hsum_f32(acc);
