@@ -55,6 +55,22 @@ class Packing:
         raise NotImplementedError
 
 
+class TiledPacking(Packing):
+    """A table-lookup layout: rows in tiles of tile_rows, K in groups of group_k weights, group_bytes per
+    (tile, group). Rows and K are zero-padded to whole tiles and groups (docs/format.md)."""
+
+    tile_rows: int
+    group_k: int
+    group_bytes: int
+
+    def padded(self, n: int, k: int) -> tuple[int, int]:
+        return round_up(n, self.tile_rows), round_up(k, self.group_k)
+
+    def packed_shape(self, n: int, k: int) -> tuple[int, int]:
+        np_, kp = self.padded(n, k)
+        return np_ // self.tile_rows, (kp // self.group_k) * self.group_bytes
+
+
 def check_ternary(values: np.ndarray, what: str) -> np.ndarray:
     values = np.asarray(values)
     if values.ndim != 2 or values.shape[0] == 0 or values.shape[1] == 0:

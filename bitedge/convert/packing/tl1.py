@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bitedge.convert.packing._base import Packing, pad_to, round_up
+from bitedge.convert.packing._base import TiledPacking, pad_to
 from bitedge.errors import BitedgeError
 
 TILE_ROWS = 32
@@ -17,15 +17,9 @@ GROUP_BYTES = 16  # bytes per (tile, pair)
 MAX_INDEX = 8
 
 
-class TL1(Packing):
+class TL1(TiledPacking):
     name = "tl1"
-
-    def padded(self, n: int, k: int) -> tuple[int, int]:
-        return round_up(n, TILE_ROWS), round_up(k, GROUP_K)
-
-    def packed_shape(self, n: int, k: int) -> tuple[int, int]:
-        np_, kp = self.padded(n, k)
-        return np_ // TILE_ROWS, (kp // GROUP_K) * GROUP_BYTES
+    tile_rows, group_k, group_bytes = TILE_ROWS, GROUP_K, GROUP_BYTES
 
     def c_constants(self) -> dict[str, int]:
         return {"TL1_TILE_ROWS": TILE_ROWS, "TL1_GROUP_K": GROUP_K, "TL1_GROUP_BYTES": GROUP_BYTES}

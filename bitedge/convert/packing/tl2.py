@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bitedge.convert.packing._base import Packing, pad_to, round_up
+from bitedge.convert.packing._base import TiledPacking, pad_to
 from bitedge.convert.packing.tl1 import nibble_tiles, tile_nibbles
 from bitedge.errors import BitedgeError
 
@@ -21,15 +21,9 @@ GROUP_BYTES = INDEX_BYTES + SIGN_BYTES
 ZERO = 13  # v of (0, 0, 0): the centre of 0..26, so -combo(i) = combo(26 - i)
 
 
-class TL2(Packing):
+class TL2(TiledPacking):
     name = "tl2"
-
-    def padded(self, n: int, k: int) -> tuple[int, int]:
-        return round_up(n, TILE_ROWS), round_up(k, GROUP_K)
-
-    def packed_shape(self, n: int, k: int) -> tuple[int, int]:
-        np_, kp = self.padded(n, k)
-        return np_ // TILE_ROWS, (kp // GROUP_K) * GROUP_BYTES
+    tile_rows, group_k, group_bytes = TILE_ROWS, GROUP_K, GROUP_BYTES
 
     def c_constants(self) -> dict[str, int]:
         return {
