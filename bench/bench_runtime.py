@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bitedge.convert.dummy import dummy_source  # noqa: E402
 from bitedge.convert.gguf_writer import write_gguf  # noqa: E402
+from bitedge.output import last_json  # noqa: E402
 
 
 def cpu_name() -> str:
@@ -68,7 +69,10 @@ def run_json(cmd: list[str], timeout: float = 7200) -> object:
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
         raise SystemExit(f"{cmd[0]} failed ({r.returncode}): {r.stderr[-2000:]}")
-    return json.loads(r.stdout[r.stdout.find("[") if r.stdout.lstrip().startswith("[") else r.stdout.find("{"):])
+    data = last_json(r.stdout)
+    if data is None:
+        raise SystemExit(f"{cmd[0]} printed no JSON: {r.stdout[-500:]}")
+    return data
 
 
 def rows_of(result) -> list[dict]:

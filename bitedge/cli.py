@@ -189,21 +189,10 @@ def _say(message: str) -> None:
     click.echo(message, err=True)
 
 
-def host_target_id() -> str:
-    """The shipped profile that fits this machine (a real one, not an emulated one)."""
-    from bitedge.build.targets import get_target, suggest_targets
-    from bitedge.deploy.probe import probe_local
-
-    for tid in suggest_targets(probe_local().as_dict()):
-        if not get_target(tid).emulated:
-            return tid
-    raise BitedgeError("no shipped target profile fits this machine: pass --target or add one (docs/targets.md)")
-
-
 def build_for(target_name: str | None, *, clean: bool = False, quiet: bool = False, model=None, **kw):
     """(Target, BuildResult) for a target name, or for this machine when None; a tl1 / tl2 model gets a runtime
     with TL kernels rendered for its shapes (bitedge.build.with_kernels)."""
-    from bitedge.build.targets import get_target
+    from bitedge.build.targets import get_target, host_target_id
     from bitedge.build.with_kernels import build_runtime_for
 
     target = get_target(target_name or host_target_id(), kw.pop("targets_dirs", ()))
@@ -544,10 +533,8 @@ def probe(host, as_json, **opts):
 
 
 def _suggest_targets(info: dict) -> list[str]:
-    try:
-        from bitedge.build.targets import suggest_targets
-    except ImportError:
-        return []
+    from bitedge.build.targets import suggest_targets
+
     return suggest_targets(info)
 
 

@@ -36,7 +36,7 @@ def run_demo(*, model: str | Path | None = None, workdir: str | Path = "build/de
     from contextlib import nullcontext
 
     from bitedge.build.compile import build_runtime
-    from bitedge.build.targets import get_target
+    from bitedge.build.targets import get_target, host_target_id
     from bitedge.convert.gguf_writer import write_gguf
     from bitedge.convert.sources import open_source
     from bitedge.gguf_read import read_model
@@ -61,8 +61,6 @@ def run_demo(*, model: str | Path | None = None, workdir: str | Path = "build/de
         return value
 
     timed("convert the bundled model to I2_S", lambda: write_gguf(open_source(str(source)), gguf, packing="i2_s", force=True))
-    from bitedge.cli import host_target_id
-
     host = get_target(host_target_id())
     board = get_target(EMULATED_BOARD)
     builds = {}

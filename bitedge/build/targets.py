@@ -257,6 +257,16 @@ def get_target(name: str | Target, extra_dirs: Iterable[str | Path] = ()) -> Tar
                        "add a board with a targets/*.toml file or --targets-dir)")
 
 
+def host_target_id() -> str:
+    """The shipped profile that fits this machine (a real one, not an emulated one)."""
+    from bitedge.deploy.probe import probe_local
+
+    for tid in suggest_targets(probe_local().as_dict()):
+        if not get_target(tid).emulated:
+            return tid
+    raise BitedgeError("no shipped target profile fits this machine: pass --target or add one (docs/targets.md)")
+
+
 def suggest_targets(info: Mapping, extra_dirs: Iterable[str | Path] = ()) -> list[str]:
     """Profile ids that fit a probed board (bitedge.deploy.probe BoardInfo.as_dict()), best first.
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from fabric import Connection
 
 from bitedge.deploy.probe import BoardInfo, check_binary_runs_on, probe
-from bitedge.deploy.ssh import HostSpec, quote_argv, run
+from bitedge.deploy.ssh import HostSpec, run
 from bitedge.deploy.upload import UploadResult, resolve_remote_dir, upload_file
 from bitedge.errors import BitedgeError
 from bitedge.output import last_json
@@ -106,4 +106,4 @@ def remote_bench(conn: Connection, dep: Deployment, *, n_prompt: int = 128, n_ge
     return {"rows": rows, "energy_j": energy}
 
 
-__all__ = ["Deployment", "deploy", "remote_generate", "remote_bench", "read_energy_uj", "quote_argv"]
+__all__ = ["Deployment", "deploy", "remote_generate", "remote_bench", "read_energy_uj"]

@@ -79,15 +79,20 @@ static void touch_model(const be_model *m) {
     sink += h;
 }
 
+/* A key as a NUL-terminated string (keys are not NUL-terminated in the file), cut at GGUF_MAX_NAME bytes. */
+static void copy_key(const gguf_kv *kv, char key[GGUF_MAX_NAME + 1]) {
+    size_t n = kv->key.len < GGUF_MAX_NAME ? (size_t)kv->key.len : GGUF_MAX_NAME;
+    memcpy(key, kv->key.ptr, n);
+    key[n] = 0;
+}
+
 /* Read everything the loader promises is in bounds; then build the model. Returns 0, or -1 with err set. */
 static int exercise(const gguf_file *f, char *err, size_t errlen) {
     uint64_t h = FNV_SEED;
     for (uint64_t i = 0; i < f->n_kv; i++) {
         const gguf_kv *kv = &f->kv[i];
         char key[GGUF_MAX_NAME + 1];
-        size_t n = kv->key.len < GGUF_MAX_NAME ? (size_t)kv->key.len : GGUF_MAX_NAME;
-        memcpy(key, kv->key.ptr, n);
-        key[n] = 0;
+        copy_key(kv, key);
         uint32_t u32;
         int32_t i32;
         int64_t i64;
@@ -382,9 +387,7 @@ static int cmd_dump(const char *path) {
     for (uint64_t i = 0; i < f->n_kv; i++) {
         const gguf_kv *kv = &f->kv[i];
         char key[GGUF_MAX_NAME + 1];
-        size_t n = kv->key.len < GGUF_MAX_NAME ? (size_t)kv->key.len : GGUF_MAX_NAME;
-        memcpy(key, kv->key.ptr, n);
-        key[n] = 0;
+        copy_key(kv, key);
         printf("KV %s %s ", key, gguf_type_name(kv->type));
         int64_t i64;
         float f32;
