@@ -131,6 +131,10 @@ def test_command_timeout_and_failure_are_one_line_errors(sshd):
     with open_board(sshd) as conn:
         with pytest.raises(BitedgeError, match="timed out after 1 s"):
             run(conn, ["sleep", "5"], timeout=1)
+        # invoke's own timeout verdict races its kill thread; repeat so the race shows up if it is not handled
+        for _ in range(4):
+            with pytest.raises(BitedgeError, match="timed out after 0.3 s"):
+                run(conn, ["sleep", "5"], timeout=0.3, check=False)
         with pytest.raises(BitedgeError, match="exit 3"):
             run(conn, "echo oops >&2; exit 3")
 

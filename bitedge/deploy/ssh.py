@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shlex
 import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,14 +144,28 @@ def run(conn: Connection, argv: list[str] | str, *, timeout: float = DEFAULT_COM
     cmd = argv if isinstance(argv, str) else quote_argv(argv)
     if env:
         cmd = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in env.items()) + " " + cmd
+    timed_out = BitedgeError(f"{conn.host}: command timed out after {timeout:g} s: {cmd[:120]}")
+    started = time.monotonic()
+
+    def killed_by_timer(result) -> bool:
+        # invoke calls a run "timed out" only once its timer thread has finished; while that thread is
+        # still inside kill() (closing the channel) the run surfaces as exit -1 instead. Exit -1 means
+        # the channel closed without an exit status, so after the deadline it is the timeout.
+        return result.exited == -1 and time.monotonic() - started >= timeout
+
     try:
-        return conn.run(cmd, hide=not stream, warn=not check, timeout=timeout, in_stream=False)
+        result = conn.run(cmd, hide=not stream, warn=not check, timeout=timeout, in_stream=False)
     except CommandTimedOut:
-        raise BitedgeError(f"{conn.host}: command timed out after {timeout:g} s: {cmd[:120]}") from None
+        raise timed_out from None
     except UnexpectedExit as e:
+        if killed_by_timer(e.result):
+            raise timed_out from None
         err = (e.result.stderr or e.result.stdout or "").strip().splitlines()
         raise BitedgeError(
             f"{conn.host}: command failed with exit {e.result.exited}: {cmd[:120]}" + (f": {err[-1]}" if err else "")
         ) from None
     except (paramiko.SSHException, OSError, EOFError) as e:
         raise BitedgeError(f"{conn.host}: connection lost while running a command: {e or type(e).__name__}") from None
+    if killed_by_timer(result):
+        raise timed_out
+    return result
