@@ -249,29 +249,61 @@ def kernels(target, model, method, out_dir, tuned, targets_dirs, as_json):
 
 
 @cli.command()
-@click.option("--target", required=True, help="Target profile (it must run here: natively or under its runner).")
+@click.option("--target", help="Target profile (here: natively or under its runner; with --host: the board's, "
+                                "default the inventory's).")
 @click.option("--model", required=True, type=click.Path(exists=True, dir_okay=False), help="GGUF model (its matrix shapes).")
 @click.option("--method", "methods", multiple=True, type=click.Choice(["i2_s", "tl1", "tl2"]),
               help="Methods to tune (default: all three).")
+@click.option("--host", help="Tune on this board over SSH (ssh_config alias, user@host[:port] or inventory name).")
 @click.option("--cache", type=click.Path(dir_okay=False), help="Tuning cache (default ~/.cache/bitedge/tuning.json).")
 @click.option("--reps", type=int, default=20, show_default=True)
+@click.option("--rounds", type=click.IntRange(1, 50), default=3, show_default=True,
+              help="Interleaved rounds over the candidates (the median counts).")
 @targets_dir_option
+@ssh_options
 @json_option
-def tune(target, model, methods, cache, reps, targets_dirs, as_json):
-    """Measure candidate tiles per method and shape and keep the winners in the tuning cache."""
+def tune(target, model, methods, host, cache, reps, rounds, targets_dirs, as_json, **opts):
+    """Measure candidate tiles per method and shape, here or on a board, and keep the winners in the tuning cache."""
     from bitedge.build.targets import get_target
-    from bitedge.render import model_shapes
+    from bitedge.render import model_shape_counts
+    from bitedge.render.tune import fastest_method
     from bitedge.render.tune import tune as tune_kernels
 
+    spec = _hosts([host], opts["inventory"])[0] if host else None
+    target = (spec.target if spec else None) or target
+    if not target:
+        raise BitedgeError(f"{host}: which target profile? pass --target (bitedge probe {host} suggests one)" if host
+                           else "pass --target (bitedge targets lists them)")
     t = get_target(target, targets_dirs)
-    result = tune_kernels(t, model_shapes(model), methods or ("i2_s", "tl1", "tl2"), cache_path=cache, reps=reps,
-                          progress=None if as_json else _say)
+    counts = model_shape_counts(model)
+    methods = methods or ("i2_s", "tl1", "tl2")
+    run_tune = lambda timer=None: tune_kernels(t, counts, methods, cache_path=cache, reps=reps, rounds=rounds,  # noqa: E731
+                                               progress=None if as_json else _say, timer=timer)
+    if spec is None:
+        result = run_tune()
+    else:
+        from bitedge.deploy.remote import BoardTimer
+
+        with _connect(spec, opts) as conn:
+            timer = BoardTimer(conn, spec, t)
+            try:
+                result = run_tune(timer)
+            finally:
+                timer.close()
+    fastest = fastest_method(result, counts)
     if as_json:
-        print_json(result)
+        print_json({"target": t.id, "host": spec.name if spec else None, "profile_method": t.kernel.method,
+                    "fastest": fastest, "results": result})
         return
     for key, r in result.items():
         click.echo(f"{key:<24} {r['mean_ns'] / 1e3:10.1f} µs ± {r['sd_ns'] / 1e3:.1f}  tiles {r['tiles']}"
                    + ("  (emulated: correctness only)" if r.get("emulated") else ""))
+    if fastest["method"]:
+        per_token = ", ".join(f"{m} {ns / 1e3:.0f} µs" for m, ns in sorted(fastest["token_ns"].items(), key=lambda x: x[1]))
+        note = "" if fastest["method"] == t.kernel.method else f" (profile {t.id} defaults to {t.kernel.method})"
+        emulated = "; emulated: this ranks an emulator, not a board" if any(r.get("emulated") for r in result.values()) else ""
+        click.echo(f"fastest method on {next(iter(result.values()))['where']}: {fastest['method']}{note} — "
+                   f"ternary matmuls per token: {per_token}{emulated}")
 
 
 def _local_runner(target) -> list[str] | None:

@@ -32,6 +32,12 @@ def test_tune_measures_and_caches(tmp_path, capsys):
     rc = main(["tune", "--target", "x86-64-avx2", "--model", str(model), "--method", "tl1", "--reps", "2",
                "--cache", str(cache), "--json"])
     assert rc == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result and all(r["mean_ns"] > 0 and r["tiles"] for r in result.values())
+    out = json.loads(capsys.readouterr().out)
+    result = out["results"]
+    assert result and all(r["mean_ns"] > 0 and r["tiles"] and r["where"] == "this machine" for r in result.values())
     assert len(json.loads(cache.read_text())["entries"]) == len(result) == 4
+    # per token: every shape's best time times how many matrices have it (test preset: 2 layers, 7 per layer)
+    counts = {(128, 256): 4, (256, 256): 4, (256, 512): 2, (512, 256): 4}
+    assert out["fastest"]["method"] == "tl1" and out["profile_method"] == "i2_s"
+    expected = sum(result[f"tl1/{n}x{k}"]["mean_ns"] * c for (n, k), c in counts.items())
+    assert abs(out["fastest"]["token_ns"]["tl1"] - expected) < 1e-6 * expected

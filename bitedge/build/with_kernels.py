@@ -21,26 +21,34 @@ TL_METHODS = ("tl1", "tl2")
 TL_DEFINE = "BITEDGE_HAVE_TL=1"
 
 
-def render_tl_kernels(target: Target | str, shapes: Iterable[tuple[int, int]], kernels_dir: str | os.PathLike
+def render_tl_kernels(target: Target | str, shapes: Iterable[tuple[int, int]], kernels_dir: str | os.PathLike,
+                      tuning_cache: str | os.PathLike | None = None, say: Callable[[str], None] = lambda msg: None
                       ) -> list[Path]:
-    """Render tl1 and tl2 for target and shapes into kernels_dir; returns the .c files to compile."""
+    """Render tl1 and tl2 for target and shapes into kernels_dir; returns the .c files to compile. Shapes that
+    `bitedge tune` measured for this target (here or on a board) get the winning tiles, the others the profile's."""
     from bitedge.render import c_sources, render_kernels  # jinja2 only when kernels are rendered
+    from bitedge.render.tune import tuned_tiles
 
+    target = get_target(target)
     shapes = list(shapes)
     paths: list[Path] = []
     for method in TL_METHODS:
-        paths += render_kernels(target, shapes, method, None, kernels_dir)
+        tiles = tuned_tiles(target, method, shapes, tuning_cache)
+        if tiles:
+            say(f"{target.id}: {method} tiles from the tuning cache for {len(tiles)} of {len(shapes)} shapes")
+        paths += render_kernels(target, shapes, method, tiles, kernels_dir)
     return sorted(set(c_sources(paths)))
 
 
 def build_runtime_for_model(target: Target | str, model_path: str | os.PathLike | None = None,
                             out_dir: str | os.PathLike | None = None, *, shapes: Iterable[tuple[int, int]] = (),
                             clean: bool = False, progress: Callable[[str], None] | None = None,
-                            **build_kw) -> BuildResult:
+                            tuning_cache: str | os.PathLike | None = None, **build_kw) -> BuildResult:
     """Build bitedge-run for target with TL1 / TL2 kernels specialised to model_path's shapes (and shapes).
 
     out_dir defaults to build/<target>-tl; the rendered sources go to out_dir/kernels. Other keyword arguments
-    go to build_runtime (toolchain, cc, cache_dir, ...). Raises BitedgeError for an unreadable model or a
+    go to build_runtime (toolchain, cc, cache_dir, ...); tuning_cache is bitedge tune's (default
+    ~/.cache/bitedge/tuning.json). Raises BitedgeError for an unreadable model or a
     failing compile."""
     from bitedge.render import model_shapes
 
@@ -49,7 +57,8 @@ def build_runtime_for_model(target: Target | str, model_path: str | os.PathLike 
     all_shapes = set(tuple(s) for s in shapes)
     if model_path is not None:
         all_shapes |= set(model_shapes(model_path))
-    sources = render_tl_kernels(target, sorted(all_shapes), out / "kernels")
+    sources = render_tl_kernels(target, sorted(all_shapes), out / "kernels", tuning_cache,
+                                progress or (lambda msg: None))
     return build_runtime(target, out_dir=out, extra_sources=sources, extra_include_dirs=[out / "kernels"],
                          defines=[TL_DEFINE], clean=clean, progress=progress, **build_kw)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,4 +107,39 @@ def remote_bench(conn: Connection, dep: Deployment, *, n_prompt: int = 128, n_ge
     return {"rows": rows, "energy_j": energy}
 
 
-__all__ = ["Deployment", "deploy", "remote_generate", "remote_bench", "read_energy_uj"]
+class BoardTimer:
+    """Runs kernel drivers on a board over SSH for bitedge.render.tune: files are uploaded (sha256-checked, kept
+    when unchanged) into <remote_dir>/tune, commands run under the profile's runner when it has one, and the
+    cache entries are keyed by the board's CPU. close() removes the folder."""
+
+    def __init__(self, conn: Connection, spec: HostSpec, target, board: BoardInfo | None = None, progress=None):
+        self.conn, self.spec = conn, spec
+        self.board = board or probe(conn)
+        self.prefix = list(target.runner or [])
+        self.emulated = bool(self.prefix)
+        if not self.prefix and (target.os, target.arch) != (self.board.os, self.board.arch):
+            raise BitedgeError(f"{spec.name} is {self.board.os}/{self.board.arch} but profile {target.id} builds for "
+                               f"{target.os}/{target.arch}: pick the board's profile (bitedge probe {spec.name} suggests one)")
+        cpu = self.board.cpu or self.board.board or f"{self.board.os}/{self.board.arch}"
+        self.cpu = f"emulated:{' '.join(self.prefix)}" if self.emulated else cpu
+        self.where = spec.name + (f" under {self.prefix[0]}" if self.prefix else "")
+        self.dir = posixpath.join(resolve_remote_dir(conn, spec.remote_dir), "tune")
+        self.progress = progress
+
+    def stage(self, path: str | Path, name: str) -> str:
+        """Upload a local file; returns its path on the board. Executables are checked against the board first."""
+        executable = os.access(path, os.X_OK)
+        if executable:
+            check_binary_runs_on(path, self.board, self.prefix)
+        remote = posixpath.join(self.dir, name)
+        upload_file(self.conn, path, remote, mode=0o755 if executable else 0o644, progress=self.progress)
+        return remote
+
+    def run(self, argv: list[str], timeout: float) -> str:
+        return run(self.conn, [*self.prefix, *argv], timeout=timeout).stdout
+
+    def close(self) -> None:
+        run(self.conn, ["rm", "-rf", self.dir], timeout=60, check=False)
+
+
+__all__ = ["BoardTimer", "Deployment", "deploy", "remote_generate", "remote_bench", "read_energy_uj"]

@@ -114,6 +114,8 @@ def connect(
     )
     _secure(conn, Path(known_hosts) if known_hosts else None, accept_new_host_key)
     where = f"{conn.user}@{conn.host}:{conn.port}"
+    if spec.name not in (conn.host, where):  # an inventory name or ssh alias: say which board the user named
+        where = f"{spec.name} ({where})"
     try:
         conn.open()
     except BitedgeError:

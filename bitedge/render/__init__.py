@@ -105,6 +105,10 @@ def write_if_changed(path: Path, text: str) -> Path:
 def model_shapes(model) -> list[tuple[int, int]]:
     """Every distinct (N, K) of the model's ternary matrices, sorted; model is a ModelConfig, a ModelSource or a
     GGUF path (read with bitedge.gguf_read.read_model)."""
+    return sorted(model_shape_counts(model))
+
+
+def _model_config(model) -> ModelConfig:
     config = model
     if isinstance(model, (str, os.PathLike)):
         from bitedge.gguf_read import read_model
@@ -114,7 +118,18 @@ def model_shapes(model) -> list[tuple[int, int]]:
         config = model.config
     if not isinstance(config, ModelConfig):
         raise BitedgeError(f"cannot take matrix shapes from {type(model).__name__} (need a ModelConfig or a GGUF path)")
-    return sorted({tuple(shape) for name, shape in config.tensor_shapes().items() if is_ternary(name)})
+    return config
+
+
+def model_shape_counts(model) -> dict[tuple[int, int], int]:
+    """How many ternary matrices of the model have each (N, K) (model as for model_shapes): the weights of a
+    per-token cost summed over shapes."""
+    config = _model_config(model)
+    counts: dict[tuple[int, int], int] = {}
+    for name, shape in config.tensor_shapes().items():
+        if is_ternary(name):
+            counts[tuple(shape)] = counts.get(tuple(shape), 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def target_isas(target: Target, method: str = "tl1") -> list[str]:

@@ -1,12 +1,14 @@
-"""Autotuning of kernel tiles: time candidate (bm, bk) per method and model shape where the target runs, keep the
+"""Autotuning of kernel tiles: time candidate tiles per method and model shape where the target runs, keep the
 fastest in a JSON tuning cache keyed by CPU model, target, method and shape.
 
     results = tune(get_target("x86-64-avx2"), model_shapes(config), ["tl1", "tl2"])
     tiles = tuned_tiles(target, "tl1", shapes)          # -> render_kernels(target, shapes, "tl1", tiles, out)
 
-Measurements run natively when the target is this machine's architecture and has no runner, else under the
-profile's runner (qemu: the numbers only rank candidates for an emulator, never for a board; entries say
-"emulated": true). Boards over SSH are not supported yet (run `bitedge tune` on the board itself).
+Where the driver runs is a timer: LocalTimer runs it on this machine, natively when the target is this machine's
+architecture and has no runner, else under the profile's runner (qemu: the numbers only rank candidates for an
+emulator, never for a board; entries say "emulated": true). bitedge.deploy.remote.BoardTimer runs it on a board
+over SSH (`bitedge tune --host pi5`): the candidates are cross-built here, uploaded and timed there, and the
+entries are keyed by the board's CPU.
 """
 
 from __future__ import annotations
@@ -92,16 +94,26 @@ def save_cache(data: dict, path: str | os.PathLike | None = None) -> Path:
 
 
 def tuned_tiles(target: Target | str, method: str, shapes: Iterable[tuple[int, int]],
-                cache_path: str | os.PathLike | None = None) -> dict[tuple[int, int], dict[str, int]] | None:
-    """Tiles per shape from the tuning cache for this CPU (None when nothing is cached: use the defaults)."""
+                cache_path: str | os.PathLike | None = None, cpu: str | None = None
+                ) -> dict[tuple[int, int], dict[str, int]] | None:
+    """Tiles per shape from the tuning cache (None when nothing is cached: use the defaults).
+
+    cpu picks the entries measured on that CPU. Without it, this machine's CPU (or the emulated one of the
+    target's runner) comes first; a shape it has not tuned takes the newest entry of any CPU for the same
+    target profile, which is what a board tuned over SSH left (the build runs here, not on the board)."""
     target = get_target(target)
     entries = load_cache(cache_path)["entries"]
-    cpu = cpu_model(target)
+    here = cpu or cpu_model(target)
     found = {}
     for shape in shapes:
-        entry = entries.get(cache_key(cpu, target, method, tuple(shape)))
+        shape = (int(shape[0]), int(shape[1]))
+        entry = entries.get(cache_key(here, target, method, shape))
+        if entry is None and cpu is None:
+            suffix = cache_key("", target, method, shape)  # "|<target>|<method>|<N>x<K>"
+            others = [e for key, e in entries.items() if key.endswith(suffix)]
+            entry = max(others, key=lambda e: str(e.get("measured_at", "")), default=None)
         if entry:
-            found[tuple(shape)] = dict(entry["tiles"])
+            found[shape] = dict(entry["tiles"])
     return found or None
 
 
@@ -117,27 +129,50 @@ def runner_for(target: Target) -> tuple[str, ...]:
         return tuple(target.runner)
     if target.arch != host_arch() or target.os != "linux":
         raise BitedgeError(f"target {target.id} ({target.arch}) cannot run on this {host_arch()} machine: "
-                           "run `bitedge tune` on the board itself")
+                           "tune on the board over SSH (bitedge tune --host BOARD) or run `bitedge tune` there")
     return ()
 
 
-def compile_driver(target: Target, sources: Iterable[Path], include_dir: Path, out: Path) -> Path:
-    """Compile rendered sources (and the runtime's I2_S kernels when the driver uses them) for target."""
-    cross = target.arch != host_arch()
-    cc = "aarch64-linux-gnu-gcc" if cross and target.arch == "aarch64" else "gcc"
-    if not shutil.which(cc):
-        raise BitedgeError(f"{cc} is not installed (needed to build kernels for {target.id})")
-    srcs = [str(s) for s in sources]
-    if any(Path(s).name == "bitedge_kernel_driver.c" and '#include "kernels.h"' in Path(s).read_text() for s in srcs):
-        srcs += [str(RUNTIME_DIR / s) for s in I2S_SOURCES]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [cc, *CFLAGS, target.optimize, *target.cpu_flags, f"-I{include_dir}", f"-I{RUNTIME_DIR}", "-o", str(out),
-           *srcs, *(["-static"] if cross else []), "-lm", "-pthread"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[:200])
-        raise BitedgeError(f"building the kernel driver failed: {first}")
-    return out
+class LocalTimer:
+    """Runs kernel drivers on this machine: natively, or under the target profile's runner."""
+
+    def __init__(self, target: Target):
+        self.prefix = runner_for(target)
+        self.cpu = cpu_model(target)
+        self.emulated = bool(target.runner)
+        self.where = "this machine" + (f" under {self.prefix[0]}" if self.prefix else "")
+
+    def stage(self, path: Path, name: str) -> str:
+        """Where the driver finds a local file (here: the file itself)."""
+        return str(path)
+
+    def run(self, argv: list[str], timeout: float) -> str:
+        """stdout of one command, or BitedgeError naming the failure."""
+        try:
+            proc = subprocess.run([*self.prefix, *argv], capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise BitedgeError(f"kernel driver timed out after {timeout:g} s") from None
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+            raise BitedgeError(f"kernel driver failed: {last}")
+        return proc.stdout
+
+    def close(self) -> None:
+        pass
+
+
+def compile_driver(target: Target, sources: Iterable[Path], include_dir: Path, out_dir: Path) -> Path:
+    """Build rendered sources (and the runtime's I2_S kernels when the driver uses them) for target with the
+    toolchain the profile prefers, as the runtime is built (static on Linux, so a board can run it as is)."""
+    from bitedge.build.compile import build_runtime
+
+    srcs = [Path(s) for s in sources]
+    if any(s.name == "bitedge_kernel_driver.c" and '#include "kernels.h"' in s.read_text() for s in srcs):
+        srcs += [RUNTIME_DIR / s for s in I2S_SOURCES]
+    # a private build cache: candidates are throw-away builds that must not crowd the runtime's cache
+    result = build_runtime(target, out_dir=out_dir, sources=srcs, extra_include_dirs=[include_dir],
+                           cache_dir=out_dir / ".cache")
+    return result.binary
 
 
 def write_case(method: str, shape: tuple[int, int], folder: Path, seed: int = 0) -> tuple[Path, Path, int]:
@@ -157,32 +192,51 @@ def write_case(method: str, shape: tuple[int, int], folder: Path, seed: int = 0)
     return wf, qf, kp
 
 
-def time_kernel(exe: Path, runner: tuple[str, ...], method: str, isa: str, w: Path, q: Path, n: int, kp: int,
+def time_kernel(timer, exe: str, method: str, isa: str, w: str, q: str, n: int, kp: int,
                 reps: int) -> dict[str, float]:
     """One driver run in time mode: mean / sd / min nanoseconds of prepare + gemv over all n rows."""
-    cmd = [*runner, str(exe), "time", method, isa, str(w), str(q), str(n), str(kp), str(reps)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        raise BitedgeError(f"kernel timing failed for {method}/{isa}: {proc.stderr.strip().splitlines()[-1:]}")
-    mean, sd, best = (float(x) for x in proc.stdout.split()[:3])
+    try:
+        out = timer.run([exe, "time", method, isa, w, q, str(n), str(kp), str(reps)], timeout=600)
+        mean, sd, best = (float(x) for x in out.split()[:3])
+    except BitedgeError as e:
+        raise BitedgeError(f"timing {method}/{isa} on {timer.where}: {e}") from None
+    except ValueError:
+        raise BitedgeError(f"timing {method}/{isa} on {timer.where}: unexpected driver output {out[:80]!r}") from None
     return {"mean_ns": mean, "sd_ns": sd, "min_ns": best}
+
+
+def fastest_method(results: Mapping[str, dict], shape_counts: Mapping[tuple[int, int], int]) -> dict:
+    """Per method, the tuned time of one token's ternary matmuls (each shape's best time x how many matrices have
+    that shape), and the fastest method. Methods missing a shape are left out."""
+    per_method: dict[str, float] = {}
+    for method in sorted({key.split("/")[0] for key in results}):
+        total = 0.0
+        for (n, k), count in shape_counts.items():
+            r = results.get(f"{method}/{n}x{k}")
+            if r is None:
+                break
+            total += r["mean_ns"] * count
+        else:
+            per_method[method] = total
+    best = min(per_method, key=per_method.get) if per_method else None
+    return {"method": best, "token_ns": per_method}
 
 
 def tune(target: Target | str, shapes: Iterable[tuple[int, int]], methods: Iterable[str] = ("tl1", "tl2"),
          candidates: Mapping[str, list[dict]] | None = None, cache_path: str | os.PathLike | None = None,
          reps: int = 20, rounds: int = 3, work_dir: str | os.PathLike | None = None,
-         progress: Callable[[str], None] | None = None) -> dict[str, dict]:
+         progress: Callable[[str], None] | None = None, timer=None) -> dict[str, dict]:
     """Measure every candidate tile of every method on every shape; the fastest (lowest median over rounds of the
-    mean per call) is stored in the tuning cache. Returns {"<method>/<N>x<K>": {"tiles", "mean_ns", "sd_ns",
-    "candidates": [{"tiles", "mean_ns", "sd_ns"}...], "emulated"}}."""
+    mean per call) is stored in the tuning cache. timer: where the drivers run (default LocalTimer(target); a
+    bitedge.deploy.remote.BoardTimer runs them on a board). Returns {"<method>/<N>x<K>": {"tiles", "mean_ns",
+    "sd_ns", "candidates": [{"tiles", "mean_ns", "sd_ns"}...], "emulated", "cpu"}}."""
     from bitedge.render import c_sources, check_method, check_tiles, render_driver, render_kernels, target_isas
 
     target = get_target(target)
     say = progress or (lambda msg: None)
     shapes = sorted({(int(n), int(k)) for n, k in shapes})
     methods = [check_method(m) for m in methods]
-    runner = runner_for(target)
-    cpu = cpu_model(target)
+    timer = timer if timer is not None else LocalTimer(target)
     cache = load_cache(cache_path)
     results: dict[str, dict] = {}
     tmp = tempfile.TemporaryDirectory(prefix="bitedge-tune-") if work_dir is None else None
@@ -195,16 +249,21 @@ def tune(target: Target | str, shapes: Iterable[tuple[int, int]], methods: Itera
                 raise BitedgeError(f"no candidate tiles given for {method}")
             exes = []
             for i, tiles in enumerate(cands):
+                say(f"{method}: build candidate {i + 1}/{len(cands)} for {target.id}")
                 src = work / method / f"cand{i}"
                 paths = render_kernels(target, shapes, method, tiles, src) + [render_driver([method], src)]
-                exes.append(compile_driver(target, c_sources(paths), src, src / "driver"))
-            cases = {shape: write_case(method, shape, work / "data") for shape in shapes}
+                exe = compile_driver(target, c_sources(paths), src, src / "build")
+                exes.append(timer.stage(exe, f"{method}-cand{i}"))
+            cases = {}
+            for shape in shapes:
+                w, q, kp = write_case(method, shape, work / "data")
+                cases[shape] = (timer.stage(w, w.name), timer.stage(q, q.name), kp)
             for shape in shapes:
                 w, q, kp = cases[shape]
                 runs: list[list[dict]] = [[] for _ in cands]
                 for _ in range(rounds):  # interleaved rounds: drift (turbo, other load) hits every candidate alike
                     for i, exe in enumerate(exes):
-                        runs[i].append(time_kernel(exe, runner, method, isa, w, q, shape[0], kp, reps))
+                        runs[i].append(time_kernel(timer, exe, method, isa, w, q, shape[0], kp, reps))
                 summary = []
                 for tiles, r in zip(cands, runs):
                     means = [x["mean_ns"] for x in r]
@@ -214,9 +273,9 @@ def tune(target: Target | str, shapes: Iterable[tuple[int, int]], methods: Itera
                 say(f"{method} {shape[0]}x{shape[1]}: best {' '.join(f'{k}={v}' for k, v in best['tiles'].items())} "
                     f"{best['mean_ns'] / 1e3:.1f} us")
                 entry = {"tiles": best["tiles"], "mean_ns": best["mean_ns"], "sd_ns": best["sd_ns"], "isa": isa,
-                         "emulated": bool(target.runner), "cpu": cpu,
+                         "emulated": timer.emulated, "cpu": timer.cpu, "where": timer.where,
                          "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-                cache["entries"][cache_key(cpu, target, method, shape)] = entry
+                cache["entries"][cache_key(timer.cpu, target, method, shape)] = entry
                 results[f"{method}/{shape[0]}x{shape[1]}"] = {**entry, "candidates": summary}
         save_cache(cache, cache_path)
     finally:
