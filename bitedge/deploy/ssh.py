@@ -16,6 +16,7 @@ from pathlib import Path
 
 import paramiko
 from fabric import Config, Connection
+from fabric.runners import Remote
 from invoke.exceptions import CommandTimedOut, UnexpectedExit
 
 from bitedge.errors import BitedgeError
@@ -99,8 +100,9 @@ def connect(
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
 ) -> Connection:
     """Open a checked connection. ssh_config: a file to read instead of ~/.ssh/config (tests use one)."""
-    overrides = {"load_ssh_configs": True}
-    config = Config(runtime_ssh_path=str(ssh_config)) if ssh_config else Config(overrides=overrides)
+    overrides = {"load_ssh_configs": True, "runners": {"remote": _Remote}}
+    config = (Config(runtime_ssh_path=str(ssh_config), overrides={"runners": {"remote": _Remote}}) if ssh_config
+              else Config(overrides=overrides))
     if ssh_config:
         config.load_ssh_config()
     kwargs = {}
@@ -133,6 +135,17 @@ def connect(
         reason = str(e).replace("[Errno None] ", "") or type(e).__name__
         raise BitedgeError(f"{where}: cannot connect: {reason}") from None
     return conn
+
+
+class _Remote(Remote):
+    """fabric's runner, except that its timeout kill (a timer thread closing the channel) does not crash when the
+    connection is already gone: the command is over either way, and run() reports the timeout."""
+
+    def kill(self):
+        try:
+            super().kill()
+        except (EOFError, OSError, paramiko.SSHException):
+            pass
 
 
 def quote_argv(argv: list[str]) -> str:
