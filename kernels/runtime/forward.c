@@ -266,6 +266,21 @@ static float dot_f32(const float *a, const float *b, int n) {
     return sum;
 }
 
+/* out[j] = sum over p ascending of w[p] * rows[p * stride + j], j < width <= 32, in registers (the compiler cannot
+ * keep out[] there: it may alias the rows); inlined with a constant width, the j loop becomes independent vectors
+ * that hide the add latency. Every element is summed in the same order whatever the width. */
+static inline __attribute__((always_inline)) void weighted_column_sums(const float *w, const float *rows,
+                                                                       size_t stride, int n_rows, int width,
+                                                                       float *out) {
+    float acc[32] = {0};
+    for (int p = 0; p < n_rows; p++) {
+        const float *row = rows + (size_t)p * stride;
+        const float a = w[p];
+        for (int j = 0; j < width; j++) acc[j] += a * row[j];
+    }
+    memcpy(out, acc, (size_t)width * sizeof(float));
+}
+
 static void attention_worker(void *ctx, int ith, int nth) {
     attention_task *t = ctx;
     const be_config *c = t->c;
@@ -293,34 +308,12 @@ static void attention_worker(void *ctx, int ith, int nth) {
         }
         for (int p = 0; p <= pos; p++) att[p] /= sum;
         float *out = t->s->xb + (size_t)b * q_dim + (size_t)h * hd;
-        /* out[i] = sum over p ascending of att[p] * v_p[i], 32 columns at a time in registers (the compiler
-         * cannot keep out[] there: it may alias the cache; four independent vectors hide the add latency), then 8,
-         * then one; every element is summed in the same order whatever the block */
+        /* out[i] = sum over p ascending of att[p] * v_p[i]: 32 columns at a time, then 8, then 1 */
         const float *v0 = t->value_cache + kv_off;
         int i0 = 0;
-        for (; i0 + 32 <= hd; i0 += 32) {
-            float acc[32] = {0};
-            for (int p = 0; p <= pos; p++) {
-                const float *v = v0 + (size_t)p * kv_dim + i0;
-                const float a = att[p];
-                for (int j = 0; j < 32; j++) acc[j] += a * v[j];
-            }
-            memcpy(out + i0, acc, sizeof acc);
-        }
-        for (; i0 + 8 <= hd; i0 += 8) {
-            float acc[8] = {0};
-            for (int p = 0; p <= pos; p++) {
-                const float *v = v0 + (size_t)p * kv_dim + i0;
-                const float a = att[p];
-                for (int j = 0; j < 8; j++) acc[j] += a * v[j];
-            }
-            memcpy(out + i0, acc, sizeof acc);
-        }
-        for (; i0 < hd; i0++) {
-            float acc = 0.0f;
-            for (int p = 0; p <= pos; p++) acc += att[p] * v0[(size_t)p * kv_dim + i0];
-            out[i0] = acc;
-        }
+        for (; i0 + 32 <= hd; i0 += 32) weighted_column_sums(att, v0 + i0, kv_dim, pos + 1, 32, out + i0);
+        for (; i0 + 8 <= hd; i0 += 8) weighted_column_sums(att, v0 + i0, kv_dim, pos + 1, 8, out + i0);
+        for (; i0 < hd; i0++) weighted_column_sums(att, v0 + i0, kv_dim, pos + 1, 1, out + i0);
     }
 }
 
