@@ -11,6 +11,13 @@ emulation says nothing about speed.
 
     python3 bench/bench_kernels.py                      # the BitNet b1.58 2B-4T shapes
     python3 bench/bench_kernels.py --shapes 2560x2560 --rounds 9 --json build/bench/kernels.json
+
+--e2e measures end to end instead: `bitedge-run bench` (pp<P> and tg<N> tokens/s, 1 thread) on one random model
+(`bitedge dummy` preset, default 700M) written as i2_s, tl1 and tl2, with two TL runtimes built in the same run:
+"gemm" (what forward.c does: the TL gemm for prompt batches) and "gemv" (built with -DBITEDGE_TL_GEMV_ONLY: one gemv
+per token, the path before the gemm). Runs are interleaved round by round; prints mean +- sd over every sample.
+
+    python3 bench/bench_kernels.py --e2e --preset 700M -p 32 -n 16 --rounds 4 --reps 3
 """
 
 from __future__ import annotations
@@ -45,19 +52,101 @@ def parse_shapes(text: str) -> dict[str, tuple[int, int]]:
     return out
 
 
+E2E_RUNS = (("i2_s", "i2_s", "gemm"), ("tl1 gemv/token", "tl1", "gemv"), ("tl1 gemm", "tl1", "gemm"),
+            ("tl2 gemv/token", "tl2", "gemv"), ("tl2 gemm", "tl2", "gemm"))
+
+
+def build_e2e_runtimes(target, model_path: Path, out: Path) -> dict[str, Path]:
+    """bitedge-run with the TL kernels for model_path's shapes, twice: "gemm" (the runtime as shipped) and "gemv"
+    (-DBITEDGE_TL_GEMV_ONLY: prompt batches token by token). Both also run i2_s."""
+    from bitedge.build.compile import build_runtime
+    from bitedge.build.with_kernels import TL_DEFINE, render_tl_kernels
+    from bitedge.render import model_shapes
+
+    sources = render_tl_kernels(target, model_shapes(model_path), out / "kernels")
+    binaries = {}
+    for name, extra in (("gemm", []), ("gemv", ["BITEDGE_TL_GEMV_ONLY=1"])):
+        binaries[name] = build_runtime(target, out_dir=out / name, extra_sources=sources,
+                                       extra_include_dirs=[out / "kernels"], defines=[TL_DEFINE, *extra]).binary
+    return binaries
+
+
+def run_e2e(args, target) -> int:
+    import subprocess
+
+    from bitedge.convert.dummy import dummy_source
+    from bitedge.convert.gguf_writer import write_gguf
+    from bitedge.output import last_json
+
+    models_dir = Path(args.models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    source = dummy_source(args.preset, seed=0)
+    models = {}
+    for packing in ("i2_s", "tl1", "tl2"):  # the same random weights in each layout
+        models[packing] = models_dir / f"{args.preset}-{packing}-{args.embed_type}.gguf"
+        if not models[packing].exists():
+            print(f"# writing {models[packing]}", file=sys.stderr)
+            write_gguf(source, models[packing], packing=packing, embed_type=args.embed_type)
+    binaries = build_e2e_runtimes(target, models["tl1"], Path(args.build_dir))
+    samples: dict[tuple[str, str], list[float]] = {}
+    for _ in range(args.rounds):
+        for label, packing, build in E2E_RUNS:
+            cmd = [str(binaries[build]), "bench", "-m", str(models[packing]), "-p", str(args.n_prompt), "-n",
+                   str(args.n_gen), "-t", "1", "-r", str(args.reps), "--json"]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+            if proc.returncode != 0:
+                raise SystemExit(f"{label}: bitedge-run bench failed: {proc.stderr.strip()[-300:]}")
+            result = last_json(proc.stdout)
+            for row in result["results"] if isinstance(result, dict) else result:
+                samples.setdefault((label, row["test"]), []).extend(row["samples_ts"])
+    tests = sorted({t for _, t in samples}, key=lambda t: (t[:2] != "pp", t))
+    rows = []
+    for label, _, _ in E2E_RUNS:
+        row = {"run": label}
+        for test in tests:
+            ts = samples[label, test]
+            row[test] = {"mean_ts": statistics.mean(ts), "sd_ts": statistics.stdev(ts) if len(ts) > 1 else 0.0,
+                         "samples": len(ts)}
+        rows.append(row)
+    print(f"# end to end, {args.preset} (embeddings {args.embed_type}), 1 thread, {cpu_model()}, "
+          f"{args.rounds} rounds x {args.reps} reps (tokens/s, mean +- sd)")
+    print("| run | " + " | ".join(tests) + " |")
+    print("|---|" + "---:|" * len(tests))
+    for row in rows:
+        print(f"| {row['run']} | " + " | ".join(f"{row[t]['mean_ts']:.1f} +- {row[t]['sd_ts']:.1f}" for t in tests) + " |")
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"cpu": cpu_model(), "preset": args.preset, "embed_type": args.embed_type,
+                                   "rounds": args.rounds, "reps": args.reps, "rows": rows}, indent=1) + "\n")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--target", default="x86-64-avx2", help="a native target profile (default x86-64-avx2)")
     ap.add_argument("--shapes", help="NxK,NxK,... (default: the 2B-4T matrices)")
-    ap.add_argument("--reps", type=int, default=30, help="calls per timing (default 30)")
-    ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
+    ap.add_argument("--reps", type=int, help="calls per timing (default 30; --e2e: bench repetitions, default 3)")
+    ap.add_argument("--rounds", type=int, help="interleaved rounds (default 7; --e2e: 3)")
     ap.add_argument("--tuned", action="store_true", help="use tiles from the tuning cache (bitedge tune)")
     ap.add_argument("--json", help="also write the results here")
+    e2e = ap.add_argument_group("end to end (--e2e)")
+    e2e.add_argument("--e2e", action="store_true", help="bitedge-run bench of i2_s vs tl1 vs tl2, TL gemm vs gemv/token")
+    e2e.add_argument("--preset", default="700M", help="bitedge dummy preset (default 700M)")
+    e2e.add_argument("--embed-type", default="q8_0", help="embedding / output type of the files (default q8_0)")
+    e2e.add_argument("-p", "--n-prompt", type=int, default=32, help="prompt tokens (default 32)")
+    e2e.add_argument("-n", "--n-gen", type=int, default=16, help="generated tokens (default 16)")
+    e2e.add_argument("--models-dir", default=str(ROOT / "build" / "bench" / "models"))
+    e2e.add_argument("--build-dir", default=str(ROOT / "build" / "bench" / "tl-e2e"))
     args = ap.parse_args(argv)
 
     target = get_target(args.target)
     if target.runner:
         ap.error(f"{target.id} runs under an emulator: no speed numbers from qemu")
+    if args.e2e:
+        args.reps, args.rounds = args.reps or 3, args.rounds or 3
+        return run_e2e(args, target)
+    args.reps, args.rounds = args.reps or 30, args.rounds or 7
     runner = runner_for(target)
     shapes = parse_shapes(args.shapes) if args.shapes else SHAPES_2B4T
     isa = target_isas(target)[0]  # avx2 on x86-64 (the name of the runtime's table as well)
