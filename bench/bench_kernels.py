@@ -11,6 +11,17 @@ emulation says nothing about speed.
 
     python3 bench/bench_kernels.py                      # the BitNet b1.58 2B-4T shapes
     python3 bench/bench_kernels.py --shapes 2560x2560 --rounds 9 --json build/bench/kernels.json
+    python3 bench/bench_kernels.py --tokens 32          # several tokens per call: gemm vs gemv per token
+
+--tokens N (N > 1) times, per call, N tokens' tables + the product two ways for I2_S (the runtime's) and the
+rendered TL1 / TL2: "gemv/token" (one gemv per token: the TL path before the gemm) and "gemm"; times are per token.
+
+--e2e measures end to end instead: `bitedge-run bench` (pp<P> and tg<N> tokens/s, 1 thread) on one random model
+(`bitedge dummy` preset, default 700M) written as i2_s, tl1 and tl2, with two TL runtimes built in the same run:
+"gemm" (what forward.c does: the TL gemm for prompt batches) and "gemv" (built with -DBITEDGE_TL_GEMV_ONLY: one gemv
+per token, the path before the gemm). Runs are interleaved round by round; prints mean +- sd over every sample.
+
+    python3 bench/bench_kernels.py --e2e --preset 700M -p 32 -n 16 --rounds 4 --reps 3
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -37,6 +49,38 @@ METHODS = ("i2_s-runtime", "i2_s", "tl1", "tl2")
 RENDERED = ("i2_s", "tl1", "tl2")
 
 
+def kernel_runs(tokens: int) -> list[tuple[str, str, str]]:
+    """(label, driver method, driver mode) per timed variant; the first is the baseline of the ratios."""
+    if tokens <= 1:
+        return [(m, m, "time") for m in METHODS]
+    return [(f"{m} {how}", m, mode) for m in ("i2_s-runtime", "tl1", "tl2")
+            for how, mode in (("gemm", "time-gemm"), ("gemv/token", "time-tokens"))]
+
+
+def write_tokens(q_one: Path, k: int, kp: int, tokens: int, seed: int = 2) -> Path:
+    """q_one's row followed by tokens - 1 random int8 rows (zero past K, as write_case's)."""
+    import numpy as np
+
+    q = np.zeros((tokens, kp), dtype=np.int8)
+    q[0] = np.fromfile(q_one, dtype=np.int8)
+    q[1:, :k] = np.random.default_rng(seed).integers(-127, 128, size=(tokens - 1, k)).astype(np.int8)
+    out = q_one.with_suffix(f".q{tokens}")
+    out.write_bytes(q.tobytes())
+    return out
+
+
+def time_call(exe, runner, label, method, mode, isa, w, q, n, kp, reps, tokens) -> dict[str, float]:
+    """One driver timing; for several tokens the per-token share of each call."""
+    if mode == "time":
+        return time_kernel(exe, runner, method, isa, w, q, n, kp, reps)
+    cmd = [*runner, str(exe), mode, method, isa, str(w), str(q), str(n), str(kp), str(reps), str(tokens)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise SystemExit(f"{label}: driver failed: {proc.stderr.strip()[-300:]}")
+    mean, sd, best = (float(x) / tokens for x in proc.stdout.split()[:3])
+    return {"mean_ns": mean, "sd_ns": sd, "min_ns": best}
+
+
 def parse_shapes(text: str) -> dict[str, tuple[int, int]]:
     out = {}
     for item in text.split(","):
@@ -45,19 +89,102 @@ def parse_shapes(text: str) -> dict[str, tuple[int, int]]:
     return out
 
 
+E2E_RUNS = (("i2_s", "i2_s", "gemm"), ("tl1 gemv/token", "tl1", "gemv"), ("tl1 gemm", "tl1", "gemm"),
+            ("tl2 gemv/token", "tl2", "gemv"), ("tl2 gemm", "tl2", "gemm"))
+
+
+def build_e2e_runtimes(target, model_path: Path, out: Path) -> dict[str, Path]:
+    """bitedge-run with the TL kernels for model_path's shapes, twice: "gemm" (the runtime as shipped) and "gemv"
+    (-DBITEDGE_TL_GEMV_ONLY: prompt batches token by token). Both also run i2_s."""
+    from bitedge.build.compile import build_runtime
+    from bitedge.build.with_kernels import TL_DEFINE, render_tl_kernels
+    from bitedge.render import model_shapes
+
+    sources = render_tl_kernels(target, model_shapes(model_path), out / "kernels")
+    binaries = {}
+    for name, extra in (("gemm", []), ("gemv", ["BITEDGE_TL_GEMV_ONLY=1"])):
+        binaries[name] = build_runtime(target, out_dir=out / name, extra_sources=sources,
+                                       extra_include_dirs=[out / "kernels"], defines=[TL_DEFINE, *extra]).binary
+    return binaries
+
+
+def run_e2e(args, target) -> int:
+    import subprocess
+
+    from bitedge.convert.dummy import dummy_source
+    from bitedge.convert.gguf_writer import write_gguf
+    from bitedge.output import last_json
+
+    models_dir = Path(args.models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    source = dummy_source(args.preset, seed=0)
+    models = {}
+    for packing in ("i2_s", "tl1", "tl2"):  # the same random weights in each layout
+        models[packing] = models_dir / f"{args.preset}-{packing}-{args.embed_type}.gguf"
+        if not models[packing].exists():
+            print(f"# writing {models[packing]}", file=sys.stderr)
+            write_gguf(source, models[packing], packing=packing, embed_type=args.embed_type)
+    binaries = build_e2e_runtimes(target, models["tl1"], Path(args.build_dir))
+    samples: dict[tuple[str, str], list[float]] = {}
+    for _ in range(args.rounds):
+        for label, packing, build in E2E_RUNS:
+            cmd = [str(binaries[build]), "bench", "-m", str(models[packing]), "-p", str(args.n_prompt), "-n",
+                   str(args.n_gen), "-t", "1", "-r", str(args.reps), "--json"]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+            if proc.returncode != 0:
+                raise SystemExit(f"{label}: bitedge-run bench failed: {proc.stderr.strip()[-300:]}")
+            result = last_json(proc.stdout)
+            for row in result["results"] if isinstance(result, dict) else result:
+                samples.setdefault((label, row["test"]), []).extend(row["samples_ts"])
+    tests = sorted({t for _, t in samples}, key=lambda t: (t[:2] != "pp", t))
+    rows = []
+    for label, _, _ in E2E_RUNS:
+        row = {"run": label}
+        for test in tests:
+            ts = samples[label, test]
+            row[test] = {"mean_ts": statistics.mean(ts), "sd_ts": statistics.stdev(ts) if len(ts) > 1 else 0.0,
+                         "samples": len(ts)}
+        rows.append(row)
+    print(f"# end to end, {args.preset} (embeddings {args.embed_type}), 1 thread, {cpu_model()}, "
+          f"{args.rounds} rounds x {args.reps} reps (tokens/s, mean +- sd)")
+    print("| run | " + " | ".join(tests) + " |")
+    print("|---|" + "---:|" * len(tests))
+    for row in rows:
+        print(f"| {row['run']} | " + " | ".join(f"{row[t]['mean_ts']:.1f} +- {row[t]['sd_ts']:.1f}" for t in tests) + " |")
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"cpu": cpu_model(), "preset": args.preset, "embed_type": args.embed_type,
+                                   "rounds": args.rounds, "reps": args.reps, "rows": rows}, indent=1) + "\n")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--target", default="x86-64-avx2", help="a native target profile (default x86-64-avx2)")
     ap.add_argument("--shapes", help="NxK,NxK,... (default: the 2B-4T matrices)")
-    ap.add_argument("--reps", type=int, default=30, help="calls per timing (default 30)")
-    ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
+    ap.add_argument("--reps", type=int, help="calls per timing (default 30; --e2e: bench repetitions, default 3)")
+    ap.add_argument("--rounds", type=int, help="interleaved rounds (default 7; --e2e: 3)")
     ap.add_argument("--tuned", action="store_true", help="use tiles from the tuning cache (bitedge tune)")
+    ap.add_argument("--tokens", type=int, default=1, help="tokens per call (> 1: gemm vs gemv per token)")
     ap.add_argument("--json", help="also write the results here")
+    e2e = ap.add_argument_group("end to end (--e2e)")
+    e2e.add_argument("--e2e", action="store_true", help="bitedge-run bench of i2_s vs tl1 vs tl2, TL gemm vs gemv/token")
+    e2e.add_argument("--preset", default="700M", help="bitedge dummy preset (default 700M)")
+    e2e.add_argument("--embed-type", default="q8_0", help="embedding / output type of the files (default q8_0)")
+    e2e.add_argument("-p", "--n-prompt", type=int, default=32, help="prompt tokens (default 32)")
+    e2e.add_argument("-n", "--n-gen", type=int, default=16, help="generated tokens (default 16)")
+    e2e.add_argument("--models-dir", default=str(ROOT / "build" / "bench" / "models"))
+    e2e.add_argument("--build-dir", default=str(ROOT / "build" / "bench" / "tl-e2e"))
     args = ap.parse_args(argv)
 
     target = get_target(args.target)
     if target.runner:
         ap.error(f"{target.id} runs under an emulator: no speed numbers from qemu")
+    if args.e2e:
+        args.reps, args.rounds = args.reps or 3, args.rounds or 3
+        return run_e2e(args, target)
+    args.reps, args.rounds = args.reps or 30, args.rounds or 7
     runner = runner_for(target)
     shapes = parse_shapes(args.shapes) if args.shapes else SHAPES_2B4T
     isa = target_isas(target)[0]  # avx2 on x86-64 (the name of the runtime's table as well)
@@ -70,25 +197,31 @@ def main(argv=None) -> int:
         paths.append(render_driver(RENDERED, src, runtime_i2s=True))
         exe = compile_driver(target, sorted(set(c_sources(paths))), src, Path(tmp) / "driver")
         rows = []
+        runs = kernel_runs(args.tokens)
         for label, (n, k) in shapes.items():
             cases = {m: write_case(m, (n, k), Path(tmp) / "data", seed=1) for m in METHODS}
-            per_round = {m: [] for m in METHODS}
-            best = {m: float("inf") for m in METHODS}
+            if args.tokens > 1:
+                cases = {m: (w, write_tokens(q, k, kp, args.tokens), kp) for m, (w, q, kp) in cases.items()}
+            per_round = {r[0]: [] for r in runs}
+            best = {r[0]: float("inf") for r in runs}
             for _ in range(args.rounds):
-                for m in METHODS:
+                for run, m, mode in runs:
                     w, q, kp = cases[m]
-                    t = time_kernel(exe, runner, m, isa, w, q, n, kp, args.reps)
-                    per_round[m].append(t["mean_ns"])
-                    best[m] = min(best[m], t["min_ns"])
-            base, base_min = statistics.mean(per_round["i2_s-runtime"]), best["i2_s-runtime"]
-            for m in METHODS:
-                mean = statistics.mean(per_round[m])
-                sd = statistics.stdev(per_round[m]) if args.rounds > 1 else 0.0
-                rows.append({"matrix": label, "n": n, "k": k, "method": m, "isa": isa, "mean_us": mean / 1e3,
-                             "sd_us": sd / 1e3, "min_us": best[m] / 1e3, "gweights_per_s": n * k / mean, "speed_vs_i2s": base / mean,
-                             "speed_vs_i2s_min": base_min / best[m]})
-    print(f"# single-thread ternary matrix-vector, {cpu_model()} ({isa}), {args.rounds} rounds x {args.reps} calls")
-    print("| matrix | N x K | method | us / call (mean +- sd) | min us | Gweights/s (mean) | vs I2_S (mean) | vs I2_S (min) |")
+                    t = time_call(exe, runner, run, m, mode, isa, w, q, n, kp, args.reps, args.tokens)
+                    per_round[run].append(t["mean_ns"])
+                    best[run] = min(best[run], t["min_ns"])
+            base, base_min = statistics.mean(per_round[runs[0][0]]), best[runs[0][0]]
+            for run, _, _ in runs:
+                mean = statistics.mean(per_round[run])
+                sd = statistics.stdev(per_round[run]) if args.rounds > 1 else 0.0
+                rows.append({"matrix": label, "n": n, "k": k, "method": run, "isa": isa, "mean_us": mean / 1e3,
+                             "sd_us": sd / 1e3, "min_us": best[run] / 1e3, "gweights_per_s": n * k / mean, "speed_vs_i2s": base / mean,
+                             "speed_vs_i2s_min": base_min / best[run]})
+    what = "matrix-vector" if args.tokens <= 1 else f"{args.tokens} tokens per call, times per token"
+    print(f"# single-thread ternary {what}, {cpu_model()} ({isa}), {args.rounds} rounds x {args.reps} calls; "
+          f"ratios against {runs[0][0]}")
+    per = "call" if args.tokens <= 1 else "token"
+    print(f"| matrix | N x K | method | us / {per} (mean +- sd) | min us | Gweights/s (mean) | vs I2_S (mean) | vs I2_S (min) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['matrix']} | {r['n']} x {r['k']} | {r['method']} | {r['mean_us']:.1f} +- {r['sd_us']:.1f} | "
@@ -97,7 +230,7 @@ def main(argv=None) -> int:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"cpu": cpu_model(), "isa": isa, "rounds": args.rounds, "reps": args.reps,
-                                   "rows": rows}, indent=1) + "\n")
+                                   "tokens": args.tokens, "rows": rows}, indent=1) + "\n")
     return 0
 
 

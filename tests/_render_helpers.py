@@ -3,6 +3,8 @@ extreme activations, run the driver and compute the integer reference from the p
 
     exe = build_driver(tmp_path, "x86-64-avx2", ["tl1", "tl2"], shapes=[(37, 71)])
     want, got = run_check(exe, "tl1", "avx2", 37, 71, rng, tmp_path)
+    packed, q = random_batch("tl1", 37, 71, 5, rng)                       # several tokens: the TL gemm
+    got = run_batch(exe, "gemm", "tl1", "avx2", 37, packed, q, tmp_path)  # == batch_reference(...)
 """
 
 from __future__ import annotations
@@ -71,3 +73,36 @@ def run_check(exe: Path, method: str, isa: str, n: int, k: int, rng: np.random.G
     assert proc.returncode == 0, f"driver failed ({proc.returncode}): {proc.stderr}"
     got = np.fromfile(af, dtype=np.int32).astype(np.int64)
     return reference(method, packed, n, k, q), got
+
+
+def random_batch(method: str, n: int, k: int, nb: int, rng: np.random.Generator, extreme: str = "random"):
+    """(packed bytes, q [nb, kp] int8): one matrix and nb activation rows. Token 0 is random_case's (extremes
+    included); with an extreme every other token repeats it, so blocks of tokens all reach the largest sums."""
+    _, packed, q0 = random_case(method, n, k, rng, extreme)
+    q = np.zeros((nb, len(q0)), dtype=np.int8)
+    for b in range(nb):
+        repeat = b == 0 or (extreme != "random" and b % 2 == 0)
+        q[b, :k] = q0[:k] if repeat else rng.integers(-128, 128, size=k, dtype=np.int16).astype(np.int8)
+    return packed, q
+
+
+def run_batch(exe: Path, mode: str, method: str, isa: str, n: int, packed: np.ndarray, q: np.ndarray, work: Path,
+              splits=(), arch: str = "native", qemu_cpu: str = "cortex-a72") -> np.ndarray:
+    """The driver's gemm (mode "gemm") or gemv-per-token (mode "tokens") on nb = len(q) tokens: int64 acc [nb, n]."""
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    wf, qf, af = work / "w.bin", work / "q.bin", work / f"acc-{mode}.bin"
+    wf.write_bytes(packed.tobytes())
+    qf.write_bytes(np.ascontiguousarray(q).tobytes())
+    args = [mode, method, isa, wf, qf, n, q.shape[1], af, q.shape[0]]
+    if splits:
+        args.append(",".join(map(str, splits)))
+    proc = run_binary(exe, args, target=arch, qemu_cpu=qemu_cpu)
+    assert proc.returncode == 0, f"driver {mode} failed ({proc.returncode}): {proc.stderr}"
+    return np.fromfile(af, dtype=np.int32).astype(np.int64).reshape(q.shape[0], n)
+
+
+def batch_reference(method: str, packed: np.ndarray, n: int, k: int, q: np.ndarray) -> np.ndarray:
+    """acc[b, r] = sum_k T[r][k] * q[b][k], T unpacked from the bytes the C code reads."""
+    t = get_packing(method).unpack(packed, n, k)
+    return q[:, :k].astype(np.int64) @ t.astype(np.int64).T

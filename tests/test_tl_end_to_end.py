@@ -4,7 +4,9 @@
 Integer products are exact in every layout, so at the same kernel table and thread count the three files give the
 same greedy tokens and bit-identical logits; the i2_s run itself agrees with the numpy reference (as in
 test_native_lossless). Natively (best table and BITEDGE_KERNELS=scalar, 1 and 2 threads, prompt in batches and
-token by token) and on rpi5-qemu under qemu-aarch64 (NEON)."""
+token by token) and on rpi5-qemu under qemu-aarch64 (NEON). Prompt batches go through the TL gemm (forward.c uses it
+whenever a batch holds more than one token): batch 8 on the 21-token prompt gives calls of 8, 8 and 5 tokens, batch 7
+three of 7 (a full block of bitedge.render.GEMM_TOKENS = 4 and a 3-token tail); generation steps use the gemv."""
 
 from __future__ import annotations
 
@@ -80,10 +82,14 @@ def test_tl_equals_i2s_bit_for_bit(native_tl, models, tmp_path, threads, kernels
 
 
 def test_tl_threads_and_batch_do_not_change_results(native_tl, models, tmp_path):
+    """Token by token (gemv only) and in batches of 7 (gemm blocks of GEMM_TOKENS tokens and a 3-token tail) give
+    the bits of the default batch (the whole 21-token prompt in one gemm call)."""
     for packing in ("tl1", "tl2"):
         t1, l1, _ = generate(native_tl, models[packing], tmp_path, "t1", threads=1)
         t2, l2, _ = generate(native_tl, models[packing], tmp_path, "t2b1", threads=2, batch=1)
         assert t1 == t2 and l1.tobytes() == l2.tobytes(), packing
+        t3, l3, _ = generate(native_tl, models[packing], tmp_path, "t2b7", threads=2, batch=7)
+        assert t1 == t3 and l1.tobytes() == l3.tobytes(), packing
 
 
 def test_tl_matches_reference(native_tl, models, tmp_path):

@@ -1,7 +1,9 @@
 """Every rendered TL1 / TL2 / I2_S kernel equals acc[n] = sum_k T[n][k] * q[k] exactly, where T is the numpy packer's
 unpack of the bytes the C code reads: natively (scalar, AVX2) and under qemu-aarch64 (scalar, NEON on a
 cortex-a72, NEON and I2_S's dotprod kernel on a cortex-a76), on odd shapes, split row ranges and extreme
-activations. (The file is named for TL1/TL2, its main subject; the rendered I2_S kernels run through the same checks.)"""
+activations. (The file is named for TL1/TL2, its main subject; the rendered I2_S kernels run through the same checks.)
+The TL gemm (several tokens at once, prompt processing) equals both the reference and the scalar gemv run token by
+token, bit for bit, for token counts around the gemm's block of GEMM_TOKENS tokens."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ import numpy as np
 import pytest
 
 from tests._c_build import AARCH64_CC, have_tool
-from tests._render_helpers import ARM_VARIANTS, build_driver, run_check
+from bitedge.render import GEMM_TOKENS
+from tests._render_helpers import ARM_VARIANTS, batch_reference, build_driver, random_batch, run_batch, run_check
 
 METHODS = ("tl1", "tl2", "i2_s")
 # rendered specialisations (constant kp) for some shapes; the others go through the generic path
@@ -123,3 +126,61 @@ def test_aarch64_bit_exact_under_qemu(arm_drivers, method, isa, variant, tmp_pat
             want, got = run_check(arm_drivers[variant, method], method, isa, n, k, rng, tmp_path, extreme, splits,
                                   "aarch64", qemu_cpu)
             np.testing.assert_array_equal(got, want, err_msg=f"{method}/{isa} on {qemu_cpu}: N={n} K={k} {extreme}")
+
+
+# TL gemm: token counts 1, 2, one more than a block (a 1-token tail), two blocks and an odd tail
+TOKEN_COUNTS = (1, 2, GEMM_TOKENS + 1, 2 * GEMM_TOKENS + 3)
+TL_METHODS = ("tl1", "tl2")
+
+
+def check_gemm(exe, method, isa, rng, work, cases, token_counts=TOKEN_COUNTS, extremes=EXTREMES, arch="native",
+               qemu_cpu="cortex-a72", all_splits=True):
+    """gemm on isa == batch_reference == the scalar gemv run per token, for every case, token count and extreme."""
+    for n, k in cases:
+        for nb in token_counts:
+            for extreme in extremes:
+                packed, q = random_batch(method, n, k, nb, rng, extreme)
+                want = batch_reference(method, packed, n, k, q)
+                per_token = run_batch(exe, "tokens", method, "scalar", n, packed, q, work, (), arch, qemu_cpu)
+                np.testing.assert_array_equal(per_token, want, err_msg=f"{method}/scalar gemv per token N={n} K={k}")
+                for splits in splits_for(n) if all_splits else splits_for(n)[-1:]:
+                    got = run_batch(exe, "gemm", method, isa, n, packed, q, work, splits, arch, qemu_cpu)
+                    bad = np.argwhere(got != per_token)
+                    assert bad.size == 0, (f"{method}/{isa} gemm N={n} K={k} nb={nb} {extreme} splits={splits}: "
+                                           f"token {bad[0][0]} row {bad[0][1]} is {got[tuple(bad[0])]}, the gemv per "
+                                           f"token gives {per_token[tuple(bad[0])]} ({len(bad)} entries differ)")
+
+
+@pytest.mark.parametrize("tiles", list(NATIVE_TILES))
+@pytest.mark.parametrize("isa", ["scalar", "avx2"])
+@pytest.mark.parametrize("method", TL_METHODS)
+def test_native_gemm_equals_gemv_per_token(native_drivers, method, isa, tiles, tmp_path):
+    if isa == "avx2" and not native_has_avx2():
+        pytest.skip("this CPU has no AVX2")
+    rng = np.random.default_rng(zlib.crc32(f"gemm{method}{isa}{tiles}".encode()))
+    cases = CASES if tiles == "default" else CASES[:4]
+    extremes = EXTREMES if tiles == "default" else ("random", "min")
+    check_gemm(native_drivers[tiles][method], method, isa, rng, tmp_path, cases, extremes=extremes)
+
+
+def test_gemm_int16_chunks_really_flush(native_drivers, tmp_path):
+    """As test_int16_chunks_really_flush, through the gemm with several tokens: sums far past int16."""
+    rng = np.random.default_rng(8)
+    for method in TL_METHODS:
+        for isa in ("scalar", "avx2") if native_has_avx2() else ("scalar",):
+            packed, q = random_batch(method, 40, 6000, GEMM_TOKENS + 1, rng, "min")
+            got = run_batch(native_drivers["large"][method], "gemm", method, isa, 40, packed, q, tmp_path)
+            want = batch_reference(method, packed, 40, 6000, q)
+            assert want[0, 0] == 128 * 5999 - 127
+            np.testing.assert_array_equal(got, want, err_msg=f"{method}/{isa} gemm")
+
+
+@pytest.mark.parametrize(("method", "isa", "variant"), [(m, isa, "neon") for m in TL_METHODS for isa in ("neon", "scalar")]
+                         + [(m, "neon", "neon-dotprod") for m in TL_METHODS])
+def test_aarch64_gemm_under_qemu(arm_drivers, method, isa, variant, tmp_path):
+    _, qemu_cpu, _ = ARM_VARIANTS[variant]
+    rng = np.random.default_rng(zlib.crc32(f"gemm{method}{isa}{variant}".encode()))
+    # qemu is slow to start: a few shapes (a partial tile, an odd group count, several sweeps) and one split each
+    check_gemm(arm_drivers[variant, method], method, isa, rng, tmp_path, [(37, 71), (100, 259), (70, 6)],
+               token_counts=(2, GEMM_TOKENS + 1), extremes=("random", "min"), arch="aarch64", qemu_cpu=qemu_cpu,
+               all_splits=False)

@@ -46,6 +46,11 @@ MAX_ENTRY = {"tl1": 256, "tl2": 384}
 TILE_DEFAULTS = {"tl1": {"bm": 32, "bk": 128, "bn": 256}, "tl2": {"bm": 32, "bk": 96, "bn": 256}}
 BM_CHOICES = (32, 64, 96, 128)  # the kernels keep at most 4 tiles of accumulators
 BN_MAX = 2048  # rows of int32 partial sums on the stack (8 KiB)
+# TL gemm (prompt processing, docs/kernels.md "TL gemm"): tokens per block, each weight chunk loaded into L1 serves
+# GEMM_TOKENS tokens before the next chunk. A documented constant, not a tile: the tuner times gemv only. The gemm
+# sweeps min(bn, GEMM_SUMS_MAX / GEMM_TOKENS) rows at a time so its sums[tokens][rows] stay within gemv's 8 KiB.
+GEMM_TOKENS = 4
+GEMM_SUMS_MAX = BN_MAX
 TILE_KEYS = ("bm", "bk", "bn")
 # I2_S tiles: rows sharing each activation load, K columns per int16 chunk (a maddubs / mlal lane adds at most
 # 2048 per 128-column block: 15 blocks = 1920 columns keep it within int16). The profiles' bm (rows per thread
@@ -235,8 +240,11 @@ def _spec(method: str, isa: str, kp: int | None, tiles: dict[str, int]) -> dict:
         rows, bk = tiles["rows"], tiles["bk"]
         return {"kp": kp, "rows": rows, "bk": bk, "chunk": bk // 128, "fn": f"be_i2s_gemv_{isa}_{shape}_r{rows}_bk{bk}"}
     bm, bk, bn = tiles["bm"], tiles["bk"], tiles["bn"]
+    gemm_bn = max(bm, min(bn, GEMM_SUMS_MAX // GEMM_TOKENS) // bm * bm)  # rows per gemm sweep, a multiple of bm
     return {"kp": kp, "bm": bm, "bk": bk, "bn": bn, "tiles": bm // 32, "chunk": bk // GROUP_K[method],
-            "fn": f"be_{method}_gemv_{isa}_{shape}_bm{bm}_bk{bk}_bn{bn}"}
+            "fn": f"be_{method}_gemv_{isa}_{shape}_bm{bm}_bk{bk}_bn{bn}",
+            "tb": GEMM_TOKENS, "gemm_bn": gemm_bn,
+            "gemm_fn": f"be_{method}_gemm_{isa}_{shape}_bm{bm}_bk{bk}_bn{gemm_bn}_tb{GEMM_TOKENS}"}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -305,7 +313,7 @@ def c_sources(paths: Iterable[Path]) -> list[Path]:
 from bitedge.render.tune import tune  # noqa: E402  (tune renders, so it imports this module)
 
 __all__ = [
-    "ISA_ALIASES", "METHODS", "TEMPLATES_DIR", "TILE_DEFAULTS", "c_sources", "check_tiles", "environment",
+    "GEMM_TOKENS", "ISA_ALIASES", "METHODS", "TEMPLATES_DIR", "TILE_DEFAULTS", "c_sources", "check_tiles", "environment",
     "model_shapes", "render_driver", "render_kernels", "render_layouts_header", "render_template",
     "resolve_tiles", "target_isas", "tune",
 ]

@@ -159,9 +159,18 @@ typedef struct {
     ternary_job jobs[3];
 } ternary_task;
 
-/* TL: rows [n0, n1) of one matrix for every token, each from its own tables (acc: [nb][job->n]) */
-static void tl_gemv_rows(const ternary_task *t, const ternary_job *job, int32_t *acc, int n0, int n1) {
+/* TL: rows [n0, n1) of one matrix for every token, each from its own tables (acc: [nb][job->n]). Several tokens
+ * go through the rendered gemm, which reads each weight chunk once per block of tokens (docs/kernels.md "TL gemm");
+ * built with -DBITEDGE_TL_GEMV_ONLY they take one gemv per token instead (the path before the gemm, kept only so
+ * bench/bench_kernels.py can measure before against after in one run; the results are the same bits). */
+static void tl_rows(const ternary_task *t, const ternary_job *job, int32_t *acc, int n0, int n1) {
 #ifdef BITEDGE_HAVE_TL
+#ifndef BITEDGE_TL_GEMV_ONLY
+    if (t->nb > 1) {
+        t->tl->gemm(job->w, t->tables, t->tables_stride, acc, job->n, n0, n1, t->kp, t->nb);
+        return;
+    }
+#endif
     for (int b = 0; b < t->nb; b++)
         t->tl->gemv(job->w, t->tables + (size_t)b * t->tables_stride, acc + (size_t)b * job->n, n0, n1, t->kp);
 #else
@@ -178,7 +187,7 @@ static void ternary_worker(void *ctx, int ith, int nth) {
         /* TL kernels compute 32-row tiles: ranges starting on a multiple of 32 never share one */
         be_split_range(job->n, ith, nth, t->tl ? 32 : 16, &n0, &n1);
         if (n1 > n0) {
-            if (t->tl) tl_gemv_rows(t, job, acc, n0, n1);
+            if (t->tl) tl_rows(t, job, acc, n0, n1);
             else if (t->nb == 1) t->kern->i2s_gemv(job->w, t->xq, acc, n0, n1, t->kp);
             else t->kern->i2s_gemm(job->w, t->xq, acc, job->n, n0, n1, t->kp, t->nb);
             for (int b = 0; b < t->nb; b++) {
