@@ -117,3 +117,16 @@ def make_sshd(root: Path, aliases: dict[str, int] | None = None) -> SshServer:
         )
     )
     return server
+
+
+def write_board_inventory(path: Path, server: SshServer, boards: dict[str, str]) -> Path:
+    """A bitedge inventory of loopback boards: each name -> target profile, reached through the 'board' alias with
+    its own remote_dir (<path's folder>/remote-<name>), plus 'dead', a port nothing listens on."""
+    lines = []
+    for name, target in boards.items():
+        lines += [f"[hosts.{name}]", 'host = "board"', f'target = "{target}"',
+                  f'remote_dir = "{path.parent / f"remote-{name}"}"', ""]
+    lines += ["[hosts.dead]", 'host = "127.0.0.1"', f"port = {free_port()}", f'user = "{server.user}"',
+              f'identity = "{server.user_key}"', 'target = "x86-64-avx2"', ""]
+    path.write_text("\n".join(lines))
+    return path

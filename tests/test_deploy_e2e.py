@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from _sshd import free_port, make_sshd
+from _sshd import make_sshd, write_board_inventory
 from bitedge.cli import main
 from bitedge.convert.dummy import dummy_source
 from bitedge.convert.gguf_writer import write_gguf
@@ -24,26 +24,7 @@ def lab(tmp_path_factory):
     server = make_sshd(root / "sshd").start()
     model = root / "tiny.gguf"
     write_gguf(dummy_source("test", seed=3), model, packing="i2_s", embed_type="f16")
-    dead = free_port()
-    inventory = root / "boards.toml"
-    inventory.write_text(f"""
-[hosts.x86]
-host = "board"
-target = "x86-64-avx2"
-remote_dir = "{root / 'remote-x86'}"
-
-[hosts.arm]
-host = "board"
-target = "rpi5-qemu"
-remote_dir = "{root / 'remote-arm'}"
-
-[hosts.dead]
-host = "127.0.0.1"
-port = {dead}
-user = "{server.user}"
-identity = "{server.user_key}"
-target = "x86-64-avx2"
-""")
+    inventory = write_board_inventory(root / "boards.toml", server, {"x86": "x86-64-avx2", "arm": "rpi5-qemu"})
     yield {"root": root, "server": server, "model": model, "inventory": inventory}
     server.stop()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from _sshd import free_port, make_sshd
+from _sshd import make_sshd, write_board_inventory
 from bitedge.build.targets import get_target
 from bitedge.build.with_kernels import render_tl_kernels
 from bitedge.cli import main
@@ -30,30 +30,7 @@ def lab(tmp_path_factory):
     server = make_sshd(root / "sshd").start()
     model = root / "m.gguf"
     write_gguf(dummy_source("test", seed=5), model, packing="tl1")
-    inventory = root / "boards.toml"
-    inventory.write_text(f"""
-[hosts.x86]
-host = "board"
-target = "x86-64-avx2"
-remote_dir = "{root / 'remote-x86'}"
-
-[hosts.arm]
-host = "board"
-target = "rpi5-qemu"
-remote_dir = "{root / 'remote-arm'}"
-
-[hosts.wrong]
-host = "board"
-target = "rpi5"
-remote_dir = "{root / 'remote-wrong'}"
-
-[hosts.dead]
-host = "127.0.0.1"
-port = {free_port()}
-user = "{server.user}"
-identity = "{server.user_key}"
-target = "x86-64-avx2"
-""")
+    inventory = write_board_inventory(root / "boards.toml", server, {"x86": "x86-64-avx2", "arm": "rpi5-qemu", "wrong": "rpi5"})
     yield {"root": root, "server": server, "model": model, "inventory": inventory}
     server.stop()
 
