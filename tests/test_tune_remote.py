@@ -136,3 +136,18 @@ def test_tune_on_an_unreachable_board_is_one_line(lab, tmp_path, capsys):
     with pytest.raises(BitedgeError, match="cannot run on this x86_64 machine: tune on the board over SSH"):
         tune("rpi5", [(32, 32)], ["tl1"], cache_path=tmp_path / "t.json")
     assert Path(tmp_path / "t.json").exists() is False
+
+
+def test_tuning_drivers_for_a_mac_are_mach_o(tmp_path):
+    """A Mac cannot be reached from here: this checks only that `tune --host mac` has a driver to upload (zig cc
+    cross-builds it as Mach-O arm64, as deploy does the runtime); running it needs a real Mac."""
+    from bitedge.deploy.probe import binary_platform
+    from bitedge.render import c_sources, render_driver, render_kernels
+    from bitedge.render.tune import compile_driver
+
+    mac = get_target("apple-m1")
+    for method in ("tl1", "i2_s"):
+        src = tmp_path / method
+        paths = render_kernels(mac, [(64, 96)], method, None, src) + [render_driver([method], src)]
+        exe = compile_driver(mac, c_sources(paths), src, src / "build")
+        assert binary_platform(exe) == ("macos", "aarch64")
