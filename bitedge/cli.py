@@ -266,7 +266,7 @@ def tune(target, model, methods, host, cache, reps, rounds, targets_dirs, as_jso
     """Measure candidate tiles per method and shape, here or on a board, and keep the winners in the tuning cache."""
     from bitedge.build.targets import get_target
     from bitedge.render import model_shape_counts
-    from bitedge.render.tune import fastest_method
+    from bitedge.render.tune import fastest_method, planned_steps
     from bitedge.render.tune import tune as tune_kernels
 
     spec = _hosts([host], opts["inventory"])[0] if host else None
@@ -277,8 +277,14 @@ def tune(target, model, methods, host, cache, reps, rounds, targets_dirs, as_jso
     t = get_target(target, targets_dirs)
     counts = model_shape_counts(model)
     methods = methods or ("i2_s", "tl1", "tl2")
-    run_tune = lambda timer=None: tune_kernels(t, counts, methods, cache_path=cache, reps=reps, rounds=rounds,  # noqa: E731
-                                               progress=None if as_json else _say, timer=timer)
+    steps = planned_steps(methods, len(counts), rounds)
+
+    def run_tune(timer=None):
+        where = spec.name if spec else "here"
+        with progress(f"tune {t.id} ({where})", steps, enabled=not as_json) as advance:
+            return tune_kernels(t, counts, methods, cache_path=cache, reps=reps, rounds=rounds, timer=timer,
+                                advance=advance)
+
     if spec is None:
         result = run_tune()
     else:

@@ -16,7 +16,7 @@ from bitedge.convert.packing import get_packing, layout_constants
 from bitedge.errors import BitedgeError
 from bitedge.render import (TILE_DEFAULTS, c_sources, check_tiles, environment, model_shapes, render_driver,
                             render_kernels, render_layouts_header, render_template, target_isas, tune)
-from bitedge.render.tune import load_cache, tuned_tiles
+from bitedge.render.tune import load_cache, planned_steps, tuned_tiles
 from tests._c_build import AARCH64_CC, CBuildError, compile_c, have_tool, run_binary
 from tests._gguf_helpers import ODD, tiny_source
 
@@ -198,8 +198,11 @@ def test_tune_keeps_winner_in_cache(tmp_path):
     cache = tmp_path / "tuning.json"
     cands = {"tl1": [{"bm": 32, "bk": 128}, {"bm": 64, "bk": 64}], "tl2": [{"bm": 32, "bk": 96}],
              "i2_s": [{"rows": 1, "bk": 128}]}
+    steps = []
     results = tune("x86-64-avx2", [(96, 200), (64, 96)], ["tl1", "tl2", "i2_s"], cands, cache, reps=3, rounds=2,
-                   work_dir=tmp_path / "work")
+                   work_dir=tmp_path / "work", advance=steps.append)
+    # the progress bar's length: 4 candidates built, each timed on 2 shapes in 2 rounds
+    assert len(steps) == planned_steps(["tl1", "tl2", "i2_s"], 2, 2, cands) == 4 + 4 * 2 * 2
     assert set(results) == {f"{m}/{s}" for m in ("tl1", "tl2", "i2_s") for s in ("96x200", "64x96")}
     for key, r in results.items():
         assert len(r["candidates"]) == len(cands[key.split("/")[0]])

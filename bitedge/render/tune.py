@@ -205,6 +205,13 @@ def time_kernel(timer, exe: str, method: str, isa: str, w: str, q: str, n: int, 
     return {"mean_ns": mean, "sd_ns": sd, "min_ns": best}
 
 
+def planned_steps(methods: Iterable[str], n_shapes: int, rounds: int,
+                  candidates: Mapping[str, list[dict]] | None = None) -> int:
+    """How many builds and timing runs tune() makes (the length of its progress bar)."""
+    cands = candidates or DEFAULT_CANDIDATES
+    return sum(len(cands.get(m, [])) * (1 + rounds * n_shapes) for m in methods)
+
+
 def fastest_method(results: Mapping[str, dict], shape_counts: Mapping[tuple[int, int], int]) -> dict:
     """Per method, the tuned time of one token's ternary matmuls (each shape's best time x how many matrices have
     that shape), and the fastest method. Methods missing a shape are left out."""
@@ -225,15 +232,18 @@ def fastest_method(results: Mapping[str, dict], shape_counts: Mapping[tuple[int,
 def tune(target: Target | str, shapes: Iterable[tuple[int, int]], methods: Iterable[str] = ("tl1", "tl2"),
          candidates: Mapping[str, list[dict]] | None = None, cache_path: str | os.PathLike | None = None,
          reps: int = 20, rounds: int = 3, work_dir: str | os.PathLike | None = None,
-         progress: Callable[[str], None] | None = None, timer=None) -> dict[str, dict]:
+         progress: Callable[[str], None] | None = None, timer=None,
+         advance: Callable[[int], None] | None = None) -> dict[str, dict]:
     """Measure every candidate tile of every method on every shape; the fastest (lowest median over rounds of the
     mean per call) is stored in the tuning cache. timer: where the drivers run (default LocalTimer(target); a
-    bitedge.deploy.remote.BoardTimer runs them on a board). Returns {"<method>/<N>x<K>": {"tiles", "mean_ns",
+    bitedge.deploy.remote.BoardTimer runs them on a board). advance(1) is called after every build and every
+    timing run (planned_steps of them: a progress bar). Returns {"<method>/<N>x<K>": {"tiles", "mean_ns",
     "sd_ns", "candidates": [{"tiles", "mean_ns", "sd_ns"}...], "emulated", "cpu"}}."""
     from bitedge.render import c_sources, check_method, check_tiles, render_driver, render_kernels, target_isas
 
     target = get_target(target)
     say = progress or (lambda msg: None)
+    step = advance or (lambda n=1: None)
     shapes = sorted({(int(n), int(k)) for n, k in shapes})
     methods = [check_method(m) for m in methods]
     timer = timer if timer is not None else LocalTimer(target)
@@ -254,6 +264,7 @@ def tune(target: Target | str, shapes: Iterable[tuple[int, int]], methods: Itera
                 paths = render_kernels(target, shapes, method, tiles, src) + [render_driver([method], src)]
                 exe = compile_driver(target, c_sources(paths), src, src / "build")
                 exes.append(timer.stage(exe, f"{method}-cand{i}"))
+                step(1)
             cases = {}
             for shape in shapes:
                 w, q, kp = write_case(method, shape, work / "data")
@@ -264,6 +275,7 @@ def tune(target: Target | str, shapes: Iterable[tuple[int, int]], methods: Itera
                 for _ in range(rounds):  # interleaved rounds: drift (turbo, other load) hits every candidate alike
                     for i, exe in enumerate(exes):
                         runs[i].append(time_kernel(timer, exe, method, isa, w, q, shape[0], kp, reps))
+                        step(1)
                 summary = []
                 for tiles, r in zip(cands, runs):
                     means = [x["mean_ns"] for x in r]
