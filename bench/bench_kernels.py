@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -39,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from bitedge.build.targets import get_target  # noqa: E402
 from bitedge.render import c_sources, render_driver, render_kernels, target_isas  # noqa: E402
-from bitedge.render.tune import (compile_driver, cpu_model, runner_for, time_kernel, tuned_tiles,  # noqa: E402
+from bitedge.render.tune import (LocalTimer, compile_driver, cpu_model, time_kernel, tuned_tiles,  # noqa: E402
                                  write_case)
 
 # BitNet b1.58 2B-4T: hidden 2560, FFN 6912, 20 heads / 5 KV heads of 128
@@ -69,15 +68,12 @@ def write_tokens(q_one: Path, k: int, kp: int, tokens: int, seed: int = 2) -> Pa
     return out
 
 
-def time_call(exe, runner, label, method, mode, isa, w, q, n, kp, reps, tokens) -> dict[str, float]:
-    """One driver timing; for several tokens the per-token share of each call."""
+def time_call(timer, exe, method, mode, isa, w, q, n, kp, reps, tokens) -> dict[str, float]:
+    """One driver timing (timer: bitedge.render.tune.LocalTimer); for several tokens the per-token share of each call."""
     if mode == "time":
-        return time_kernel(exe, runner, method, isa, w, q, n, kp, reps)
-    cmd = [*runner, str(exe), mode, method, isa, str(w), str(q), str(n), str(kp), str(reps), str(tokens)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        raise SystemExit(f"{label}: driver failed: {proc.stderr.strip()[-300:]}")
-    mean, sd, best = (float(x) / tokens for x in proc.stdout.split()[:3])
+        return time_kernel(timer, str(exe), method, isa, str(w), str(q), n, kp, reps)
+    out = timer.run([str(exe), mode, method, isa, str(w), str(q), str(n), str(kp), str(reps), str(tokens)], timeout=600)
+    mean, sd, best = (float(x) / tokens for x in out.split()[:3])
     return {"mean_ns": mean, "sd_ns": sd, "min_ns": best}
 
 
@@ -185,7 +181,7 @@ def main(argv=None) -> int:
         args.reps, args.rounds = args.reps or 3, args.rounds or 3
         return run_e2e(args, target)
     args.reps, args.rounds = args.reps or 30, args.rounds or 7
-    runner = runner_for(target)
+    timer = LocalTimer(target)
     shapes = parse_shapes(args.shapes) if args.shapes else SHAPES_2B4T
     isa = target_isas(target)[0]  # avx2 on x86-64 (the name of the runtime's table as well)
     with tempfile.TemporaryDirectory(prefix="bitedge-bench-") as tmp:
@@ -207,7 +203,7 @@ def main(argv=None) -> int:
             for _ in range(args.rounds):
                 for run, m, mode in runs:
                     w, q, kp = cases[m]
-                    t = time_call(exe, runner, run, m, mode, isa, w, q, n, kp, args.reps, args.tokens)
+                    t = time_call(timer, exe, m, mode, isa, w, q, n, kp, args.reps, args.tokens)
                     per_round[run].append(t["mean_ns"])
                     best[run] = min(best[run], t["min_ns"])
             base, base_min = statistics.mean(per_round[runs[0][0]]), best[runs[0][0]]
