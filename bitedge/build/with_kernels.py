@@ -22,7 +22,7 @@ TL_DEFINE = "BITEDGE_HAVE_TL=1"
 
 
 def render_tl_kernels(target: Target | str, shapes: Iterable[tuple[int, int]], kernels_dir: str | os.PathLike,
-                      tuning_cache: str | os.PathLike | None = None, say: Callable[[str], None] = lambda msg: None
+                      tuning_cache: str | os.PathLike | None = None, say: Callable[[str], None] | None = None
                       ) -> list[Path]:
     """Render tl1 and tl2 for target and shapes into kernels_dir; returns the .c files to compile. Shapes that
     `bitedge tune` measured for this target (here or on a board) get the winning tiles, the others the profile's."""
@@ -34,7 +34,7 @@ def render_tl_kernels(target: Target | str, shapes: Iterable[tuple[int, int]], k
     paths: list[Path] = []
     for method in TL_METHODS:
         tiles = tuned_tiles(target, method, shapes, tuning_cache)
-        if tiles:
+        if tiles and say:
             say(f"{target.id}: {method} tiles from the tuning cache for {len(tiles)} of {len(shapes)} shapes")
         paths += render_kernels(target, shapes, method, tiles, kernels_dir)
     return sorted(set(c_sources(paths)))
@@ -57,8 +57,7 @@ def build_runtime_for_model(target: Target | str, model_path: str | os.PathLike 
     all_shapes = set(tuple(s) for s in shapes)
     if model_path is not None:
         all_shapes |= set(model_shapes(model_path))
-    sources = render_tl_kernels(target, sorted(all_shapes), out / "kernels", tuning_cache,
-                                progress or (lambda msg: None))
+    sources = render_tl_kernels(target, sorted(all_shapes), out / "kernels", tuning_cache, progress)
     return build_runtime(target, out_dir=out, extra_sources=sources, extra_include_dirs=[out / "kernels"],
                          defines=[TL_DEFINE], clean=clean, progress=progress, **build_kw)
 

@@ -113,6 +113,8 @@ class BoardTimer:
     cache entries are keyed by the board's CPU. close() removes the folder."""
 
     def __init__(self, conn: Connection, spec: HostSpec, target, board: BoardInfo | None = None, progress=None):
+        from bitedge.render.tune import cpu_model  # the tuner's CPU naming (lazily: deploy alone needs no jinja2)
+
         self.conn, self.spec = conn, spec
         self.board = board or probe(conn)
         self.prefix = list(target.runner or [])
@@ -120,8 +122,9 @@ class BoardTimer:
         if not self.prefix and (target.os, target.arch) != (self.board.os, self.board.arch):
             raise BitedgeError(f"{spec.name} is {self.board.os}/{self.board.arch} but profile {target.id} builds for "
                                f"{target.os}/{target.arch}: pick the board's profile (bitedge probe {spec.name} suggests one)")
-        cpu = self.board.cpu or self.board.board or f"{self.board.os}/{self.board.arch}"
-        self.cpu = f"emulated:{' '.join(self.prefix)}" if self.emulated else cpu
+        # under the profile's runner the board's CPU is the emulated one, named as a local run under it is
+        self.cpu = (cpu_model(target) if self.emulated
+                    else self.board.cpu or self.board.board or f"{self.board.os}/{self.board.arch}")
         self.where = spec.name + (f" under {self.prefix[0]}" if self.prefix else "")
         self.dir = posixpath.join(resolve_remote_dir(conn, spec.remote_dir), "tune")
         self.progress = progress

@@ -100,9 +100,9 @@ def connect(
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
 ) -> Connection:
     """Open a checked connection. ssh_config: a file to read instead of ~/.ssh/config (tests use one)."""
-    overrides = {"load_ssh_configs": True, "runners": {"remote": _Remote}}
-    config = (Config(runtime_ssh_path=str(ssh_config), overrides={"runners": {"remote": _Remote}}) if ssh_config
-              else Config(overrides=overrides))
+    runners = {"remote": _Remote}
+    config = (Config(runtime_ssh_path=str(ssh_config), overrides={"runners": runners}) if ssh_config
+              else Config(overrides={"load_ssh_configs": True, "runners": runners}))
     if ssh_config:
         config.load_ssh_config()
     kwargs = {}

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from bitedge.build.targets import Target, get_target
+from bitedge.build.toolchains import host_arch
 from bitedge.convert.packing import get_packing
 from bitedge.errors import BitedgeError
 
@@ -34,7 +35,6 @@ CACHE_VERSION = 1
 from bitedge._shipped import RUNTIME_DIR  # noqa: E402
 # the runtime's hand-written I2_S kernels and what they need (linked into the driver for method i2_s)
 I2S_SOURCES = ("kernels.c", "kernels_avx2.c", "kernels_neon.c", "cpu_features.c")
-CFLAGS = ("-std=c11", "-Wall", "-Wextra", "-D_POSIX_C_SOURCE=200809L")
 DEFAULT_CANDIDATES = {
     "i2_s": [{"rows": 4, "bk": 1024}, {"rows": 2, "bk": 1024}, {"rows": 1, "bk": 1920}, {"rows": 4, "bk": 1920},
              {"rows": 4, "bk": 512}],
@@ -48,11 +48,6 @@ DEFAULT_CANDIDATES = {
 def default_cache_path() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "bitedge" / "tuning.json"
-
-
-def host_arch() -> str:
-    machine = platform.machine().lower()
-    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
 
 
 def cpu_model(target: Target | None = None) -> str:
