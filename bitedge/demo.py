@@ -2,7 +2,8 @@
 
 Convert the bundled checkpoint (bitedge/data/tiny-kjv, trained by scripts/train_tiny.py) to I2_S, build the
 runtime for this machine and for an emulated Raspberry Pi 5 (qemu-aarch64 -cpu cortex-a76), generate the same
-greedy text on both and with the numpy reference, show that the tokens are identical, and benchmark here.
+greedy text on both and with the numpy reference, prove each runtime run lossless with the exact check
+(bitedge.lossless: its int8 codes at every quantization against the reference's), show the tokens, benchmark here.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ class DemoResult:
     gguf: str
     prompt: str
     runs: dict = field(default_factory=dict)  # engine label -> {"tokens", "text", "seconds"}
-    identical: bool = False
+    identical: bool = False  # the same greedy tokens on every engine
+    lossless: dict = field(default_factory=dict)  # runtime label -> the exact check's summary (raises if it fails)
     bench: list = field(default_factory=list)
     steps: list = field(default_factory=list)  # (step, seconds)
 
@@ -40,7 +42,8 @@ def run_demo(*, model: str | Path | None = None, workdir: str | Path = "build/de
     from bitedge.convert.gguf_writer import write_gguf
     from bitedge.convert.sources import open_source
     from bitedge.gguf_read import read_model
-    from bitedge.native import run_bench, run_generate
+    from bitedge.lossless import check_lossless
+    from bitedge.native import read_activations, run_bench, run_generate
     from bitedge.reference import Reference
     from bitedge.tokenizer import decode, encode
 
@@ -79,9 +82,14 @@ def run_demo(*, model: str | Path | None = None, workdir: str | Path = "build/de
     for target in (host, board):
         runner = list(target.runner) if target.emulated else None
         label = f"{target.id}" + (" (qemu)" if target.emulated else " (native)")
+        dumps = work / f"{target.id}.logits", work / f"{target.id}.acts"
         out = timed(f"generate on {label}", lambda t=target, r=runner: run_generate(
-            builds[t.id].binary, gguf, tokens=prompt_tokens, n=n_tokens, greedy=True, threads=threads, runner=r))
+            builds[t.id].binary, gguf, tokens=prompt_tokens, n=n_tokens, greedy=True, threads=threads, runner=r,
+            dump_logits=dumps[0], dump_activations=dumps[1]))
         result.runs[label] = {"tokens": out["tokens"], "text": out["text"]}
+        report = timed(f"check {label} against the reference, activation by activation", lambda o=out: check_lossless(
+            Reference(src), prompt_tokens, o["tokens"], o["logits"], *read_activations(dumps[1])))
+        result.lossless[label] = report.summary()
     result.identical = all(run["tokens"] == ref_tokens for run in result.runs.values())
     bench = timed(f"benchmark on {host.id}", lambda: run_bench(builds[host.id].binary, gguf, 64, 32, [threads], bench_reps))
     result.bench = bench["rows"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -77,10 +78,11 @@ def run_generate(binary, model, prompt: str | None = None, tokens: Sequence[int]
                  greedy: bool = True, threads: int = 1, runner: Sequence[str] | None = None, *,
                  temp: float = 0.8, top_k: int = 40, top_p: float = 0.95, seed: int = 42, chat: bool = False,
                  ignore_eos: bool = True, ctx: int | None = None, batch: int | None = None,
-                 dump_logits: str | os.PathLike | None = None, kernels: str | None = None,
-                 timeout: float = 600.0) -> dict:
+                 dump_logits: str | os.PathLike | None = None, dump_activations: str | os.PathLike | None = None,
+                 kernels: str | None = None, timeout: float = 600.0) -> dict:
     """Generate n tokens; returns bitedge-run's JSON (prompt_tokens, tokens, text, timings, system_info, kernels,
-    logits_last) plus "logits" [steps, vocab] float32 when dump_logits is given (the file is kept)."""
+    logits_last) plus "logits" [steps, vocab] float32 when dump_logits is given (the file is kept).
+    dump_activations: the runtime records every activation quantization there (read_activations)."""
     if (prompt is None) == (tokens is None):
         raise BitedgeError("run_generate: give exactly one of prompt and tokens")
     args = ["generate", "-m", str(model), "-n", str(n), "-t", str(threads), "--json"]
@@ -99,6 +101,8 @@ def run_generate(binary, model, prompt: str | None = None, tokens: Sequence[int]
         args += ["-b", str(batch)]
     if dump_logits is not None:
         args += ["--dump-logits", str(dump_logits)]
+    if dump_activations is not None:
+        args += ["--dump-activations", str(dump_activations)]
     proc = _check(run_program(binary, args, runner=runner, kernels=kernels, timeout=timeout))
     result = _json_from(proc)
     result["stderr"] = proc.stderr
@@ -142,3 +146,42 @@ def read_logits(path, vocab_size: int) -> np.ndarray:
     if vocab_size <= 0 or data.size % vocab_size:
         raise BitedgeError(f"{path}: {data.size} floats is not a whole number of rows of {vocab_size}")
     return data.reshape(-1, vocab_size)
+
+
+@dataclass(frozen=True)
+class ActivationRecord:
+    """One activation quantization of the runtime (forward.h, be_dump_activations_header): the rows of nb tokens
+    at positions pos0.. entering the linears of one site of one layer."""
+
+    layer: int
+    site: int          # index into bitedge.reference.SITES
+    pos0: int
+    a: np.ndarray      # [nb] float32: 127 / max|x| of each row
+    x: np.ndarray      # [nb, k] float32: the rows before quantization
+    q: np.ndarray      # [nb, k] int8: the codes the kernels used
+
+
+ACTIVATION_DUMP_MAGIC = b"BEACTS1\0"
+
+
+def read_activations(path) -> tuple[int, list[ActivationRecord]]:
+    """A --dump-activations file: (n_layers, records in the order the runtime made them)."""
+    data = Path(path).read_bytes()
+    if len(data) < 16 or data[:8] != ACTIVATION_DUMP_MAGIC:
+        raise BitedgeError(f"{path}: not a bitedge-run activation dump")
+    n_layers = int(np.frombuffer(data, "<i4", 1, 8)[0])
+    records, off = [], 16
+    while off < len(data):
+        if off + 20 > len(data):
+            raise BitedgeError(f"{path}: truncated record header at byte {off}")
+        layer, site, pos0, nb, k = (int(v) for v in np.frombuffer(data, "<i4", 5, off))
+        off += 20
+        size = 4 * nb + 4 * nb * k + nb * k
+        if nb <= 0 or k <= 0 or off + size > len(data):
+            raise BitedgeError(f"{path}: bad or truncated record (nb {nb}, k {k}) at byte {off - 20}")
+        a = np.frombuffer(data, "<f4", nb, off).copy()
+        x = np.frombuffer(data, "<f4", nb * k, off + 4 * nb).reshape(nb, k).copy()
+        q = np.frombuffer(data, np.int8, nb * k, off + 4 * nb + 4 * nb * k).reshape(nb, k).copy()
+        off += size
+        records.append(ActivationRecord(layer, site, pos0, a, x, q))
+    return n_layers, records

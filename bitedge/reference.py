@@ -53,9 +53,20 @@ class TernaryLinear:
         q, a = quantize_activations(x)  # q [T, K] int8, a [T, 1] fp32
         if self.trace is not None:
             self.trace.append((self.name, q, a))
+        return self.apply(q, a)
+
+    def apply(self, q: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """y [T, N] from activations already quantized: q [T, K] int8, a [T, 1] fp32."""
         values_f = self.values_f if self.values_f is not None else self.values.astype(self.dtype).T
         acc = (q.astype(self.dtype) @ values_f).astype(np.int32)  # exact
         return acc.astype(F32) * (self.scale / a)  # (s / a) once per token, in fp32
+
+
+# The four places per layer where activations are quantized, in the order of the forward pass; the runtime's
+# activation dump (bitedge-run --dump-activations, be_act_site in forward.h) numbers them the same way.
+SITES = ("attn_in", "attn_out", "ffn_in", "ffn_out")
+SITE_LINEARS = {"attn_in": ("attn_q", "attn_k", "attn_v"), "attn_out": ("attn_output",),
+                "ffn_in": ("ffn_gate", "ffn_up"), "ffn_out": ("ffn_down",)}
 
 
 def rope_tables(head_dim: int, theta: float, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -116,6 +127,8 @@ class Reference:
             elif isinstance(value, Ternary):
                 raise BitedgeError(f"reference: {name} must be a float tensor")
         self.tokenizer = source.tokenizer
+        self._quantize_hook = None  # set by forward()
+        self._positions = None      # positions of the tokens forward() is running
         self.embed = np.asarray(w["token_embd.weight"], dtype=F32)
         self.output = self.embed if cfg.tie_embeddings else np.asarray(w["output.weight"], dtype=F32)
         self.output_norm = np.asarray(w["output_norm.weight"], dtype=F32)
@@ -152,11 +165,16 @@ class Reference:
     def linears(self) -> list[TernaryLinear]:
         return [lin for b in self.blocks for lin in (b.q, b.k, b.v, b.o, b.gate, b.up, b.down)]
 
-    def forward(self, tokens, pos0: int = 0, cache: KVCache | None = None, trace: list | None = None) -> np.ndarray:
+    def forward(self, tokens, pos0: int = 0, cache: KVCache | None = None, trace: list | None = None,
+                quantize_hook=None) -> np.ndarray:
         """Logits [len(tokens), vocab] fp32 for tokens at positions pos0.. ; cache (if given) grows in place.
-        trace (a list) collects (linear name, q int8, a) of every activation quantization, in call order."""
+        trace (a list) collects (linear name, q int8, a) of every linear's quantized input, in call order.
+        quantize_hook(layer, site, positions [T], x [T, K], q [T, K] int8, a [T, 1]) sees every activation
+        quantization (x and the reference's own q, a) and returns the (q, a) the linears then use: bitedge.lossless
+        forces the runtime's codes through it."""
         for lin in self.linears():
             lin.trace = trace
+        self._quantize_hook = quantize_hook
         cfg = self.config
         tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
         if tokens.size == 0:
@@ -166,21 +184,32 @@ class Reference:
         cache = cache if cache is not None else KVCache()
         if pos0 != cache.length:
             raise BitedgeError(f"reference: pos0 {pos0} does not continue the cache ({cache.length} positions)")
-        positions = np.arange(pos0, pos0 + tokens.size)
+        positions = self._positions = np.arange(pos0, pos0 + tokens.size)
         cos, sin = rope_tables(cfg.head_dim, cfg.rope_theta, positions)
         h = self.embed[tokens].copy()
         for i, block in enumerate(self.blocks):
             h = h + self.attention(block, i, rms_norm(h, block.attn_norm, cfg.rms_norm_eps), cos, sin, cache, pos0)
-            h = h + self.ffn(block, rms_norm(h, block.ffn_norm, cfg.rms_norm_eps))
+            h = h + self.ffn(block, i, rms_norm(h, block.ffn_norm, cfg.rms_norm_eps))
         h = rms_norm(h, self.output_norm, cfg.rms_norm_eps)
         return h @ self.output.T
+
+    def quantize(self, layer: int, site: str, x: np.ndarray, *linears: TernaryLinear) -> tuple[np.ndarray, np.ndarray]:
+        """The int8 codes and scales of x for the linears that share it (q/k/v, gate/up: one quantization)."""
+        q, a = quantize_activations(x)
+        if self._quantize_hook is not None:
+            q, a = self._quantize_hook(layer, site, self._positions, x, q, a)
+        for lin in linears:
+            if lin.trace is not None:
+                lin.trace.append((lin.name, q, a))
+        return q, a
 
     def attention(self, block: Block, layer: int, x, cos, sin, cache: KVCache, pos0: int) -> np.ndarray:
         cfg = self.config
         n, d = x.shape[0], cfg.head_dim
-        q = block.q(x).reshape(n, cfg.num_heads, d).transpose(1, 0, 2)  # [H, T, d]
-        k = block.k(x).reshape(n, cfg.num_kv_heads, d).transpose(1, 0, 2)  # [KV, T, d]
-        v = block.v(x).reshape(n, cfg.num_kv_heads, d).transpose(1, 0, 2)
+        xq = self.quantize(layer, "attn_in", x, block.q, block.k, block.v)
+        q = block.q.apply(*xq).reshape(n, cfg.num_heads, d).transpose(1, 0, 2)  # [H, T, d]
+        k = block.k.apply(*xq).reshape(n, cfg.num_kv_heads, d).transpose(1, 0, 2)  # [KV, T, d]
+        v = block.v.apply(*xq).reshape(n, cfg.num_kv_heads, d).transpose(1, 0, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if layer < len(cache.k):
             cache.k[layer] = np.concatenate([cache.k[layer], k], axis=1)
@@ -200,10 +229,11 @@ class Reference:
         out = (probs @ values).transpose(1, 0, 2).reshape(n, cfg.q_dim)
         if block.attn_sub_norm is not None:
             out = rms_norm(out, block.attn_sub_norm, cfg.rms_norm_eps)
-        return block.o(out)
+        return block.o.apply(*self.quantize(layer, "attn_out", out, block.o))
 
-    def ffn(self, block: Block, x: np.ndarray) -> np.ndarray:
-        gate, up = block.gate(x), block.up(x)
+    def ffn(self, block: Block, layer: int, x: np.ndarray) -> np.ndarray:
+        xq = self.quantize(layer, "ffn_in", x, block.gate, block.up)
+        gate, up = block.gate.apply(*xq), block.up.apply(*xq)
         if self.config.ffn_act == "relu2":
             act = np.square(np.maximum(gate, F32(0)))
         else:  # silu(g) = g * sigmoid(g)
@@ -211,7 +241,7 @@ class Reference:
         hidden = act * up
         if block.ffn_sub_norm is not None:
             hidden = rms_norm(hidden, block.ffn_sub_norm, self.config.rms_norm_eps)
-        return block.down(hidden)
+        return block.down.apply(*self.quantize(layer, "ffn_out", hidden, block.down))
 
     # ------------------------------------------------------------------------------------------ generate
 

@@ -1,4 +1,4 @@
-"""`bitedge demo`: the bundled model through the whole flow, offline, with identical tokens on every engine."""
+"""`bitedge demo`: the bundled model through the whole flow, offline, every runtime run proven lossless."""
 
 from __future__ import annotations
 
@@ -24,11 +24,12 @@ def test_demo_cli_runs_and_all_engines_agree(tmp_path, capsys):
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     out = json.loads(captured.out)
-    assert out["identical"] is True
     runs = out["runs"]
     assert set(runs) == {"reference (numpy)", "x86-64-avx2 (native)", "rpi5-qemu (qemu)"} or len(runs) == 3
-    tokens = [r["tokens"] for r in runs.values()]
-    assert all(t == tokens[0] for t in tokens) and len(tokens[0]) == 24
+    # run_demo raises LosslessError unless both runtime runs pass the exact check; each says so
+    assert set(out["lossless"]) == set(runs) - {"reference (numpy)"}
+    assert all("codes" in summary for summary in out["lossless"].values())
+    assert all(len(r["tokens"]) == 24 for r in runs.values())
     # the bundled model writes recognisable English (KJV vocabulary), not byte soup
     text = runs["reference (numpy)"]["text"]
     assert sum(w.lower() in text.lower().split() for w in ("the", "and", "of", "unto", "lord", "god", "he", "shall")) >= 2, text
@@ -49,4 +50,4 @@ def test_run_demo_on_another_checkpoint(tmp_path):
     if shutil.which("qemu-aarch64") is None:
         pytest.skip("qemu-user is not installed")
     result = run_demo(model=model, workdir=tmp_path / "w", n_tokens=8, bench_reps=1)
-    assert result.identical and len(result.runs) == 3
+    assert len(result.runs) == 3 and len(result.lossless) == 2

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from _runtime_helpers import generate_checked
 from _sshd import make_sshd, write_board_inventory
 from bitedge.cli import main
 from bitedge.convert.dummy import dummy_source
@@ -41,13 +42,16 @@ def run_json(capsys, args) -> dict:
     return json.loads(captured.out)
 
 
-def reference_tokens(model: Path, prompt_tokens: list[int], n: int) -> list[int]:
-    tokens, _ = Reference(read_model(model)).generate(prompt_tokens, n, greedy=True)
-    return [int(t) for t in tokens]
+def checked_tokens(deployed: dict, model: Path, prompt_tokens: list[int], n: int, workdir: Path) -> list[int]:
+    """The deployed binary's greedy tokens, run here (the loopback board's files are local) under the exact lossless
+    check against the reference: the remote run must give the same tokens (same binary, same bits)."""
+    tokens, *_ = generate_checked(deployed["binary"], model, Reference(read_model(model)), prompt_tokens, workdir,
+                                  "deployed", n=n, runner=deployed.get("runner") or None)
+    return tokens
 
 
 @pytest.mark.parametrize("board", ["x86", "arm"])
-def test_deploy_then_generate_remotely_matches_the_reference(lab, capsys, board):
+def test_deploy_then_generate_remotely_matches_the_reference(lab, capsys, board, tmp_path):
     first = run_json(capsys, ["deploy", board, "--model", str(lab["model"]), *ssh(lab), "--json"])
     assert [u["action"] for u in first["uploads"]] in (["uploaded", "uploaded"], ["skipped", "skipped"])
     assert Path(first["binary"]).is_file() and Path(first["model"]).read_bytes() == lab["model"].read_bytes()
@@ -57,7 +61,7 @@ def test_deploy_then_generate_remotely_matches_the_reference(lab, capsys, board)
         assert again["runner"][:1] == ["qemu-aarch64"]
     out = run_json(capsys, ["generate", str(lab["model"]), "--host", board, "-p", "hello board", "-n", "10",
                             "--ignore-eos", *ssh(lab), "--json"])
-    assert out["tokens"] == reference_tokens(lab["model"], out["prompt_tokens"], 10)
+    assert out["tokens"] == checked_tokens(again, lab["model"], out["prompt_tokens"], 10, tmp_path)
 
 
 def test_fleet_bench_stores_results_and_the_dead_host_fails_alone(lab, capsys):

@@ -1,25 +1,23 @@
-"""The C runtime is lossless: bitedge-run's greedy tokens and logits against the numpy reference
-(bitedge.reference), on random BitNet models of odd shapes written to GGUF (I2_S; f32, f16 and q8_0 embeddings),
-for every kernel table (AVX2, forced scalar, aarch64 NEON under qemu with and without dotprod), batch sizes and
-thread counts.
+"""The C runtime is lossless: bitedge-run's greedy runs against the numpy reference (bitedge.reference), on random
+BitNet models of odd shapes written to GGUF (I2_S; f32, f16 and q8_0 embeddings), for every kernel table (the best
+one on this CPU, forced scalar, aarch64 NEON under qemu with and without dotprod), batch sizes and thread counts.
 
-Tolerances (_runtime_helpers: LOGIT_RTOL, FLIP_RTOL, TIE_RTOL): the integer parts are exact; the float parts
-(RMSNorm, RoPE, softmax, attention, logits) differ from numpy's only in summation order and libm rounding
-(measured: ~5e-6 absolute on logits of range ~20, i.e. ~3e-7 relative), but a last-bit difference can round one
-int8 activation the other way, which moves a step's logits by up to ~0.5 % of their range. Greedy tokens must
-be identical except at a step where the reference's own top-2 margin is below TIE_RTOL (0.5 %) of the logit
-range; such tie steps and rounding-flip steps are counted and printed. At a real model's width flips are
-routine (every step): there the tolerance is calibrated on the reference's own sensitivity to 1e-7 noise
-(test_realistic_shape_within_the_references_own_sensitivity)."""
+Every comparison with the reference goes through the exact lossless check (bitedge.lossless, docs/conversion.md):
+the runtime's int8 codes at every quantization, the reference re-run with those codes forced, differences allowed
+only at rounding boundaries and within stated float-noise bounds. No allowance depends on the CPU's luck: the same
+check passes on an AVX2-only machine, an AVX-512 one, and ARM under qemu, and it fails on every deliberately broken
+build (tests/test_lossless_check.py)."""
 
 from __future__ import annotations
 
 import dataclasses
+import platform
+import shutil
 
 import numpy as np
 import pytest
 
-from _runtime_helpers import compare_greedy, missing_runtime_sources, qemu_runner, random_source, session_runtime
+from _runtime_helpers import generate_checked, missing_runtime_sources, qemu_runner, random_source, session_runtime
 from bitedge.model import ModelConfig
 
 missing = missing_runtime_sources()
@@ -46,7 +44,9 @@ CONFIGS = {
 }
 EMBED_TYPES = {"gqa6-relu2-tied": "f32", "mha-silu-untied": "f16", "mqa-odd": "q8_0"}
 
-PROMPTS = [[1], [5, 17, 300, 2, 99], [(i * 37 + 11) % 500 for i in range(45)]]  # 45 > batch 32: gemm chunks
+# 45 > batch 32: two prompt chunks (gemm), positions past 32; the mqa-odd model on this 45-token prompt is the one
+# whose position-38 activation sits at a rounding boundary for numpy's AVX-512 path (issue #11)
+PROMPTS = [[1], [5, 17, 300, 2, 99], [(i * 37 + 11) % 500 for i in range(45)]]
 N_GEN = 8
 
 
@@ -74,36 +74,47 @@ def generate(binary, path, prompt, tmp_path, tag, **kw):
     return result["tokens"], read_logits(dump, result["vocab_size"]), result
 
 
-def check_against_reference(reference, prompt, tokens, logits):
-    return compare_greedy(reference, prompt, tokens, logits).check()
-
-
 @pytest.mark.parametrize("kernels", [None, "scalar"], ids=["best", "scalar"])
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_greedy_matches_reference(binary, models, tmp_path, name, kernels):
     path, reference = models[name]
-    ties = flips = 0
+    flipped = 0
     for j, prompt in enumerate(PROMPTS):
-        tokens, logits, result = generate(binary, path, prompt, tmp_path, f"p{j}", kernels=kernels)
-        assert result["prompt_tokens"] == prompt
+        tokens, logits, result, report = generate_checked(binary, path, reference, prompt, tmp_path, f"p{j}", n=N_GEN,
+                                                          kernels=kernels)
         assert len(tokens) == N_GEN
         if kernels:
             assert result["kernels"] == kernels
-        agreement = check_against_reference(reference, prompt, tokens, logits)
-        ties, flips = ties + agreement.ties, flips + agreement.flips
+        flipped += report.flipped_codes
         np.testing.assert_array_equal(np.asarray(result["logits_last"], dtype=np.float32), logits[-1])
-    print(f"{name} [{kernels or 'best'}]: {ties} tie steps, {flips} rounding-flip steps in {len(PROMPTS) * N_GEN}")
+    print(f"{name} [{kernels or 'best'}]: {flipped} int8 codes flipped at a rounding boundary")
+
+
+@pytest.mark.parametrize("threads, batch", [(2, None), (2, 1), (1, 7)])
+def test_threads_and_batches_are_lossless(binary, models, tmp_path, threads, batch):
+    """The exact check for every thread count and prompt chunking (batch 1: gemv only; 7: uneven gemm chunks)."""
+    for name in ("gqa6-relu2-tied", "mqa-odd"):
+        path, reference = models[name]
+        generate_checked(binary, path, reference, PROMPTS[2], tmp_path, f"{name}-t{threads}-b{batch}", n=N_GEN,
+                         threads=threads, batch=batch)
 
 
 def test_best_kernels_agree_with_scalar(binary, models, tmp_path):
-    """Integer kernels are exact, so AVX2 and scalar give the same tokens; logits differ only through the float
-    gemv of the output matrix (SIMD partial sums: measured ~8e-6 on a range of ~20)."""
+    """Integer kernels are exact, so the best table and scalar quantize every activation to the same codes; the
+    logits differ only through the float gemv of the output matrix (SIMD partial sums), the last operation: within
+    the check's float-noise bound, and a different greedy token only inside it."""
+    from bitedge.lossless import LOGIT_RTOL
+
     path, _ = models["mqa-odd"]
     prompt = PROMPTS[2]
-    best_tokens, best, r = generate(binary, path, prompt, tmp_path, "best")
+    best_tokens, best, _ = generate(binary, path, prompt, tmp_path, "best")
     scalar_tokens, scalar, _ = generate(binary, path, prompt, tmp_path, "scalar", kernels="scalar")
-    assert best_tokens == scalar_tokens
-    np.testing.assert_allclose(best, scalar, rtol=0, atol=1e-5 * float(np.abs(scalar).max()))
+    for step, (a, b) in enumerate(zip(best_tokens, scalar_tokens)):
+        scale = float(np.abs(scalar[step]).max())
+        np.testing.assert_allclose(best[step], scalar[step], rtol=0, atol=LOGIT_RTOL * scale)
+        if a != b:  # a tie within float noise; the sequences then differ and the rest is not comparable
+            assert scalar[step][b] - scalar[step][a] <= 2 * LOGIT_RTOL * scale, f"step {step}"
+            break
 
 
 @pytest.mark.parametrize("name", ["gqa6-relu2-tied", "mqa-odd"])
@@ -147,51 +158,36 @@ def test_aarch64_under_qemu_matches_reference(aarch64_binary, models, tmp_path, 
     for name in ("gqa6-relu2-tied", "mha-silu-untied"):
         path, reference = models[name]
         prompt = PROMPTS[2]
-        tokens, logits, result = generate(aarch64_binary, path, prompt, tmp_path, f"{cpu}-{name}", runner=runner,
-                                          threads=2)
+        tokens, logits, result, _ = generate_checked(aarch64_binary, path, reference, prompt, tmp_path,
+                                                     f"{cpu}-{name}", n=N_GEN, runner=runner, threads=2)
         # cortex-a72 has no dotprod: plain NEON; cortex-a76 has it: the dotprod table is the one tested
         assert result["kernels"] == {"cortex-a72": "neon", "cortex-a76": "neon-dotprod"}[cpu]
-        check_against_reference(reference, prompt, tokens, logits)
-        _, scalar_logits, _ = generate(aarch64_binary, path, prompt, tmp_path, f"{cpu}-{name}-s", runner=runner,
-                                       kernels="scalar")
-        # same float code on both tables and exact integer kernels: NEON (2 threads) equals scalar (1 thread)
-        np.testing.assert_allclose(logits, scalar_logits, rtol=0, atol=1e-4 * float(np.abs(scalar_logits).max()))
+        generate_checked(aarch64_binary, path, reference, prompt, tmp_path, f"{cpu}-{name}-s", n=N_GEN, runner=runner,
+                         kernels="scalar")
 
 
-class PerturbedReference(reference_mod.Reference):
-    """The reference with 1e-7 relative noise on every attention input: what last-bit float differences alone
-    do to this model (through int8 activations rounding the other way)."""
+@pytest.mark.qemu
+def test_avx2_only_cpu_under_qemu_x86_is_lossless(binary, models, tmp_path):
+    """This machine's build on an emulated AVX2-only CPU (qemu-x86_64 -cpu Haswell: TCG emulates AVX2, not
+    AVX-512), as on a Zen 3 host: the kernel table chosen there passes the same exact check."""
+    if shutil.which("qemu-x86_64") is None or platform.machine() != "x86_64":
+        pytest.skip("needs an x86-64 host with qemu-x86_64 (qemu-user)")
+    runner = ["qemu-x86_64", "-cpu", "Haswell"]
+    for name in ("gqa6-relu2-tied", "mqa-odd"):
+        path, reference = models[name]
+        _, _, result, _ = generate_checked(binary, path, reference, PROMPTS[2], tmp_path, f"haswell-{name}", n=N_GEN,
+                                           runner=runner, threads=2)
+        assert result["kernels"] == "avx2"
 
-    def __init__(self, source, seed=0):
-        super().__init__(source)
-        self.rng = np.random.default_rng(seed)
 
-    def attention(self, block, layer, x, *args):
-        noise = self.rng.standard_normal(x.shape).astype(np.float32)
-        x = (x * (np.float32(1) + np.float32(1e-7) * noise)).astype(np.float32)
-        return super().attention(block, layer, x, *args)
-
-
-def test_realistic_shape_within_the_references_own_sensitivity(binary, tmp_path):
+def test_realistic_shape_is_lossless(binary, tmp_path):
     """At a real model's width (hidden 768, 12 heads, ffn 3072: the 125M shape, 4 layers) thousands of int8
-    activations per token make rounding flips routine: the reference itself moves by ~2 % of the logit range
-    under 1e-7 noise (measured). The runtime must stay within 3x that self-sensitivity, and a greedy
-    divergence is accepted only where the reference's top-2 margin is below it."""
+    activations per token make rounding flips routine; the exact check holds there too, with the same bounds."""
     from bitedge.convert.dummy import PRESETS
 
     cfg = dataclasses.replace(PRESETS["125M"], num_layers=4, vocab_size=2000, context_length=64, name="wide")
     path = tmp_path / "wide.gguf"
     writer_mod.write_gguf(random_source(cfg, seed=7), path, packing="i2_s", embed_type="f16")
-    prompt = [(i * 101 + 7) % 2000 for i in range(20)]
-    tokens, logits, _ = generate(binary, path, prompt, tmp_path, "wide", threads=2)
-    seq = prompt + tokens[:-1]
-    base = np.asarray(reference_mod.Reference(gguf_read.read_model(path)).forward(seq))[len(prompt) - 1:]
-    noisy = np.asarray(PerturbedReference(gguf_read.read_model(path)).forward(seq))[len(prompt) - 1:]
-    logit_range = float(np.abs(base).max())
-    sensitivity = max(float(np.abs(noisy - base).max()), 1e-5 * logit_range)
-    diff = float(np.abs(logits - base).max())
-    print(f"wide: native diff {diff:.3g}, reference self-sensitivity {sensitivity:.3g}, range {logit_range:.3g}")
-    assert diff <= 3 * sensitivity
-    for i, token in enumerate(tokens):
-        top2 = np.sort(base[i])[-2:]
-        assert token == int(np.argmax(base[i])) or top2[1] - top2[0] < 3 * sensitivity, f"step {i}"
+    prompt = [(i * 101 + 7) % 2000 for i in range(40)]  # 40 > batch 32
+    reference = reference_mod.Reference(gguf_read.read_model(path))
+    generate_checked(binary, path, reference, prompt, tmp_path, "wide", n=N_GEN, threads=2)

@@ -15,7 +15,7 @@ import json
 import pytest
 
 from _c_build import have_tool
-from _runtime_helpers import compare_greedy, random_source
+from _runtime_helpers import generate_checked, random_source
 from bitedge.build.targets import get_target
 from bitedge.build.toolchains import detect_toolchain
 from bitedge.build.with_kernels import build_runtime_for_model
@@ -78,7 +78,7 @@ def test_tl_equals_i2s_bit_for_bit(native_tl, models, tmp_path, threads, kernels
         assert all(r[2]["kernels"] == kernels for r in runs.values())
     if threads == 1 and kernels is None:
         reference = Reference(read_model(models["i2_s"]))
-        compare_greedy(reference, PROMPT, runs["i2_s"][0], runs["i2_s"][1]).check()
+        generate_checked(native_tl, models["i2_s"], reference, PROMPT, tmp_path, "i2_s-checked", n=N_GEN, batch=8)
 
 
 def test_tl_threads_and_batch_do_not_change_results(native_tl, models, tmp_path):
@@ -92,11 +92,15 @@ def test_tl_threads_and_batch_do_not_change_results(native_tl, models, tmp_path)
         assert t1 == t3 and l1.tobytes() == l3.tobytes(), packing
 
 
-def test_tl_matches_reference(native_tl, models, tmp_path):
-    """The TL runs against the numpy reference of their own file (its unpacked weights)."""
+@pytest.mark.parametrize("kernels", [None, "scalar"], ids=["best", "scalar"])
+def test_tl_matches_reference(native_tl, models, tmp_path, kernels):
+    """The TL runs against the numpy reference of their own file (its unpacked weights), by the exact check:
+    prompt through the TL gemm in batches of 8 (and whole), generation through the gemv."""
     for packing in ("tl1", "tl2"):
-        tokens, logits, _ = generate(native_tl, models[packing], tmp_path, packing, threads=2)
-        compare_greedy(Reference(read_model(models[packing])), PROMPT, tokens, logits).check()
+        reference = Reference(read_model(models[packing]))
+        for batch in (None, 8):
+            generate_checked(native_tl, models[packing], reference, PROMPT, tmp_path, f"{packing}-{batch}", n=N_GEN,
+                             threads=2, batch=batch, kernels=kernels)
 
 
 def test_plain_runtime_refuses_tl_but_tl_build_runs_it(native_tl, models, tmp_path_factory):
@@ -119,6 +123,9 @@ def test_rpi5_qemu_tl_equals_i2s(models, tmp_path):
             for p in PACKINGS}
     assert runs["tl1"][2]["kernels"] == "neon-dotprod"
     assert_same(runs)
+    reference = Reference(read_model(models["tl2"]))
+    generate_checked(binary, models["tl2"], reference, PROMPT, tmp_path, "arm-tl2-checked", n=N_GEN, threads=2,
+                     batch=8, runner=target.runner)
 
 
 def test_cli_build_with_a_tl_model_links_the_tl_kernels(models, tmp_path):

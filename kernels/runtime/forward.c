@@ -218,7 +218,30 @@ static void tl_prepare_worker(void *ctx, int ith, int nth) {
 }
 #endif
 
-static void ternary_matmuls(be_runtime *rt, const float *x, int k, int nb, const ternary_job *jobs, int n_jobs) {
+/* where a quantization happens, for the activation dump */
+typedef struct {
+    int layer;
+    be_act_site site;
+    int pos0;
+} act_site;
+
+int be_dump_activations_header(FILE *f, const be_model *m) {
+    int32_t head[2] = {m->config.n_layers, 0};
+    return fwrite("BEACTS1", 1, 8, f) == 8 && fwrite(head, sizeof(head), 1, f) == 1 ? 0 : -1;
+}
+
+/* One record of the dump (forward.h). A write error is remembered by the stream (ferror), checked at fclose. */
+static void dump_activations(FILE *f, act_site where, const float *x, const int8_t *xq, const float *act_scale,
+                             int k, int kp, int nb) {
+    int32_t head[5] = {where.layer, (int32_t)where.site, where.pos0, nb, k};
+    fwrite(head, sizeof(head), 1, f);
+    fwrite(act_scale, sizeof(float), (size_t)nb, f);
+    fwrite(x, sizeof(float), (size_t)nb * k, f);
+    for (int b = 0; b < nb; b++) fwrite(xq + (size_t)b * kp, 1, (size_t)k, f);
+}
+
+static void ternary_matmuls(be_runtime *rt, const float *x, int k, int nb, const ternary_job *jobs, int n_jobs,
+                            act_site where) {
     be_state *s = rt->state;
     ternary_task t;
     t.kern = rt->kernels;
@@ -237,6 +260,7 @@ static void ternary_matmuls(be_runtime *rt, const float *x, int k, int nb, const
     }
 #endif
     quantize_rows(s, x, k, t.kp, nb);
+    if (rt->act_dump) dump_activations(rt->act_dump, where, x, s->xq, s->act_scale, k, t.kp, nb);
     t.xq = s->xq;
     t.act_scale = s->act_scale;
     t.acc = s->acc;
@@ -377,7 +401,7 @@ void be_forward(be_runtime *rt, const int32_t *tokens, int nb, int pos0, int all
             {L->attn_k, L->attn_k_scale, kv_dim, s->k},
             {L->attn_v, L->attn_v_scale, kv_dim, s->v},
         };
-        ternary_matmuls(rt, s->xb, hidden, nb, qkv, 3);
+        ternary_matmuls(rt, s->xb, hidden, nb, qkv, 3, (act_site){l, BE_ACT_ATTN_IN, pos0});
         for (int b = 0; b < nb; b++) {
             int pos = pos0 + b;
             const float *cos_row = s->rope_cos + (size_t)pos * half, *sin_row = s->rope_sin + (size_t)pos * half;
@@ -392,7 +416,7 @@ void be_forward(be_runtime *rt, const int32_t *tokens, int nb, int pos0, int all
             for (int b = 0; b < nb; b++)
                 rmsnorm(s->xb + (size_t)b * q_dim, s->xb + (size_t)b * q_dim, L->attn_sub_norm, q_dim, eps);
         ternary_job o[1] = {{L->attn_output, L->attn_output_scale, hidden, s->xb2}};
-        ternary_matmuls(rt, s->xb, q_dim, nb, o, 1);
+        ternary_matmuls(rt, s->xb, q_dim, nb, o, 1, (act_site){l, BE_ACT_ATTN_OUT, pos0});
         for (size_t i = 0; i < (size_t)nb * hidden; i++) s->x[i] += s->xb2[i];
 
         /* feed-forward block */
@@ -402,7 +426,7 @@ void be_forward(be_runtime *rt, const int32_t *tokens, int nb, int pos0, int all
             {L->ffn_gate, L->ffn_gate_scale, ffn, s->hb},
             {L->ffn_up, L->ffn_up_scale, ffn, s->hb2},
         };
-        ternary_matmuls(rt, s->xb, hidden, nb, gate_up, 2);
+        ternary_matmuls(rt, s->xb, hidden, nb, gate_up, 2, (act_site){l, BE_ACT_FFN_IN, pos0});
         for (size_t i = 0; i < (size_t)nb * ffn; i++) {
             float g = s->hb[i];
             if (c->ffn_act == BE_ACT_SILU) {
@@ -416,7 +440,7 @@ void be_forward(be_runtime *rt, const int32_t *tokens, int nb, int pos0, int all
             for (int b = 0; b < nb; b++)
                 rmsnorm(s->hb + (size_t)b * ffn, s->hb + (size_t)b * ffn, L->ffn_sub_norm, ffn, eps);
         ternary_job down[1] = {{L->ffn_down, L->ffn_down_scale, hidden, s->xb2}};
-        ternary_matmuls(rt, s->hb, ffn, nb, down, 1);
+        ternary_matmuls(rt, s->hb, ffn, nb, down, 1, (act_site){l, BE_ACT_FFN_OUT, pos0});
         for (size_t i = 0; i < (size_t)nb * hidden; i++) s->x[i] += s->xb2[i];
     }
 

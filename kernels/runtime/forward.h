@@ -6,6 +6,7 @@
 #define BITEDGE_FORWARD_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "kernels.h"
 #include "model.h"
@@ -48,7 +49,24 @@ typedef struct {
     const be_kernels *kernels;
     be_pool *pool;
     be_state *state;
+    FILE *act_dump;  /* NULL, or where every activation quantization is recorded (be_dump_activations_header) */
 } be_runtime;
+
+/* The activation dump (bitedge-run generate --dump-activations FILE; bitedge/lossless.py reads it): the proof that
+ * the runtime is lossless compares, at every quantization, its int8 codes with the reference's pre-rounding values.
+ * Native byte order (little-endian on every supported target), no padding: a 16-byte header {"BEACTS1\0", int32 n_layers, int32 0}, then one record
+ * per quantization in the order they happen:
+ *   int32 layer, site (be_act_site), pos0, nb, k;  float a[nb];  float x[nb][k];  int8 q[nb][k]
+ * x is the row before quantization, a = 127 / max|x| and q = clamp(rint(x * a)) as the kernel table computed them. */
+typedef enum {
+    BE_ACT_ATTN_IN = 0,   /* rmsnorm(x, attn_norm): the input of q, k and v */
+    BE_ACT_ATTN_OUT = 1,  /* attention output (after attn_sub_norm): the input of o_proj */
+    BE_ACT_FFN_IN = 2,    /* rmsnorm(x, ffn_norm): the input of gate and up */
+    BE_ACT_FFN_OUT = 3,   /* act(gate) * up (after ffn_sub_norm): the input of down */
+} be_act_site;
+
+/* Writes the dump's header; 0 or -1 (write error). */
+int be_dump_activations_header(FILE *f, const be_model *m);
 
 /* Runs tokens[0..n) at positions pos0..pos0+n-1 (n <= max_batch, pos0+n <= ctx: else it aborts, a caller bug),
  * filling the KV cache.

@@ -258,7 +258,7 @@ static void print_eval_line(const char *what, double ms, int n, const char *unit
  * option parsing shared by the commands */
 
 typedef struct {
-    const char *model, *prompt, *tokens, *text_file, *dump_logits, *threads_list;
+    const char *model, *prompt, *tokens, *text_file, *dump_logits, *dump_activations, *threads_list;
     int n, n_prompt, reps, ctx, batch, top_k, chat, json, ignore_eos, n_set, p_set;
     double temp, top_p;
     uint64_t seed;
@@ -267,7 +267,8 @@ typedef struct {
 static void usage(FILE *f) {
     fputs("usage: bitedge-run COMMAND -m MODEL.gguf [options]\n"
           "  generate   (-p TEXT | --tokens 1,2,3) -n N [-t THREADS] [--temp T] [--top-k K] [--top-p P] [--seed S]\n"
-          "             [--chat] [--ignore-eos] [-c CTX] [-b BATCH] [--dump-logits FILE] [--json]\n"
+          "             [--chat] [--ignore-eos] [-c CTX] [-b BATCH] [--dump-logits FILE] [--dump-activations FILE]\n"
+          "             [--json]\n"
           "  bench      [-p N_PROMPT=128] [-n N_GEN=128] [-t 1,2,...] [-r REPS=5] [-b BATCH] [--json]\n"
           "  perplexity -f TEXT_FILE [-c CTX=512] [-t THREADS] [-b BATCH] [--json]\n"
           "  info       [--json]\n"
@@ -302,6 +303,7 @@ static void parse_options(int argc, char **argv, options *o) {
         else if (!strcmp(a, "--top-p")) o->top_p = parse_double(a, VALUE(), 0.0, 1.0);
         else if (!strcmp(a, "--seed")) o->seed = (uint64_t)parse_long(a, VALUE(), 0, LONG_MAX);
         else if (!strcmp(a, "--dump-logits")) o->dump_logits = VALUE();
+        else if (!strcmp(a, "--dump-activations")) o->dump_activations = VALUE();
         else if (!strcmp(a, "--chat") || !strcmp(a, "-cnv")) o->chat = 1;
         else if (!strcmp(a, "--json")) o->json = 1;
         else if (!strcmp(a, "--ignore-eos")) o->ignore_eos = 1;
@@ -353,6 +355,35 @@ static int32_t *prompt_tokens(loaded_model *lm, const options *o, int *n_out) {
     return tokens;
 }
 
+/* An output file written under PATH.partial and renamed when complete: never a half-written file. */
+typedef struct {
+    FILE *f;    /* NULL when no path was given */
+    char *tmp;  /* PATH.partial */
+} partial_file;
+
+static partial_file open_partial(const char *path) {
+    partial_file p = {NULL, NULL};
+    if (!path) return p;
+    p.tmp = malloc(strlen(path) + sizeof(".partial"));
+    if (!p.tmp) die("out of memory");
+    sprintf(p.tmp, "%s.partial", path);
+    p.f = fopen(p.tmp, "wb");
+    if (!p.f) die("cannot write %s: %s", p.tmp, strerror(errno));
+    return p;
+}
+
+static void close_partial(partial_file *p, const char *path) {
+    if (!p->f) return;
+    /* ferror: a failed fwrite anywhere (the activation dump does not check each one) */
+    int failed = ferror(p->f);
+    if (fclose(p->f) != 0 || failed || rename(p->tmp, path) != 0) {
+        remove(p->tmp);
+        die("cannot write %s", path);
+    }
+    free(p->tmp);
+    p->f = NULL;
+}
+
 static int cmd_generate(loaded_model *lm, const options *o) {
     const be_config *c = &lm->model.config;
     if (!o->prompt == !o->tokens) die("generate needs exactly one of -p TEXT and --tokens 1,2,3");
@@ -371,19 +402,16 @@ static int cmd_generate(loaded_model *lm, const options *o) {
     if (build_state(&state, &lm->model, ctx, batch, n_threads, err, sizeof(err)) != 0) die("%s", err);
     be_pool *pool = be_pool_create(n_threads);
     if (!pool) die("cannot start %d threads", n_threads);
-    be_runtime rt = {&lm->model, lm->kernels, pool, &state};
+    be_runtime rt = {&lm->model, lm->kernels, pool, &state, NULL};
     be_sampler sampler;
     be_sampler_params sp = {o->temp > 0 ? (float)o->temp : 0.0f, o->top_k, (float)o->top_p, o->seed};
     if (build_sampler(&sampler, c->vocab_size, sp) != 0) die("out of memory for the sampler");
 
-    FILE *dump = NULL;
-    char *dump_tmp = NULL;
-    if (o->dump_logits) {
-        dump_tmp = malloc(strlen(o->dump_logits) + 32);
-        if (!dump_tmp) die("out of memory");
-        sprintf(dump_tmp, "%s.partial", o->dump_logits);  /* renamed when complete: never a half-written file */
-        dump = fopen(dump_tmp, "wb");
-        if (!dump) die("cannot write %s: %s", dump_tmp, strerror(errno));
+    partial_file dump = open_partial(o->dump_logits);
+    partial_file act_dump = open_partial(o->dump_activations);
+    if (act_dump.f) {
+        if (be_dump_activations_header(act_dump.f, &lm->model) != 0) die("cannot write %s", act_dump.tmp);
+        rt.act_dump = act_dump.f;
     }
     print_system_info(lm, n_threads);
 
@@ -399,8 +427,8 @@ static int cmd_generate(loaded_model *lm, const options *o) {
     double gen_ms = 0.0;
     int n_out = 0, n_eval = 0;
     for (int step = 0; step < n_gen; step++) {
-        if (dump && fwrite(state.logits, sizeof(float), (size_t)c->vocab_size, dump) != (size_t)c->vocab_size)
-            die("cannot write %s", dump_tmp);
+        if (dump.f && fwrite(state.logits, sizeof(float), (size_t)c->vocab_size, dump.f) != (size_t)c->vocab_size)
+            die("cannot write %s", dump.tmp);
         int token = be_sample(&sampler, state.logits);
         out[n_out++] = token;
         if (lm->tokenizer) {
@@ -428,10 +456,8 @@ static int cmd_generate(loaded_model *lm, const options *o) {
     if (!o->json && lm->tokenizer) fputc('\n', stdout);
     text[text_len] = 0;
 
-    if (dump) {
-        if (fclose(dump) != 0 || rename(dump_tmp, o->dump_logits) != 0) die("cannot write %s", o->dump_logits);
-        free(dump_tmp);
-    }
+    close_partial(&dump, o->dump_logits);
+    close_partial(&act_dump, o->dump_activations);
 
     fprintf(stderr, "load time = %10.2f ms\n", lm->load_ms);
     print_eval_line("prompt eval time", prompt_ms, n_prompt, "tokens");
@@ -562,7 +588,7 @@ static int cmd_bench(loaded_model *lm, const options *o) {
         if (build_state(&state, &lm->model, ctx, batch, nt, err, sizeof(err)) != 0) die("%s", err);
         be_pool *pool = be_pool_create(nt);
         if (!pool) die("cannot start %d threads", nt);
-        be_runtime rt = {&lm->model, lm->kernels, pool, &state};
+        be_runtime rt = {&lm->model, lm->kernels, pool, &state, NULL};
         fprintf(stderr, "system_info: n_threads = %d | kernels = %s | %s\n", nt, lm->kernels->name, info);
         for (int test = 0; test < 2; test++) {
             int np = test == 0 ? n_prompt : 0, ng = test == 0 ? 0 : n_gen;
@@ -619,7 +645,7 @@ static int cmd_perplexity(loaded_model *lm, const options *o) {
     if (build_state(&state, &lm->model, ctx, batch, n_threads, err, sizeof(err)) != 0) die("%s", err);
     be_pool *pool = be_pool_create(n_threads);
     if (!pool) die("cannot start %d threads", n_threads);
-    be_runtime rt = {&lm->model, lm->kernels, pool, &state};
+    be_runtime rt = {&lm->model, lm->kernels, pool, &state, NULL};
     print_system_info(lm, n_threads);
 
     double nll = 0.0, t0 = now_ms();
