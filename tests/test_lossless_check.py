@@ -63,14 +63,21 @@ def test_a_code_flipped_at_a_rounding_boundary_is_accepted(model):
     _, reference = model
     prompt = PROMPT[:10]
     tokens, _, records = reference_run(reference, prompt, 4)
-    r = next(r for r in records if SITES[r.site] == "ffn_out")
-    v = (r.x * r.a[:, None]).astype(np.float32)
-    distance = np.abs(np.abs(v - np.trunc(v)) - 0.5)
-    distance[np.abs(r.x) == np.abs(r.x).max(axis=1, keepdims=True)] = np.inf  # never the row's absmax (a moves)
+
+    def boundary_distance(r):
+        v = (r.x * r.a[:, None]).astype(np.float32)
+        distance = np.abs(np.abs(v - np.trunc(v)) - 0.5)
+        distance[np.abs(r.x) == np.abs(r.x).max(axis=1, keepdims=True)] = np.inf  # never a row's absmax (a moves)
+        return v, distance
+
+    # of the ~11,000 inputs of this run, the one nearest to a boundary: ~4e-5 codes away (uniform spacing), far
+    # inside the bound whatever the CPU's last bits
+    r = min(records, key=lambda r: boundary_distance(r)[1].min())
+    v, distance = boundary_distance(r)
     p, c = np.unravel_index(int(np.argmin(distance)), v.shape)
     assert distance[p, c] < PRE_ROUNDING_EPS / 4, "no input near enough to a boundary in this run"
     boundary = np.trunc(v[p, c]) + np.copysign(0.5, v[p, c])
-    across = np.float32((boundary + np.sign(boundary - v[p, c]) * PRE_ROUNDING_EPS / 4) / r.a[p])
+    across = np.float32((boundary + np.sign(boundary - v[p, c]) * PRE_ROUNDING_EPS / 20) / r.a[p])
     flipped, records = [], []
 
     def flip_and_record(layer, site, positions, x, q, a):
