@@ -17,9 +17,8 @@ emulation says nothing about speed.
 rendered TL1 / TL2: "gemv/token" (one gemv per token: the TL path before the gemm) and "gemm"; times are per token.
 
 --e2e measures end to end instead: `bitedge-run bench` (pp<P> and tg<N> tokens/s, 1 thread) on one random model
-(`bitedge dummy` preset, default 700M) written as i2_s, tl1 and tl2, with two TL runtimes built in the same run:
-"gemm" (what forward.c does: the TL gemm for prompt batches) and "gemv" (built with -DBITEDGE_TL_GEMV_ONLY: one gemv
-per token, the path before the gemm). Runs are interleaved round by round; prints mean +- sd over every sample.
+(`bitedge dummy` preset, default 700M) written as i2_s, tl1 and tl2, with the runtime as shipped (TL kernels
+specialised to the model's shapes). Runs are interleaved round by round; prints mean +- sd over every sample.
 
     python3 bench/bench_kernels.py --e2e --preset 700M -p 32 -n 16 --rounds 4 --reps 3
 """
@@ -85,23 +84,7 @@ def parse_shapes(text: str) -> dict[str, tuple[int, int]]:
     return out
 
 
-E2E_RUNS = (("i2_s", "i2_s", "gemm"), ("tl1 gemv/token", "tl1", "gemv"), ("tl1 gemm", "tl1", "gemm"),
-            ("tl2 gemv/token", "tl2", "gemv"), ("tl2 gemm", "tl2", "gemm"))
-
-
-def build_e2e_runtimes(target, model_path: Path, out: Path) -> dict[str, Path]:
-    """bitedge-run with the TL kernels for model_path's shapes, twice: "gemm" (the runtime as shipped) and "gemv"
-    (-DBITEDGE_TL_GEMV_ONLY: prompt batches token by token). Both also run i2_s."""
-    from bitedge.build.compile import build_runtime
-    from bitedge.build.with_kernels import TL_DEFINE, render_tl_kernels
-    from bitedge.render import model_shapes
-
-    sources = render_tl_kernels(target, model_shapes(model_path), out / "kernels")
-    binaries = {}
-    for name, extra in (("gemm", []), ("gemv", ["BITEDGE_TL_GEMV_ONLY=1"])):
-        binaries[name] = build_runtime(target, out_dir=out / name, extra_sources=sources,
-                                       extra_include_dirs=[out / "kernels"], defines=[TL_DEFINE, *extra]).binary
-    return binaries
+E2E_RUNS = ("i2_s", "tl1", "tl2")
 
 
 def run_e2e(args, target) -> int:
@@ -120,11 +103,13 @@ def run_e2e(args, target) -> int:
         if not models[packing].exists():
             print(f"# writing {models[packing]}", file=sys.stderr)
             write_gguf(source, models[packing], packing=packing, embed_type=args.embed_type)
-    binaries = build_e2e_runtimes(target, models["tl1"], Path(args.build_dir))
+    from bitedge.build.compile import build_runtime
+
+    binary = build_runtime(target, model=models["tl1"], out_dir=Path(args.build_dir)).binary
     samples: dict[tuple[str, str], list[float]] = {}
     for _ in range(args.rounds):
-        for label, packing, build in E2E_RUNS:
-            cmd = [str(binaries[build]), "bench", "-m", str(models[packing]), "-p", str(args.n_prompt), "-n",
+        for label in E2E_RUNS:
+            cmd = [str(binary), "bench", "-m", str(models[label]), "-p", str(args.n_prompt), "-n",
                    str(args.n_gen), "-t", "1", "-r", str(args.reps), "--json"]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
             if proc.returncode != 0:
@@ -134,7 +119,7 @@ def run_e2e(args, target) -> int:
                 samples.setdefault((label, row["test"]), []).extend(row["samples_ts"])
     tests = sorted({t for _, t in samples}, key=lambda t: (t[:2] != "pp", t))
     rows = []
-    for label, _, _ in E2E_RUNS:
+    for label in E2E_RUNS:
         row = {"run": label}
         for test in tests:
             ts = samples[label, test]

@@ -190,13 +190,13 @@ def _say(message: str) -> None:
 
 
 def build_for(target_name: str | None, *, clean: bool = False, quiet: bool = False, model=None, **kw):
-    """(Target, BuildResult) for a target name, or for this machine when None; a tl1 / tl2 model gets a runtime
-    with TL kernels rendered for its shapes (bitedge.build.with_kernels)."""
+    """(Target, BuildResult) for a target name, or for this machine when None; with a model, the TL kernels are
+    specialised to its shapes (every build runs every packing)."""
+    from bitedge.build.compile import build_runtime
     from bitedge.build.targets import get_target, host_target_id
-    from bitedge.build.with_kernels import build_runtime_for
 
     target = get_target(target_name or host_target_id(), kw.pop("targets_dirs", ()))
-    return target, build_runtime_for(target, model, clean=clean, progress=None if quiet else _say, **kw)
+    return target, build_runtime(target, model=model, clean=clean, progress=None if quiet else _say, **kw)
 
 
 @cli.command()

@@ -15,30 +15,42 @@ from bitedge.native import read_activations, run_generate
 
 REPO = Path(__file__).resolve().parents[1]
 RUNTIME = REPO / "kernels" / "runtime"
-RUNTIME_SOURCES = ("main.c", "forward.c", "sampler.c", "model.c", "gguf.c", "tokenizer.c", "kernels.c",
-                   "kernels_avx2.c", "kernels_neon.c", "cpu_features.c", "threadpool.c")
-EXTRA_FLAGS = ("-ffp-contract=off", "-pthread")  # as the Makefile; _c_build adds -std=c11 -Wall -Wextra -Werror
+TEMPLATES = REPO / "kernels" / "templates"
+# the product's flags that matter for the bits (bitedge.build.compile.BASE_CFLAGS); _c_build adds -std=c11 -Wall
+# -Wextra -Werror
+EXTRA_FLAGS = ("-ffp-contract=off", "-pthread")
 
-def missing_runtime_sources() -> list[str]:
-    return [s for s in RUNTIME_SOURCES if not (RUNTIME / s).exists()]
+
+def runtime_c_sources(kernels_dir: Path, target: str = "native", runtime_dir: Path = RUNTIME) -> list[Path]:
+    """The C sources of bitedge-run as the product builds it (bitedge.build.compile): kernels/runtime/*.c (or the
+    same files in runtime_dir, a patched copy) plus the TL kernels rendered (generic) into kernels_dir for the
+    host's target profile, or generic-aarch64's for target="aarch64"."""
+    from bitedge.build.compile import render_tl_kernels, runtime_sources
+    from bitedge.build.targets import get_target, host_target_id
+
+    profile = get_target("generic-aarch64" if target == "aarch64" else host_target_id())
+    rendered = render_tl_kernels(profile, [], kernels_dir)
+    return [runtime_dir / p.name for p in runtime_sources()] + rendered
 
 
 def build_runtime(out: Path, *, cc: str = "gcc", target: str = "native", extra: tuple[str, ...] = (),
-                  sanitize: bool = False) -> Path:
-    """Compile bitedge-run from the Makefile's sources and flags (with -Werror); skips if the compiler is missing."""
+                    sanitize: bool = False, runtime_dir: Path = RUNTIME, opt: str = "-O2") -> Path:
+    """Compile bitedge-run from the product's sources (runtime_c_sources) with -Werror, sanitizers on request; skips
+    if the compiler (or, for aarch64, qemu) is missing."""
     if target == "aarch64" and cc == "gcc":
         require_tool("aarch64-linux-gnu-gcc")
         require_tool("qemu-aarch64")
     else:
         require_tool(cc)
-    return compile_c([RUNTIME / s for s in RUNTIME_SOURCES], out, cc=cc, flags=(*EXTRA_FLAGS, *extra),
-                     target=target, sanitize=sanitize, opt="-O2")
+    kernels_dir = out.parent / f"{out.name}-kernels"
+    return compile_c(runtime_c_sources(kernels_dir, target, runtime_dir), out, cc=cc, flags=(*EXTRA_FLAGS, *extra),
+                     target=target, sanitize=sanitize, opt=opt, include_dirs=(runtime_dir, kernels_dir))
 
 
 def session_runtime(tmp_path_factory, **kw) -> Path:
     """build_runtime once per test session and set of options (both runtime test modules share the binaries)."""
     digest = hashlib.sha256(repr(sorted(kw.items())).encode())
-    for path in sorted(RUNTIME.glob("*.[ch]")):
+    for path in sorted([*RUNTIME.glob("*.[ch]"), *TEMPLATES.glob("*")]):
         digest.update(path.name.encode() + path.read_bytes())
     out = tmp_path_factory.getbasetemp() / f"bitedge-run-{digest.hexdigest()[:16]}"
     return out if out.exists() else build_runtime(out, **kw)

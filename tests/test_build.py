@@ -21,12 +21,11 @@ from bitedge.build.targets import load_targets
 from bitedge.build.toolchains import detect_toolchain, host_arch
 from bitedge.errors import BitedgeError
 
-from _build_helpers import PROBE_DOT, QEMU_CPU, have, runtime_compiles, write_probe, zig_session_cache
+from _build_helpers import PROBE_DOT, QEMU_CPU, have, write_probe, zig_session_cache
 
 zig_session_cache()
 HAVE_ZIG = detect_toolchain("zig") is not None
 needs_zig = pytest.mark.skipif(not HAVE_ZIG, reason="ziglang not installed")
-needs_runtime = pytest.mark.skipif(not runtime_compiles(), reason="kernels/runtime is not complete yet")
 needs_qemu = pytest.mark.skipif(not have("qemu-aarch64"), reason="no qemu-aarch64 (apt install qemu-user)")
 LINUX_TARGETS = sorted(t.id for t in load_targets().values() if t.os == "linux")
 
@@ -184,7 +183,6 @@ def test_same_inputs_same_bytes(tid, tc, probe_src, tmp_path, monkeypatch):
 # --- the real runtime -------------------------------------------------------------------------------------
 
 
-@needs_runtime
 def test_runtime_x86_64_builds_runs_and_is_reproducible(tmp_path):
     res = build_runtime("x86-64-avx2", toolchain="gcc", out_dir=tmp_path / "a", cache_dir=tmp_path / "c")
     names = {i["path"] for i in res.manifest_data()["inputs"]}
@@ -200,8 +198,8 @@ def test_runtime_x86_64_builds_runs_and_is_reproducible(tmp_path):
 @pytest.fixture(scope="module")
 def pi5_runtime(tmp_path_factory):
     """The real runtime for rpi5-qemu, built with zig (static musl)."""
-    if not (runtime_compiles() and HAVE_ZIG and have("qemu-aarch64")):
-        pytest.skip("needs the runtime sources, zig and qemu-aarch64")
+    if not (HAVE_ZIG and have("qemu-aarch64")):
+        pytest.skip("needs zig and qemu-aarch64")
     out = tmp_path_factory.mktemp("pi5")
     return build_runtime("rpi5-qemu", toolchain="zig", out_dir=out, cache_dir=out / "cache")
 
@@ -231,7 +229,6 @@ def test_runtime_for_pi5_generates_the_reference_tokens_under_qemu(pi5_runtime, 
     assert "kernels = neon-dotprod" in result["stderr"]  # built for the A76: the dotprod kernels ran
 
 
-@needs_runtime
 @needs_zig
 def test_runtime_for_macos_is_macho_arm64(tmp_path):
     res = build_runtime("apple-m1", out_dir=tmp_path, cache_dir=tmp_path / "c")

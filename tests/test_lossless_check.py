@@ -12,8 +12,7 @@ import shutil
 import numpy as np
 import pytest
 
-from _c_build import compile_c
-from _runtime_helpers import EXTRA_FLAGS, RUNTIME, RUNTIME_SOURCES, generate_checked, random_source, require_tool
+from _runtime_helpers import RUNTIME, build_runtime, generate_checked, random_source
 from bitedge.convert.gguf_writer import write_gguf
 from bitedge.gguf_read import read_model
 from bitedge.lossless import PRE_ROUNDING_EPS, LosslessError, check_lossless
@@ -152,15 +151,13 @@ BUGS = {
 
 @pytest.mark.parametrize("bug", list(BUGS))
 def test_broken_runtime_builds_are_caught(model, tmp_path, bug):
-    require_tool("gcc")
     file, original, broken, kernels, where = BUGS[bug]
     src = tmp_path / "src"
     shutil.copytree(RUNTIME, src, ignore=shutil.ignore_patterns("*.o", "bitedge-run"))
     text = (src / file).read_text()
     assert text.count(original) == 1, f"{bug}: the patched line is no longer in {file} exactly once"
     (src / file).write_text(text.replace(original, broken))
-    binary = compile_c([src / s for s in RUNTIME_SOURCES], tmp_path / "bitedge-run-broken", flags=EXTRA_FLAGS,
-                       opt="-O2")
+    binary = build_runtime(tmp_path / "bitedge-run-broken", runtime_dir=src)
     path, reference = model
     with pytest.raises(LosslessError, match=where) as caught:
         generate_checked(binary, path, reference, PROMPT, tmp_path, bug, n=6, batch=32, kernels=kernels)
@@ -169,8 +166,7 @@ def test_broken_runtime_builds_are_caught(model, tmp_path, bug):
 
 def test_the_unbroken_build_passes_the_same_run(model, tmp_path):
     """The control for the broken builds: the same sources unpatched, the same run, lossless."""
-    require_tool("gcc")
-    binary = compile_c([RUNTIME / s for s in RUNTIME_SOURCES], tmp_path / "bitedge-run", flags=EXTRA_FLAGS, opt="-O2")
+    binary = build_runtime(tmp_path / "bitedge-run")
     path, reference = model
     for kernels in (None, "scalar"):
         generate_checked(binary, path, reference, PROMPT, tmp_path, f"control-{kernels}", n=6, batch=32,

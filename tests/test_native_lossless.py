@@ -17,11 +17,9 @@ import shutil
 import numpy as np
 import pytest
 
-from _runtime_helpers import generate_checked, missing_runtime_sources, qemu_runner, random_source, session_runtime
+from _runtime_helpers import generate_checked, qemu_runner, random_source, session_runtime
 from bitedge.model import ModelConfig
 
-missing = missing_runtime_sources()
-pytestmark = pytest.mark.skipif(bool(missing), reason=f"runtime sources missing: {missing}")
 
 reference_mod = pytest.importorskip("bitedge.reference")
 writer_mod = pytest.importorskip("bitedge.convert.gguf_writer")

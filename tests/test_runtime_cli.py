@@ -11,13 +11,11 @@ import subprocess
 import numpy as np
 import pytest
 
-from _runtime_helpers import (build_runtime, generate_checked, missing_runtime_sources, qemu_runner, random_source,
+from _runtime_helpers import (build_runtime, generate_checked, qemu_runner, random_source,
                               session_runtime)
 from bitedge.errors import BitedgeError
 from bitedge.model import ModelConfig
 
-missing = missing_runtime_sources()
-pytestmark = pytest.mark.skipif(bool(missing), reason=f"runtime sources missing: {missing}")
 
 reference_mod = pytest.importorskip("bitedge.reference")
 writer_mod = pytest.importorskip("bitedge.convert.gguf_writer")
@@ -195,20 +193,6 @@ def test_model_without_tokenizer_runs_from_ids(binary, tmp_path):
     result = json.loads(proc.stdout)
     assert len(result["tokens"]) == 4 and result["text"] == ""
     one_line_error(run_program(binary, ["generate", "-m", path, "-p", "hello"]), "tokenizer")
-
-
-def test_makefile_builds_a_working_program(tmp_path, dummy):
-    """The plain Makefile boards use (`make CC=... CFLAGS=...`), with warnings as errors, in a copy of the tree."""
-    if not shutil.which("make"):
-        pytest.skip("make is not installed")
-    from _runtime_helpers import RUNTIME
-
-    src = tmp_path / "runtime"
-    shutil.copytree(RUNTIME, src, ignore=shutil.ignore_patterns("*.o", "bitedge-run"))
-    proc = subprocess.run(["make", "-j2", "-C", src, "CC=gcc", "CFLAGS=-O2 -Werror"], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    info = run_program(src / "bitedge-run", ["info", "-m", dummy[0]])
-    assert info.returncode == 0 and "dummy-test" in info.stdout
 
 
 def test_clang_build_is_warning_free(tmp_path, dummy):

@@ -1,5 +1,5 @@
-"""TL1 and TL2 models end to end in the C runtime: bitedge-run built with rendered TL kernels
-(bitedge.build.with_kernels) runs one random model of odd shapes written as i2_s, tl1 and tl2.
+"""TL1 and TL2 models end to end in the C runtime: one bitedge-run (TL kernels rendered into every build, here
+specialised to the model's shapes) runs one random model of odd shapes written as i2_s, tl1 and tl2.
 
 Integer products are exact in every layout, so at the same kernel table and thread count the three files give the
 same greedy tokens and bit-identical logits; the i2_s run itself agrees with the numpy reference (as in
@@ -16,11 +16,10 @@ import pytest
 
 from _c_build import have_tool
 from _runtime_helpers import generate_checked, random_source
+from bitedge.build.compile import build_runtime
 from bitedge.build.targets import get_target
 from bitedge.build.toolchains import detect_toolchain
-from bitedge.build.with_kernels import build_runtime_for_model
 from bitedge.convert.gguf_writer import write_gguf
-from bitedge.errors import BitedgeError
 from bitedge.gguf_read import read_model
 from bitedge.model import ModelConfig
 from bitedge.native import read_logits, run_generate
@@ -50,8 +49,8 @@ def models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def native_tl(tmp_path_factory, models):
     out = tmp_path_factory.mktemp("tl-native")
-    return build_runtime_for_model("x86-64-avx2", models["tl1"], out_dir=out, toolchain="gcc",
-                                   cache_dir=out / "cache").binary
+    return build_runtime("x86-64-avx2", model=models["tl1"], out_dir=out, toolchain="gcc",
+                         cache_dir=out / "cache").binary
 
 
 def generate(binary, path, tmp_path, tag, **kw):
@@ -103,22 +102,23 @@ def test_tl_matches_reference(native_tl, models, tmp_path, kernels):
                              threads=2, batch=batch, kernels=kernels)
 
 
-def test_plain_runtime_refuses_tl_but_tl_build_runs_it(native_tl, models, tmp_path_factory):
-    from bitedge.build.compile import build_runtime
-
-    out = tmp_path_factory.mktemp("plain")
+def test_a_runtime_built_without_a_model_runs_every_packing_on_the_generic_path(native_tl, models, tmp_path):
+    """One runtime: a build for no model in particular (the TL kernels' generic path, any K) runs tl1 and tl2 files
+    and gives the bits of the build specialised to their shapes."""
+    out = tmp_path / "plain"
     plain = build_runtime("x86-64-avx2", out_dir=out, toolchain="gcc", cache_dir=out / "cache").binary
-    with pytest.raises(BitedgeError, match="packing tl2 has no kernels in this runtime"):
-        run_generate(plain, models["tl2"], tokens=[1], n=1)
-    assert len(run_generate(native_tl, models["tl2"], tokens=[1], n=1)["tokens"]) == 1
+    for packing in PACKINGS:
+        a = generate(plain, models[packing], tmp_path, f"plain-{packing}", threads=2, batch=8)
+        b = generate(native_tl, models[packing], tmp_path, f"special-{packing}", threads=2, batch=8)
+        assert a[0] == b[0] and a[1].tobytes() == b[1].tobytes(), packing
 
 
 def test_rpi5_qemu_tl_equals_i2s(models, tmp_path):
     target = get_target("rpi5-qemu")
     if not have_tool("qemu-aarch64") or detect_toolchain("gcc-cross", target.arch) is None:
         pytest.skip("needs qemu-aarch64 and aarch64-linux-gnu-gcc")
-    binary = build_runtime_for_model(target, models["tl2"], out_dir=tmp_path / "arm", toolchain="gcc-cross",
-                                     cache_dir=tmp_path / "cache").binary
+    binary = build_runtime(target, model=models["tl2"], out_dir=tmp_path / "arm", toolchain="gcc-cross",
+                           cache_dir=tmp_path / "cache").binary
     runs = {p: generate(binary, models[p], tmp_path, f"arm-{p}", threads=2, batch=8, runner=target.runner)
             for p in PACKINGS}
     assert runs["tl1"][2]["kernels"] == "neon-dotprod"
@@ -129,7 +129,7 @@ def test_rpi5_qemu_tl_equals_i2s(models, tmp_path):
 
 
 def test_cli_build_with_a_tl_model_links_the_tl_kernels(models, tmp_path):
-    """`bitedge build --model m-tl1.gguf` builds a runtime that runs it (the plain one refuses it)."""
+    """`bitedge build --model m-tl1.gguf` builds a runtime with TL kernels specialised to the model's shapes."""
     import os
     import subprocess
     import sys
@@ -143,7 +143,9 @@ def test_cli_build_with_a_tl_model_links_the_tl_kernels(models, tmp_path):
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     manifest = json.loads((tmp_path / "out" / "bitedge-run.manifest.json").read_text())
-    assert "-DBITEDGE_HAVE_TL=1" in manifest["compile_flags"]
+    rendered = [i["path"] for i in manifest["inputs"] if i["path"].endswith("bitedge_tl1_avx2.c")]
+    assert len(rendered) == 1
+    assert "_k160_" in (tmp_path / "out" / "kernels" / "bitedge_tl1_avx2.c").read_text()  # specialised to K = 160
     assert len(run_generate(info["binary"], models["tl1"], tokens=[1, 2], n=2)["tokens"]) == 2
 
 
@@ -151,17 +153,17 @@ def test_tl_runtime_is_sanitizer_clean(models, tmp_path):
     """ASan + UBSan over a TL build (runtime sources + rendered kernels, -Werror), on the odd model and on one whose
     widest K is a multiple of 128 but not of 3 (the TL2 row, 258 > 256, outgrows I2_S's padding)."""
     from _c_build import compile_c, run_binary, sanitizer_report
-    from _runtime_helpers import RUNTIME, RUNTIME_SOURCES
-    from bitedge.build.with_kernels import render_tl_kernels
+    from _runtime_helpers import EXTRA_FLAGS, RUNTIME
+    from bitedge.build.compile import render_tl_kernels, runtime_sources
     from bitedge.convert.dummy import dummy_source
     from bitedge.render import model_shapes
 
     round_k = dummy_source("test", seed=3)
     kernels_dir = tmp_path / "kernels"
-    rendered = render_tl_kernels("x86-64-avx2", model_shapes(CONFIG) + model_shapes(round_k.config), kernels_dir)
-    binary = compile_c([RUNTIME / s for s in RUNTIME_SOURCES] + rendered, tmp_path / "bitedge-run-asan",
-                       sanitize=True, defines=["BITEDGE_HAVE_TL=1"], include_dirs=[RUNTIME, kernels_dir],
-                       flags=("-ffp-contract=off", "-pthread"))
+    rendered = render_tl_kernels(get_target("x86-64-avx2"), model_shapes(CONFIG) + model_shapes(round_k.config),
+                                 kernels_dir)
+    binary = compile_c([*runtime_sources(), *rendered], tmp_path / "bitedge-run-asan", sanitize=True,
+                       include_dirs=[RUNTIME, kernels_dir], flags=EXTRA_FLAGS)
     round_paths = {}
     for packing in PACKINGS:
         round_paths[packing] = tmp_path / f"round-{packing}.gguf"

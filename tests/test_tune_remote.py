@@ -12,7 +12,7 @@ import pytest
 
 from _sshd import make_sshd, write_board_inventory
 from bitedge.build.targets import get_target
-from bitedge.build.with_kernels import render_tl_kernels
+from bitedge.build.compile import render_tl_kernels
 from bitedge.cli import main
 from bitedge.convert.dummy import dummy_source
 from bitedge.convert.gguf_writer import write_gguf
@@ -60,7 +60,7 @@ def test_tune_over_ssh_on_an_x86_board(lab, tmp_path, capsys):
     # the board keeps nothing of the tuning run
     assert not (lab["root"] / "remote-x86" / "tune").exists()
     # and the next TL build for this target renders the winners
-    sources = render_tl_kernels("x86-64-avx2", shapes, tmp_path / "kernels", cache)
+    sources = render_tl_kernels(get_target("x86-64-avx2"), shapes, tmp_path / "kernels", cache)
     text = next(p for p in sources if p.name == "bitedge_tl1_avx2.c").read_text()
     for k in {k for _, k in shapes}:  # one specialisation per row length: the tiles of its tallest shape
         n = max(n for n, kk in shapes if kk == k)

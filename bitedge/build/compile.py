@@ -1,5 +1,6 @@
-"""Compile bitedge-run for a target: every kernels/runtime/*.c (plus rendered kernel sources) into one static
-binary with a manifest JSON next to it, through the build cache.
+"""Compile bitedge-run for a target: every kernels/runtime/*.c plus the TL1 / TL2 kernels rendered for the target
+(bitedge.render: a generic path for any shape, specialised paths for a model's shapes when one is given) into one
+static binary with a manifest JSON next to it, through the build cache. One runtime runs every packing.
 
 Each source is compiled to an object with the profile's CPU flags, then linked (zig links against the baseline
 libc of the architecture, see toolchains.py). Outputs are written under temporary names and renamed when
@@ -32,7 +33,7 @@ BINARY_NAME = "bitedge-run"
 MANIFEST_NAME = f"{BINARY_NAME}.manifest.json"
 LOG_NAME = "build.log"
 BUILDER_VERSION = 1  # bump when the way flags are made changes: invalidates every cached build
-# the Makefile's flags; -g0: no debug info (no paths in the binary); -ffp-contract=off: float rounding as the reference
+# the runtime's flags (the one place they are written); -g0: no debug info (no paths in the binary); -ffp-contract=off: float rounding as the reference
 BASE_CFLAGS = ("-std=c11", "-Wall", "-Wextra", "-ffp-contract=off", "-D_POSIX_C_SOURCE=200809L", "-pthread", "-g0")
 LINK_LIBS = ("-pthread", "-lm")
 
@@ -84,9 +85,31 @@ def _first_error(text: str) -> str:
     return lines[0] if lines else "the compiler failed without a message"
 
 
+def render_tl_kernels(target: Target, shapes: Iterable[tuple[int, int]], kernels_dir: str | os.PathLike,
+                      tuning_cache: str | os.PathLike | None = None, say: Callable[[str], None] | None = None
+                      ) -> list[Path]:
+    """Render tl1 and tl2 for target into kernels_dir (generic, plus shapes); returns the .c files to compile.
+    Shapes that `bitedge tune` measured for this target (here or on a board) get the winning tiles, the others the
+    profile's."""
+    from bitedge.render import TL_METHODS, c_sources, render_kernels  # jinja2 only when kernels are rendered
+    from bitedge.render.tune import tuned_tiles
+
+    shapes = sorted(set(tuple(s) for s in shapes))
+    paths: list[Path] = []
+    for method in TL_METHODS:
+        tiles = tuned_tiles(target, method, shapes, tuning_cache) if shapes else None
+        if tiles and say:
+            say(f"{target.id}: {method} tiles from the tuning cache for {len(tiles)} of {len(shapes)} shapes")
+        paths += render_kernels(target, shapes, method, tiles, kernels_dir)
+    return sorted(set(c_sources(paths)))
+
+
 def build_runtime(
     target: str | Target,
     *,
+    model: str | os.PathLike | None = None,
+    shapes: Iterable[tuple[int, int]] = (),
+    tuning_cache: str | os.PathLike | None = None,
     out_dir: str | Path | None = None,
     toolchain: str | None = None,
     cc: str | None = None,
@@ -98,17 +121,31 @@ def build_runtime(
     progress: Callable[[str], None] | None = None,
     cache_dir: str | Path | None = None,
     targets_dirs: Iterable[str | Path] = (),
+    extra_cflags: Iterable[str] = (),
 ) -> BuildResult:
     """Build bitedge-run for target into out_dir (default build/<target>), or copy it from the cache.
 
-    sources replaces kernels/runtime/*.c (tests build their own programs); extra_sources and
-    extra_include_dirs add rendered kernels; defines are extra -D flags; clean ignores every cached build.
+    The TL1 / TL2 kernels are rendered into out_dir/kernels: generic, and specialised to the (N, K) shapes of
+    model (a GGUF path) and of shapes; tuning_cache is `bitedge tune`'s (default ~/.cache/bitedge/tuning.json).
+    sources replaces kernels/runtime/*.c and the rendered kernels (tests build their own programs);
+    extra_sources and extra_include_dirs add more; defines are extra -D flags; extra_cflags more compiler flags
+    (tests: -Werror); clean ignores every cached build.
     """
     target = get_target(target, targets_dirs)
     say = progress or (lambda msg: None)
     tc = select_toolchain(target, toolchain, cc)
     out = Path(out_dir if out_dir is not None else Path("build") / target.id).resolve()
-    srcs = [Path(s).resolve() for s in (runtime_sources() if sources is None else sources)]
+    if sources is None:
+        shapes = list(shapes)
+        if model is not None:
+            from bitedge.render import model_shapes
+
+            shapes += model_shapes(model)
+        kernels_dir = out / "kernels"
+        srcs = [*runtime_sources(), *render_tl_kernels(target, shapes, kernels_dir, tuning_cache, progress)]
+        extra_include_dirs = [kernels_dir, *extra_include_dirs]
+    else:
+        srcs = [Path(s).resolve() for s in sources]
     srcs += [Path(s).resolve() for s in extra_sources]
     if not srcs:
         raise BitedgeError("nothing to build: no C sources given")
@@ -124,7 +161,7 @@ def build_runtime(
     # _POSIX_C_SOURCE hides BSD parts of the macOS headers (struct rusage's ru_maxrss); _DARWIN_C_SOURCE restores them
     os_flags = ["-D_DARWIN_C_SOURCE"] if target.os == "macos" else []
     compile_flags = [*tc.compile_flags(target), target.optimize, *BASE_CFLAGS, *os_flags, *_prefix_maps(include_dirs),
-                     *target.feature_defines(), *(_define(d) for d in defines),
+                     *target.feature_defines(), *(_define(d) for d in defines), *extra_cflags,
                      *(f"-I{d}" for d in include_dirs)]
     link_flags = [*tc.link_flags(target), *LINK_LIBS]  # the libraries go after the objects
     inputs = _inputs(srcs, include_dirs)

@@ -17,14 +17,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef BITEDGE_HAVE_TL
-/* rendered by bitedge.render for the target and the model's shapes (bitedge/build/with_kernels.py) */
+/* rendered by bitedge.render into every build (bitedge/build/compile.py): generic, plus the model's shapes */
 #include "bitedge_tl1_kernels.h"
 #include "bitedge_tl2_kernels.h"
-#endif
 
 /* No fused multiply-add: keep the reference's rounding. gcc contracts only with -ffp-contract=fast (not the
- * default under -std=c11; the Makefile passes -ffp-contract=off anyway); clang honours the standard pragma. */
+ * default under -std=c11; bitedge/build/compile.py passes -ffp-contract=off anyway); clang honours the standard pragma. */
 #ifdef __clang__
 #pragma STDC FP_CONTRACT OFF
 #endif
@@ -47,14 +45,12 @@ int build_state(be_state *s, const be_model *m, int ctx, int max_batch, int n_th
     s->n_threads = n_threads;
     s->kp_max = pad128(max_int(max_int(c->hidden, q_dim), c->ffn));
     size_t tables = 0;  /* TL: bytes of one token's look-up tables */
-#ifdef BITEDGE_HAVE_TL
     /* tables grow with kp, so the widest input's fit every matmul */
     int k_max = max_int(max_int(c->hidden, q_dim), c->ffn), kp_tl = 0;
     if (c->packing == BE_PACK_TL1) kp_tl = be_tl1_kp(k_max), tables = be_tl1_tables_bytes(kp_tl);
     if (c->packing == BE_PACK_TL2) kp_tl = be_tl2_kp(k_max), tables = be_tl2_tables_bytes(kp_tl);
     /* TL rows of xq are kp_tl long: more than pad128 when K % 128 == 0 and K % 3 != 0 (4096 -> 4098) */
     s->kp_max = max_int(s->kp_max, kp_tl);
-#endif
     int acc_rows = max_int(max_int(q_dim + 2 * kv_dim, 2 * c->ffn), c->hidden);
     size_t B = (size_t)max_batch, half = (size_t)c->head_dim / 2;
     size_t kv = (size_t)c->n_layers * (size_t)ctx * (size_t)kv_dim;
@@ -143,10 +139,6 @@ typedef struct {
     float *out;        /* [nb][n] */
 } ternary_job;
 
-#ifndef BITEDGE_HAVE_TL
-typedef struct be_tl_kernels be_tl_kernels;  /* only used through pointers that stay NULL */
-#endif
-
 typedef struct {
     const be_kernels *kern;
     const be_tl_kernels *tl; /* TL1 / TL2 kernels, NULL for I2_S */
@@ -160,22 +152,12 @@ typedef struct {
 } ternary_task;
 
 /* TL: rows [n0, n1) of one matrix for every token, each from its own tables (acc: [nb][job->n]). Several tokens
- * go through the rendered gemm, which reads each weight chunk once per block of tokens (docs/kernels.md "TL gemm");
- * built with -DBITEDGE_TL_GEMV_ONLY they take one gemv per token instead (the path before the gemm, kept only so
- * bench/bench_kernels.py can measure before against after in one run; the results are the same bits). */
+ * go through the rendered gemm, which reads each weight chunk once per block of tokens (docs/kernels.md "TL gemm"). */
 static void tl_rows(const ternary_task *t, const ternary_job *job, int32_t *acc, int n0, int n1) {
-#ifdef BITEDGE_HAVE_TL
-#ifndef BITEDGE_TL_GEMV_ONLY
-    if (t->nb > 1) {
+    if (t->nb > 1)
         t->tl->gemm(job->w, t->tables, t->tables_stride, acc, job->n, n0, n1, t->kp, t->nb);
-        return;
-    }
-#endif
-    for (int b = 0; b < t->nb; b++)
-        t->tl->gemv(job->w, t->tables + (size_t)b * t->tables_stride, acc + (size_t)b * job->n, n0, n1, t->kp);
-#else
-    (void)t; (void)job; (void)acc; (void)n0; (void)n1;  /* t->tl is always NULL without the TL kernels */
-#endif
+    else
+        t->tl->gemv(job->w, t->tables, acc, n0, n1, t->kp);
 }
 
 static void ternary_worker(void *ctx, int ith, int nth) {
@@ -207,7 +189,6 @@ static void quantize_rows(be_state *s, const float *x, int k, int kp, int nb) {
         s->act_scale[b] = be_quantize_row_i8(x + (size_t)b * k, s->xq + (size_t)b * kp, k, kp);
 }
 
-#ifdef BITEDGE_HAVE_TL
 /* TL: each token's look-up tables from its quantized row, tokens split over the pool */
 static void tl_prepare_worker(void *ctx, int ith, int nth) {
     ternary_task *t = ctx;
@@ -216,7 +197,6 @@ static void tl_prepare_worker(void *ctx, int ith, int nth) {
     for (int b = b0; b < b1; b++)
         t->tl->prepare(t->xq + (size_t)b * t->kp, t->kp, t->tables + (size_t)b * t->tables_stride);
 }
-#endif
 
 /* where a quantization happens, for the activation dump */
 typedef struct {
@@ -249,7 +229,6 @@ static void ternary_matmuls(be_runtime *rt, const float *x, int k, int nb, const
     t.tables = s->tl_tables;
     t.tables_stride = s->tl_tables_stride;
     t.kp = pad128(k);
-#ifdef BITEDGE_HAVE_TL
     /* the TL table matching the be_kernels table in use (scalar when forced scalar, avx2, neon) */
     if (rt->model->config.packing == BE_PACK_TL1) {
         t.tl = be_tl1_kernels_for(rt->kernels->name);
@@ -258,7 +237,6 @@ static void ternary_matmuls(be_runtime *rt, const float *x, int k, int nb, const
         t.tl = be_tl2_kernels_for(rt->kernels->name);
         t.kp = be_tl2_kp(k);
     }
-#endif
     quantize_rows(s, x, k, t.kp, nb);
     if (rt->act_dump) dump_activations(rt->act_dump, where, x, s->xq, s->act_scale, k, t.kp, nb);
     t.xq = s->xq;
@@ -267,11 +245,9 @@ static void ternary_matmuls(be_runtime *rt, const float *x, int k, int nb, const
     t.nb = nb;
     t.n_jobs = n_jobs;
     for (int j = 0; j < n_jobs; j++) t.jobs[j] = jobs[j];
-#ifdef BITEDGE_HAVE_TL
     /* tables once per token for every job sharing x; one token's inline (no extra wake-up of the pool) */
     if (t.tl && nb == 1) tl_prepare_worker(&t, 0, 1);
     else if (t.tl) be_pool_run(rt->pool, tl_prepare_worker, &t);
-#endif
     be_pool_run(rt->pool, ternary_worker, &t);
 }
 

@@ -72,7 +72,7 @@ int be_dump_activations_header(FILE *f, const be_model *m);
  * filling the KV cache.
  * Logits: all_logits != 0 -> s->logits[i] for every token i; else only s->logits[0] = the last token's.
  * I2_S: several tokens go through the gemm kernel (prompt processing), one token through gemv.
- * TL1 / TL2 (-DBITEDGE_HAVE_TL): per token, its look-up tables are built once per shared input (q/k/v, gate/up),
+ * TL1 / TL2 (rendered kernels, always linked): per token, its look-up tables are built once per shared input (q/k/v, gate/up),
  * then the rendered gemv runs on row ranges (multiples of 32) over the pool. */
 void be_forward(be_runtime *rt, const int32_t *tokens, int n, int pos0, int all_logits);
 

@@ -9,9 +9,6 @@
 #include <string.h>
 
 #include "kernels.h"
-#ifdef BITEDGE_HAVE_TL
-#include "bitedge_layouts.h"  /* rendered next to the TL kernels (bitedge.render) */
-#endif
 
 #define TENSOR_ALIGN 32  /* SIMD kernels and float pointers rely on it; bitedge writes general.alignment = 32 */
 
@@ -298,11 +295,6 @@ static int map_ternary(const gguf_file *f, const be_config *c, int layer, const 
     char name[96];
     snprintf(name, sizeof(name), "blk.%d.%s.weight", layer, role);
     int64_t nbytes = be_packed_nbytes(c->packing, n, k);
-#ifdef BITEDGE_HAVE_TL
-    /* the rendered kernels read exactly the layout header's size (generated from the numpy packers) */
-    if (c->packing == BE_PACK_TL1) nbytes = (int64_t)be_tl1_packed_bytes(n, k);
-    if (c->packing == BE_PACK_TL2) nbytes = (int64_t)be_tl2_packed_bytes(n, k);
-#endif
     if (nbytes < 0) {
         gguf_set_err(err, errlen, "tensor '%s' [%d x %d] cannot be stored as %s", name, n, k, PACKING_NAMES[c->packing]);
         return -1;
@@ -562,7 +554,7 @@ int build_model_ex(const gguf_file *f, be_model *m, unsigned accept, char *err, 
 }
 
 int build_model(const gguf_file *f, be_model *m, char *err, size_t errlen) {
-    return build_model_ex(f, m, BE_PACKINGS_RUNTIME, err, errlen);
+    return build_model_ex(f, m, BE_PACKINGS_BITEDGE, err, errlen);
 }
 
 void free_model(be_model *m) {

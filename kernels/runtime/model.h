@@ -6,9 +6,8 @@
  * build_tokenizer. Weights are not copied: the gguf_file must stay open until free_model.
  *
  * Ternary matrix W [N rows = out_features][K = in_features] is T * s: a packed T (uint8 bytes, layout per
- * config.packing, see docs/format.md) and a float scale s. The runtime's forward pass runs I2_S, and TL1 / TL2
- * when built with -DBITEDGE_HAVE_TL (rendered kernels linked in), so build_model accepts those
- * (BE_PACKINGS_RUNTIME); build_model_ex can validate tl1 / tl2 files in any build (tools, tests).
+ * config.packing, see docs/format.md) and a float scale s. The runtime's forward pass runs I2_S, TL1 and TL2
+ * (BE_PACKINGS_BITEDGE: the TL kernels are rendered into every build); build_model_ex takes another set (tools).
  */
 #ifndef BITEDGE_MODEL_H
 #define BITEDGE_MODEL_H
@@ -22,13 +21,6 @@
 enum be_ffn_act { BE_ACT_RELU2 = 0, BE_ACT_SILU = 1 };
 enum be_packing { BE_PACK_I2_S = 0, BE_PACK_TL1 = 1, BE_PACK_TL2 = 2, BE_PACK_TQ2_0 = 3 };
 #define BE_PACK_MASK(p) (1u << (p))
-/* The packings the forward pass runs: I2_S always; TL1 / TL2 when the rendered kernels are linked in
- * (-DBITEDGE_HAVE_TL, bitedge/build/with_kernels.py). */
-#ifdef BITEDGE_HAVE_TL
-#define BE_PACKINGS_RUNTIME (BE_PACK_MASK(BE_PACK_I2_S) | BE_PACK_MASK(BE_PACK_TL1) | BE_PACK_MASK(BE_PACK_TL2))
-#else
-#define BE_PACKINGS_RUNTIME BE_PACK_MASK(BE_PACK_I2_S)
-#endif
 #define BE_PACKINGS_BITEDGE (BE_PACK_MASK(BE_PACK_I2_S) | BE_PACK_MASK(BE_PACK_TL1) | BE_PACK_MASK(BE_PACK_TL2))
 
 /* Limits a file is checked against: far above any real BitNet model, low enough that products of them fit an
@@ -99,7 +91,7 @@ typedef struct {
     float *vocab_scores_;
 } be_model;
 
-/* Fill m from f (the packings in BE_PACKINGS_RUNTIME: the runtime's forward pass). 0, or -1 with a one-line message in err naming
+/* Fill m from f (the packings in BE_PACKINGS_BITEDGE: the runtime's forward pass). 0, or -1 with a one-line message in err naming
  * the key or tensor at fault. On failure m holds nothing to free (free_model is still safe). */
 int build_model(const gguf_file *f, be_model *m, char *err, size_t errlen);
 /* Same, accepting the packings in accept (a mask of BE_PACK_MASK(...)). */

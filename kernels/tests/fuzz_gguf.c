@@ -460,7 +460,7 @@ static int cmd_dump(const char *path) {
                "add_eos=%d token_type=%d scores=%d\n", v->n_tokens, v->n_merges, v->bos_id, v->eos_id, v->add_bos,
                v->add_eos, v->token_type != NULL, v->scores != NULL);
         free_model(&m);
-        if (build_model(f, &m, err, sizeof(err)) != 0) printf("RUNTIME-ERR %s\n", err);  /* i2_s only */
+        if (build_model(f, &m, err, sizeof(err)) != 0) printf("RUNTIME-ERR %s\n", err);  /* the runtime's packings */
         else free_model(&m);
     }
     gguf_close(f);
