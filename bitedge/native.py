@@ -18,10 +18,6 @@ import numpy as np
 from bitedge.errors import BitedgeError
 from bitedge.output import last_json
 
-# bitedge-run's exit statuses
-EXIT_BAD_INPUT = 2
-EXIT_CPU_MISMATCH = 3
-
 
 def _join(values) -> str:
     if isinstance(values, (int, np.integer)):

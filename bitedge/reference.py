@@ -28,14 +28,6 @@ def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     return (x * inv) * weight
 
 
-def ternary_matmul_acc(values: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """acc[t, n] = sum_k T[n, k] * q[t, k], exact (int32 semantics), via BLAS on exactly representable floats."""
-    k = values.shape[1]
-    dtype = np.float32 if 128 * k < EXACT_F32_SUM else np.float64
-    acc = q.astype(dtype) @ values.astype(dtype).T
-    return acc.astype(np.int32)
-
-
 class TernaryLinear:
     """One ternary linear layer: W_eff = T * scale."""
 

@@ -154,12 +154,6 @@ def rope_theta(cfg: dict, default: float) -> float:
     return float(theta)
 
 
-def first_id(value) -> int | None:
-    if isinstance(value, list):
-        return int(value[0]) if value else None
-    return None if value is None else int(value)
-
-
 def model_config(cfg: dict, family: str, names: set[str]) -> ModelConfig:
     def need(key):
         if key not in cfg:
