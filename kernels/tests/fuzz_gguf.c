@@ -16,7 +16,7 @@
  * unreadable file); a crash or sanitizer report is the failure the tests look for.
  *
  * Built with -DBE_LIBFUZZER it is instead a libFuzzer target (clang -fsanitize=fuzzer). With -DBE_FUZZ_TOKENIZER
- * (and tokenizer.c linked in) every model that builds also goes through build_tokenizer / be_encode / be_decode.
+ * (and tokenizer*.c linked in) every model that builds also goes through build_tokenizer / be_encode / be_decode.
  */
 #include <inttypes.h>
 #include <stdio.h>

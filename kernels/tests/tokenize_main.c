@@ -9,7 +9,7 @@
  * RECORDS files are a sequence of (uint32 little-endian length, bytes). The file is read with gguf.h (tensors are
  * not needed) and be_vocab_view is filled as model.c does for the runtime.
  * Build: cc -std=c11 -O2 -D_POSIX_C_SOURCE=200809L -I kernels/runtime kernels/tests/tokenize_main.c
- *        kernels/runtime/tokenizer.c kernels/runtime/gguf.c
+ *        kernels/runtime/tokenizer*.c kernels/runtime/gguf.c
  */
 #include <stdio.h>
 #include <stdlib.h>
