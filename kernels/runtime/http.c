@@ -101,9 +101,10 @@ static int parse_request_line(const char *s, const char *e, http_request *req, c
     for (const char *p = t; p < sp2; p++)
         if (*p <= ' ' || *p >= 127) return refuse(400, err, errlen, "bad character in the target");
     if (copy_field(req->path, sizeof(req->path), t, te) != 0) return refuse(414, err, errlen, "URI too long");
-    size_t vlen = (size_t)(e - sp2 - 1);
-    if (vlen != 8 || strncmp(sp2 + 1, "HTTP/1.", 7) != 0) return refuse(400, err, errlen, "malformed HTTP version");
-    if (sp2[8] != '0' && sp2[8] != '1') return refuse(505, err, errlen, "HTTP version not supported");
+    const char *v = sp2 + 1;  /* "HTTP/d.d" */
+    if (e - v != 8 || strncmp(v, "HTTP/", 5) != 0 || v[5] < '0' || v[5] > '9' || v[6] != '.' || v[7] < '0' || v[7] > '9')
+        return refuse(400, err, errlen, "malformed HTTP version");
+    if (v[5] != '1' || v[7] > '1') return refuse(505, err, errlen, "HTTP version not supported");
     return 0;
 }
 

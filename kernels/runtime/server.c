@@ -201,7 +201,9 @@ int serve_json(serve_conn *c, int status, jbuf *body) {
 
 int serve_error(serve_conn *c, int status, const char *message, const char *type, const char *param, const char *code) {
     jbuf b = {0};
-    if (!type) type = status == 401 ? "authentication_error" : status >= 500 ? "server_error" : "invalid_request_error";
+    /* 501 / 505 refuse what the client sent, so they are request errors too; 500 and 503 are ours */
+    if (!type) type = status == 401 ? "authentication_error"
+                      : status == 500 || status == 503 ? "server_error" : "invalid_request_error";
     api_error_body(&b, message, type, param, code);
     const char *extra = status == 401 ? "WWW-Authenticate: Bearer\r\n" : status == 503 ? "Retry-After: 1\r\n" : NULL;
     int rc = b.failed ? -1 : http_send_response(c->fd, status, "application/json", extra, b.data, b.len);
