@@ -41,8 +41,8 @@ def write_kjv(path: Path) -> Path:
 class Server:
     """`bitedge-run serve -m MODEL ARGS --port 0` as a context manager; .url is http://127.0.0.1:PORT."""
 
-    def __init__(self, binary: Path, model: Path, *args: str, start_timeout: float = 60.0):
-        self.cmd = [str(binary), "serve", "-m", str(model), "--host", "127.0.0.1", "--port", "0", *map(str, args)]
+    def __init__(self, binary: Path, model: Path, *args: str, start_timeout: float = 60.0, runner: list[str] = ()):
+        self.cmd = [*runner, str(binary), "serve", "-m", str(model), "--host", "127.0.0.1", "--port", "0", *map(str, args)]
         self.start_timeout = start_timeout
         self.stderr_lines: list[str] = []
         self.proc: subprocess.Popen | None = None

@@ -227,3 +227,46 @@ def test_waiting_client_that_leaves_is_dropped_from_the_queue(binary, long_model
         assert h["cancelled"] == 1 and h["slots_busy"] == 1
         first.close()
         server.wait_health(lambda h: h["slots_idle"] == 1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the chat page in a real browser (Debian's chromium, headless)
+
+
+def test_chat_page_in_headless_chromium(server, tmp_path):
+    import shutil
+    import subprocess
+    import urllib.parse
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not browser:
+        pytest.skip("chromium is not installed (scripts/setup.sh installs it)")
+    question = "Who made the heaven?"
+    url = f"{server.url}/?" + urllib.parse.urlencode({"q": question, "temp": "0", "max": "24"})
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--virtual-time-budget=30000",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    proc = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    want = client(server).chat.completions.create(model="x", messages=[{"role": "user", "content": question}],
+                                                  max_tokens=24, temperature=0).choices[0].message.content
+    import html
+    bubble = '<div class="msg assistant done">' + html.escape(want, quote=False) + "</div>"
+    assert bubble in proc.stdout, proc.stdout[-2000:]  # the streamed deltas, put together by the page
+    assert '<div class="msg user">' + html.escape(question, quote=False) + "</div>" in proc.stdout
+    assert "chatcmpl" in server.stderr and " (stream): " in server.stderr
+    shot = tmp_path / "chat.png"
+    proc = subprocess.run([*flags, "--window-size=900,700", f"--screenshot={shot}", url], capture_output=True,
+                          text=True, timeout=180)
+    assert proc.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", proc.stderr[-2000:]
+
+
+@pytest.mark.qemu
+def test_aarch64_server_under_qemu_answers_like_the_native_one(tmp_path_factory, binary, model):
+    from _runtime_helpers import qemu_runner
+
+    arm = session_runtime(tmp_path_factory, target="aarch64")  # static, cross-compiled (skips without the tools)
+    want = generate(binary, model, "In the beginning", 8)
+    with Server(arm, model, "--slots", "2", runner=qemu_runner("cortex-a76"), start_timeout=120) as server:
+        got = client(server).completions.create(model="x", prompt="In the beginning", max_tokens=8, temperature=0)
+        assert got.choices[0].text == want["text"]
+        assert got.usage.completion_tokens == len(want["tokens"])

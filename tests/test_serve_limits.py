@@ -211,7 +211,7 @@ def binary_plain(tmp_path_factory):
 
 def test_serve_option_errors(binary_plain, model, tmp_path):
     for args, words in [(["--port", "70000"], "--port"), (["--slots", "0"], "--slots"), (["--bogus"], "unknown option"),
-                        (["-c", "100000"], "exceeds the model's context"), (["--host", "no.such.host.invalid"], "--host"),
+                        (["-c", "100000"], "exceeds the model's context"), (["--host", "no.such.host.invalid"], "not an IP address"),
                         (["--api-key", ""], "--api-key")]:
         proc = run_binary(binary_plain, ["serve", "-m", model, *args], timeout=60)
         assert proc.returncode == 2 and proc.stderr.startswith("bitedge-run: error: "), (args, proc.stderr)

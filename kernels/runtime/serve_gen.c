@@ -264,7 +264,7 @@ int serve_completion(serve_conn *c, api_request *r) {
     const char *finish = rc == 0 ? generate(&g, slot, prompt, &sampler) : NULL;
     if (finish) rc = r->stream ? send_chunk(&g, g.len, finish) : send_whole(&g, finish);
     serve_release_slot(s, slot, !finish || rc != 0);
-    fprintf(stderr, "%s: prompt %d tokens, generated %d, %s\n", g.id, g.n_prompt, g.n_gen,
+    fprintf(stderr, "%s%s: prompt %d tokens, generated %d, %s\n", g.id, r->stream ? " (stream)" : "", g.n_prompt, g.n_gen,
             finish && rc == 0 ? finish : "client gone");
     free(g.text);
     free_sampler(&sampler);

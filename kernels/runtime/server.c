@@ -14,7 +14,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -102,28 +101,34 @@ static void load_model(serve_ctx *s) {
     if (!(s->pool = be_pool_create(s->n_threads))) die("cannot start %d threads", s->n_threads);
 }
 
+/* --host is a numeric IPv4 or IPv6 address ("localhost" means 127.0.0.1): no name lookup, so a static glibc
+ * build needs no NSS libraries at run time. */
 static int open_listener(serve_ctx *s) {
-    struct addrinfo hints, *res;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    char port[16];
-    snprintf(port, sizeof(port), "%d", s->port);
-    int rc = getaddrinfo(s->host, port, &hints, &res);
-    if (rc != 0) die("--host %s: %s", s->host, gai_strerror(rc));
-    int fd = socket(res->ai_family, res->ai_socktype, res->ai_protocol);
+    struct sockaddr_storage addr;
+    memset(&addr, 0, sizeof(addr));
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&addr;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&addr;
+    const char *host = strcmp(s->host, "localhost") ? s->host : "127.0.0.1";
+    socklen_t alen;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)s->port);
+        alen = sizeof(*v4);
+    } else if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)s->port);
+        alen = sizeof(*v6);
+    } else {
+        die("--host %s: not an IP address (use e.g. 127.0.0.1, 0.0.0.0, ::1 or ::)", s->host);
+    }
+    int fd = socket(addr.ss_family, SOCK_STREAM, 0);
     if (fd < 0) die("socket: %s", strerror(errno));
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0) die("cannot listen on %s:%d: %s", s->host, s->port, strerror(errno));
-    freeaddrinfo(res);
+    if (bind(fd, (struct sockaddr *)&addr, alen) != 0) die("cannot listen on %s:%d: %s", s->host, s->port, strerror(errno));
     if (listen(fd, 64) != 0) die("listen: %s", strerror(errno));
-    struct sockaddr_storage addr;
-    socklen_t alen = sizeof(addr);
     if (getsockname(fd, (struct sockaddr *)&addr, &alen) == 0)  /* --port 0: the kernel picked one; say which */
-        s->port = ntohs(addr.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&addr)->sin6_port
-                                                   : ((struct sockaddr_in *)&addr)->sin_port);
+        s->port = ntohs(addr.ss_family == AF_INET6 ? v6->sin6_port : v4->sin_port);
     return fd;
 }
 

@@ -1,6 +1,7 @@
 /* The chat page of bitedge-run serve (GET /): one self-contained HTML file, no external resources (the server's
  * Content-Security-Policy forbids loading any). It posts the conversation to /v1/chat/completions with
- * stream: true and appends the server-sent deltas as they arrive. The API key field is kept in localStorage. */
+ * stream: true and appends the server-sent deltas as they arrive. The API key field is kept in localStorage.
+ * The answer's bubble gets class "done" when the stream has ended. */
 #include "server.h"
 
 const char be_webui_html[] =
@@ -71,9 +72,15 @@ const char be_webui_html[] =
     "      $('log').scrollTop = $('log').scrollHeight;\n"
     "    }\n"
     "    history.push({role: 'assistant', content: answer});\n"
+    "    out.classList.add('done');\n"
     "  } catch (e) {\n"
     "    out.className = 'msg error'; out.textContent = 'error: ' + e.message; history.pop();\n"
     "  }\n"
     "  $('send').disabled = false; $('text').focus();\n"
     "};\n"
+    "// ?q=TEXT&temp=T&max=N: fill the form and send (links to a question; the browser test uses it)\n"
+    "const params = new URLSearchParams(location.search);\n"
+    "if (params.has('temp')) $('temp').value = params.get('temp');\n"
+    "if (params.has('max')) $('max').value = params.get('max');\n"
+    "if (params.get('q')) { $('text').value = params.get('q'); $('form').requestSubmit(); }\n"
     "</script></body></html>\n";
