@@ -2,6 +2,7 @@
  *
  *   bitedge-run serve -m FILE [--host 127.0.0.1] [--port 8080] [-t THREADS] [--slots 4] [--queue 16] [-c CTX]
  *                     [--api-key KEY] [--timeout 10] [-b BATCH]
+ * The API key may instead come from the environment variable BITEDGE_API_KEY.
  *
  * Bad options or an unloadable model: one line "bitedge-run: error: ..." and exit status 2, as the other
  * commands. Once listening, the server prints "listening on http://HOST:PORT" on stderr and runs until killed. */
@@ -72,6 +73,9 @@ static void parse_serve_options(int argc, char **argv, serve_ctx *s) {
 #undef VALUE
     }
     if (!s->model_path) die("no model given: use -m FILE.gguf");
+    /* the key from the environment keeps it out of the process list (ps shows argv to every user) */
+    const char *env_key = getenv("BITEDGE_API_KEY");
+    if (!s->api_key && env_key && *env_key) s->api_key = env_key;
     if (s->api_key && !*s->api_key) die("--api-key must not be empty");
     s->max_conns = s->n_slots + s->queue + SERVE_EXTRA_CONNS;
 }
