@@ -262,8 +262,10 @@ int serve_completion(serve_conn *c, api_request *r) {
         if (rc == 0 && r->chat) rc = send_chunk(&g, 0, NULL);
     }
     const char *finish = rc == 0 ? generate(&g, slot, prompt, &sampler) : NULL;
+    /* free the slot before the last send: a client that has its answer may send its next request at once, and
+     * must find the slot free (with --queue 0 it would otherwise get a 503) */
+    serve_release_slot(s, slot, !finish);
     if (finish) rc = r->stream ? send_chunk(&g, g.len, finish) : send_whole(&g, finish);
-    serve_release_slot(s, slot, !finish || rc != 0);
     fprintf(stderr, "%s%s: prompt %d tokens, generated %d, %s\n", g.id, r->stream ? " (stream)" : "", g.n_prompt, g.n_gen,
             finish && rc == 0 ? finish : "client gone");
     free(g.text);

@@ -202,8 +202,8 @@ void serve_turn_end(serve_ctx *s) {
  * answers */
 
 int serve_json(serve_conn *c, int status, jbuf *body) {
-    if (body->failed) return http_send_response(c->fd, 500, "application/json", NULL, "{}", 2);
-    int rc = http_send_response(c->fd, status, "application/json", NULL, body->data, body->len);
+    int rc = body->failed ? http_send_response(c->fd, 500, "application/json", NULL, "{}", 2)
+                          : http_send_response(c->fd, status, "application/json", NULL, body->data, body->len);
     jb_free(body);
     return rc;
 }
@@ -339,7 +339,8 @@ static void accept_loop(serve_ctx *s, int lfd) {
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 256 * 1024);  /* the JSON parser's recursion is bounded by SERVE_MAX_DEPTH */
+    /* the forward pass runs on these threads (pool thread 0): give them what a main thread has, not macOS's 512 KiB */
+    pthread_attr_setstacksize(&attr, 8u << 20);
     for (;;) {
         int fd = accept(lfd, NULL, NULL);
         if (fd < 0) {
