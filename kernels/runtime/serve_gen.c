@@ -176,12 +176,17 @@ static int32_t *prompt_tokens(gen *g, int *n_out) {
     }
     if (!ids || n < 0) return free(ids), serve_error(g->c, 500, "out of memory", NULL, NULL, NULL), NULL;
     if (n == 0) return free(ids), serve_error(g->c, 400, "the prompt is empty", NULL, "prompt", NULL), NULL;
-    if (r->max_tokens < 0) r->max_tokens = s->ctx - n;
-    if (n + r->max_tokens > s->ctx) {
-        snprintf(err, sizeof(err), "the prompt (%d tokens) and max_tokens (%d) exceed the context of %d tokens", n,
-                 r->max_tokens, s->ctx);
+    int given = r->max_tokens > 0;
+    if (!given) r->max_tokens = s->ctx - n;  /* until the context is full */
+    if (r->max_tokens < 1 || n + r->max_tokens > s->ctx) {
+        if (given)
+            snprintf(err, sizeof(err), "the prompt (%d tokens) and max_tokens (%d) exceed the context of %d tokens", n,
+                     r->max_tokens, s->ctx);
+        else
+            snprintf(err, sizeof(err), "the prompt (%d tokens) leaves no room to generate in the context of %d tokens "
+                     "(it would exceed the context)", n, s->ctx);
         free(ids);
-        return serve_error(g->c, 400, err, NULL, r->max_tokens ? "max_tokens" : "prompt", "context_length_exceeded"), NULL;
+        return serve_error(g->c, 400, err, NULL, given ? "max_tokens" : "prompt", "context_length_exceeded"), NULL;
     }
     *n_out = n;
     return ids;
