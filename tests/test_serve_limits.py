@@ -310,3 +310,21 @@ def test_libfuzzer(seed_files, tmp_path):
     proc = run_binary(exe, ["-runs=60000", "-seed=1", "-max_len=4096", str(corpus)], timeout=600)
     assert proc.returncode == 0 and sanitizer_report(proc) is None, proc.stderr[-3000:]
     assert "Done 60000 runs" in proc.stderr
+
+
+@pytest.mark.parametrize("seed", [1, 3, 6])  # seeds whose answers have valid multi-byte characters among garbage
+def test_random_bytes_stream_exactly_as_the_whole_answer(server, seed):
+    # a random model's byte-level tokens give invalid UTF-8 and characters split across tokens: the stream holds
+    # back a started character until it is complete, so the events concatenate to the non-streamed text
+    from _serve_helpers import sse_events
+
+    fields = {"prompt": "abc", "max_tokens": 60, "temperature": 1.5, "top_k": 0, "top_p": 1.0, "seed": seed,
+              "ignore_eos": True}
+    status, _, body = server.raw(completion(**fields))
+    assert status == 200, body
+    whole = json.loads(body)["choices"][0]["text"]
+    status, _, body = server.raw(completion(**fields, stream=True))
+    assert status == 200
+    text = "".join(e["choices"][0]["text"] for e in sse_events(body))
+    assert text == whole
+    assert any(ord(ch) > 127 and ch != "\ufffd" for ch in whole) and "\ufffd" in whole  # both cases exercised

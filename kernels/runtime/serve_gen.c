@@ -61,8 +61,8 @@ static size_t hold_back(const gen *g) {
     for (size_t k = 1; k <= 3 && k <= g->len; k++) {
         unsigned char c = (unsigned char)g->text[g->len - k];
         if ((c & 0xC0) == 0x80) continue;  /* a continuation byte: look further back */
-        size_t need = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 ? 2 : 1;
-        if (need > k && c >= 0xC2 && hold < k) hold = k;
+        size_t need = c >= 0xF5 ? 1 : c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 ? 2 : 1;  /* 1: not a lead byte */
+        if (need > k && hold < k) hold = k;
         break;
     }
     return hold;

@@ -29,7 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static void die(const char *fmt, ...) {
+static _Noreturn void die(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     fputs("bitedge-run: error: ", stderr);
@@ -113,7 +113,7 @@ static int open_listener(serve_ctx *s) {
     struct sockaddr_in *v4 = (struct sockaddr_in *)&addr;
     struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&addr;
     const char *host = strcmp(s->host, "localhost") ? s->host : "127.0.0.1";
-    socklen_t alen;
+    socklen_t alen = 0;
     if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
         v4->sin_family = AF_INET;
         v4->sin_port = htons((uint16_t)s->port);
