@@ -41,7 +41,9 @@ def write_kjv(path: Path) -> Path:
 class Server:
     """`bitedge-run serve -m MODEL ARGS --port 0` as a context manager; .url is http://127.0.0.1:PORT."""
 
-    def __init__(self, binary: Path, model: Path, *args: str, start_timeout: float = 60.0, runner: list[str] = ()):
+    def __init__(self, binary: Path, model: Path, *args: str, start_timeout: float = 60.0, runner: list[str] = (),
+                 env: dict | None = None):
+        self.extra_env = env or {}
         self.cmd = [*runner, str(binary), "serve", "-m", str(model), "--host", "127.0.0.1", "--port", "0", *map(str, args)]
         self.start_timeout = start_timeout
         self.stderr_lines: list[str] = []
@@ -50,7 +52,7 @@ class Server:
     def __enter__(self) -> "Server":
         import os
 
-        env = dict(os.environ, **SANITIZER_ENV)
+        env = dict(os.environ, **SANITIZER_ENV, **self.extra_env)
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True, errors="replace", env=env)
         port = threading.Event()

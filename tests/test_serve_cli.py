@@ -103,17 +103,22 @@ def test_serve_options_without_a_board_are_refused(lab, capsys):
 @pytest.mark.parametrize("board", ["x86", pytest.param("arm", marks=pytest.mark.qemu)])
 def test_serve_on_a_board_start_forward_chat_again_stop(lab, capsys, tmp_path, board):
     port, local = free_port(), free_port()
-    args = ["serve", str(lab["model"]), "--host", board, "--port", str(port), "--slots", "2", *ssh(lab)]
+    args = ["serve", str(lab["model"]), "--host", board, "--port", str(port), "--slots", "2", "--api-key", "board-key",
+            *ssh(lab)]
     try:
         first = run_json(capsys, [*args, "--json"])
         assert first["started"] and first["port"] == port and first["pid"] > 0
         again = run_json(capsys, [*args, "--json"])  # reports the running server instead of starting another
         assert (again["started"], again["pid"], again["port"]) == (False, first["pid"], port)
+        # the key reached the server through its environment, not its command line
+        assert b"board-key" not in Path(f"/proc/{first['pid']}/cmdline").read_bytes()
 
         cli = Cli([*args, "--forward", str(local)], cwd=tmp_path)
         try:
             cli.wait_for(rf"forwarding http://127\.0\.0\.1:{local} ")
-            c = openai.OpenAI(base_url=f"http://127.0.0.1:{local}/v1", api_key="x", max_retries=0, timeout=300)
+            with pytest.raises(openai.AuthenticationError):
+                openai.OpenAI(base_url=f"http://127.0.0.1:{local}/v1", api_key="x", max_retries=0).models.list()
+            c = openai.OpenAI(base_url=f"http://127.0.0.1:{local}/v1", api_key="board-key", max_retries=0, timeout=300)
             reply = c.chat.completions.create(model="x", messages=[{"role": "user", "content": "Who made the heaven?"}],
                                               max_tokens=6, temperature=0)
             assert reply.usage.completion_tokens >= 1 and reply.choices[0].finish_reason in ("stop", "length")

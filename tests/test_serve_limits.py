@@ -207,6 +207,14 @@ def test_openai_client_with_api_key(binary_plain, model):
             bad.completions.create(model="x", prompt="a", max_tokens=2)
 
 
+def test_api_key_from_the_environment(binary_plain, model):
+    with Server(binary_plain, model, env={"BITEDGE_API_KEY": "env-key"}) as server:
+        assert "API key required" in server.stderr
+        assert server.raw(b"GET /v1/models HTTP/1.1\r\n\r\n")[0] == 401
+        assert server.raw(b"GET /v1/models HTTP/1.1\r\nAuthorization: Bearer env-key\r\n\r\n")[0] == 200
+        assert "env-key" not in " ".join(server.cmd)
+
+
 @pytest.fixture(scope="module")
 def binary_plain(tmp_path_factory):
     return session_runtime(tmp_path_factory)
