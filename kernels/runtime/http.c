@@ -263,3 +263,24 @@ int http_peer_closed(int fd) {
     ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
     return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
+
+/* Closing a socket that still has unread request bytes makes the kernel send a reset, which can destroy the
+ * answer before the client reads it (a 413 / 431 / 408 / 503 sent without reading the whole request). So: end
+ * our side, then read and drop what the client still sends until it closes, for at most linger_ms and 1 MiB. */
+void http_close(int fd, double linger_ms) {
+    shutdown(fd, SHUT_WR);
+    double deadline = http_now_ms() + linger_ms;
+    char junk[4096];
+    size_t drained = 0;
+    while (drained < (1u << 20)) {
+        ssize_t n = recv(fd, junk, sizeof(junk), MSG_DONTWAIT);
+        if (n == 0) break;  /* the client closed too */
+        if (n > 0) {
+            drained += (size_t)n;
+            continue;
+        }
+        if (errno == EINTR) continue;
+        if ((errno != EAGAIN && errno != EWOULDBLOCK) || wait_readable(fd, deadline) <= 0) break;
+    }
+    close(fd);
+}

@@ -46,6 +46,9 @@ int http_send_response(int fd, int status, const char *content_type, const char 
                        size_t body_len);
 const char *http_reason(int status);
 
+/* Half-close, drain what the client still sends (at most linger_ms; 0: only what has arrived), then close. */
+void http_close(int fd, double linger_ms);
+
 /* 1 when the peer has closed its side (or reset) without blocking, else 0. */
 int http_peer_closed(int fd);
 

@@ -326,8 +326,7 @@ static void *connection_main(void *arg) {
         serve_error(c, rc, err, NULL, NULL, NULL);
     }
     free(buf);
-    shutdown(c->fd, SHUT_WR);
-    close(c->fd);
+    http_close(c->fd, 2000);
     pthread_mutex_lock(&s->mutex);
     s->n_conns--;
     pthread_mutex_unlock(&s->mutex);
@@ -371,7 +370,7 @@ static void accept_loop(serve_ctx *s, int lfd) {
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
         serve_conn tmp = {s, fd};
         serve_error(&tmp, 503, "server busy: too many connections", NULL, NULL, NULL);
-        close(fd);
+        http_close(fd, 0);  /* no waiting here: this is the accepting thread */
     }
 }
 
