@@ -327,3 +327,31 @@ def test_random_bytes_stream_exactly_as_the_whole_answer(server, seed):
     text = "".join(e["choices"][0]["text"] for e in sse_events(body))
     assert text == whole
     assert any(ord(ch) > 127 and ch != "\ufffd" for ch in whole) and "\ufffd" in whole  # both cases exercised
+
+
+def test_threads_under_thread_sanitizer(tmp_path, model):
+    # slots, the turn lock, the queue and disconnects with concurrent clients: ThreadSanitizer must stay quiet
+    from concurrent.futures import ThreadPoolExecutor
+
+    from _runtime_helpers import EXTRA_FLAGS, RUNTIME_SOURCES
+    from _serve_helpers import start_stream
+
+    try:
+        exe = compile_c([RUNTIME / s for s in RUNTIME_SOURCES], tmp_path / "bitedge-run-tsan",
+                        flags=(*EXTRA_FLAGS, "-fsanitize=thread", "-g"), opt="-O1")
+    except CToolMissing as e:
+        pytest.skip(str(e))
+    with Server(exe, model, "--slots", "2", "--queue", "8", "-t", "2") as server:
+        leaving = start_stream(server, {"prompt": "abc", "max_tokens": 200, "ignore_eos": True})
+
+        def ask(i):
+            status, _, body = server.raw(completion(prompt=f"q{i}", max_tokens=12, seed=i, stream=bool(i % 2)))
+            return status
+
+        with ThreadPoolExecutor(6) as pool:
+            statuses = list(pool.map(ask, range(6)))
+            leaving.close()
+        assert statuses == [200] * 6
+        h = server.wait_health(lambda h: h["slots_idle"] == 2)
+        assert h["completed"] + h["cancelled"] == 7 and h["rejected"] == 0
+    assert "ThreadSanitizer" not in server.stderr, server.stderr[-3000:]
