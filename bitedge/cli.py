@@ -635,6 +635,11 @@ def _write_text(path, text: str) -> None:
         click.echo(text, nl=False)
 
 
+from bitedge import serve_cli  # noqa: E402
+
+serve_cli.register(cli, sys.modules[__name__])  # `bitedge serve`, built from the helpers above
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: a BitedgeError becomes one line on stderr and exit status 2, never a traceback."""
     try:

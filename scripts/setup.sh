@@ -23,6 +23,9 @@ else
     clang_major=$(clang --version | sed -n 's/.*version \([0-9]*\).*/\1/p' | head -1)
     $SUDO apt-get install -y -qq --no-install-recommends "libclang-rt-${clang_major}-dev" >/dev/null \
         || echo "setup: no libclang-rt-${clang_major}-dev: the libFuzzer test will be skipped" >&2
+    # a headless browser for the test of bitedge-run serve's chat page (skipped without it)
+    $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+        || echo "setup: no chromium: the chat page browser test will be skipped" >&2
 fi
 
 echo "== pip: bitedge${extra}" >&2

@@ -5,6 +5,7 @@
  *   bitedge-run bench      -m FILE [-p 128] [-n 128] [-t 1,2] [-r 5] [--json]
  *   bitedge-run perplexity -m FILE -f TEXT_FILE [-c CTX] [-t T] [--json]
  *   bitedge-run info       -m FILE [--json]
+ *   bitedge-run serve      -m FILE [--host H] [--port P] [--slots N] ...   (server.c)
  *
  * Bad input: one line "bitedge-run: error: ..." on stderr and exit status 2. A build whose instruction set
  * this CPU lacks: exit status 3 with a message, never SIGILL. BITEDGE_KERNELS=scalar|avx2|neon|... forces a
@@ -31,6 +32,7 @@
 #include "kernels.h"
 #include "model.h"
 #include "sampler.h"
+#include "server.h"
 #include "threadpool.h"
 #include "tokenizer.h"
 
@@ -272,6 +274,8 @@ static void usage(FILE *f) {
           "  bench      [-p N_PROMPT=128] [-n N_GEN=128] [-t 1,2,...] [-r REPS=5] [-b BATCH] [--json]\n"
           "  perplexity -f TEXT_FILE [-c CTX=512] [-t THREADS] [-b BATCH] [--json]\n"
           "  info       [--json]\n"
+          "  serve      [--host 127.0.0.1] [--port 8080] [-t THREADS] [--slots 4] [--queue 16] [-c CTX]\n"
+          "             [--api-key KEY] [--timeout SEC] [-b BATCH]   (OpenAI-compatible HTTP: docs/serve.md)\n"
           "environment: BITEDGE_KERNELS=scalar|avx2|neon|neon-dotprod forces a kernel table\n",
           f);
 }
@@ -747,12 +751,13 @@ int main(int argc, char **argv) {
         return argc < 2 ? EXIT_BAD_INPUT : 0;
     }
     const char *cmd = argv[1];
+    if (!strcmp(cmd, "serve")) return be_serve_main(argc, argv);  /* its own options: server.c */
     int (*run)(loaded_model *, const options *) = NULL;
     if (!strcmp(cmd, "generate")) run = cmd_generate;
     else if (!strcmp(cmd, "bench")) run = cmd_bench;
     else if (!strcmp(cmd, "perplexity")) run = cmd_perplexity;
     else if (!strcmp(cmd, "info")) run = cmd_info;
-    else die("unknown command '%s' (commands: generate, bench, perplexity, info)", cmd);
+    else die("unknown command '%s' (commands: generate, bench, perplexity, info, serve)", cmd);
     options o;
     parse_options(argc, argv, &o);
     loaded_model lm;
