@@ -108,7 +108,10 @@ def ssh_options(f):
     f = click.option("--ssh-config", type=click.Path(dir_okay=False), help="ssh_config file to read instead of ~/.ssh/config.")(f)
     f = click.option("--known-hosts", type=click.Path(dir_okay=False), help="known_hosts file (default ~/.ssh/known_hosts).")(f)
     f = click.option("--accept-new-host-key", is_flag=True, help="Trust and record a host key never seen before (never a changed one).")(f)
-    f = click.option("--connect-timeout", type=float, default=15.0, show_default=True, help="Seconds to wait for a connection.")(f)
+    f = click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=15.0, show_default=True,
+                     help="Seconds to wait for a connection.")(f)
+    f = click.option("--stall-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+                     help="Give up on a board that answers nothing for this many seconds during a transfer or command.")(f)
     return f
 
 
@@ -116,7 +119,8 @@ def _connect(spec, opts):
     from bitedge.deploy.ssh import connect
 
     return connect(spec, ssh_config=opts["ssh_config"], known_hosts=opts["known_hosts"],
-                   accept_new_host_key=opts["accept_new_host_key"], connect_timeout=opts["connect_timeout"])
+                   accept_new_host_key=opts["accept_new_host_key"], connect_timeout=opts["connect_timeout"],
+                   stall_timeout=opts["stall_timeout"])
 
 
 def _hosts(names, inventory):

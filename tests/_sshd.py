@@ -130,3 +130,21 @@ def write_board_inventory(path: Path, server: SshServer, boards: dict[str, str])
               f'identity = "{server.user_key}"', 'target = "x86-64-avx2"', ""]
     path.write_text("\n".join(lines))
     return path
+
+
+def session_pids(server: SshServer) -> list[int]:
+    """Every process under the listening sshd: the per-connection sshd sessions and what they run (sftp, shells)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], list(children.get(server.proc.pid, []))
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += children.get(pid, [])
+    return out
