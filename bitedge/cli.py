@@ -454,7 +454,10 @@ def bench(model, n_prompt, n_gen, threads, reps, target, hosts, hosts_csv, db, m
     from bitedge.results.report import markdown_table
     from bitedge.results.store import DEFAULT_DB, ResultStore, rows_from_bench
 
-    names = list(hosts) + [h for h in (hosts_csv or "").split(",") if h.strip()]
+    names = [h.strip() for h in hosts] + ([h.strip() for h in hosts_csv.split(",")] if hosts_csv is not None else [])
+    if not all(names):
+        raise BitedgeError(f"--hosts {hosts_csv!r}: an empty board name" if hosts_csv is not None and not all(
+            h.strip() for h in hosts_csv.split(",")) else "--host '': an empty board name")
     model_sha = sha256_file(model)
     method = method or _packing_of(model)
     store = ResultStore(db or DEFAULT_DB)
@@ -491,9 +494,10 @@ def bench(model, n_prompt, n_gen, threads, reps, target, hosts, hosts_csv, db, m
     elif rows:
         click.echo(markdown_table(rows), nl=False)
     if outcomes:
+        from bitedge.deploy.fleet import raise_if_failed
+
+        raise_if_failed(outcomes)  # exit 1 when some boards failed, 2 when all did
         click.echo(summary_line(outcomes), err=True)
-    if outcomes and not any(o.ok for o in outcomes):
-        raise BitedgeError(summary_line(outcomes))
 
 
 def _packing_of(model: str) -> str:

@@ -12,7 +12,7 @@ Supported families (docs/conversion.md says how each stores its weights and how 
   tiiuae Falcon3-*-1.58bit).  silu, no sub-norms, packed uint8 + weight_scale.
 - a plain LlamaForCausalLM / BitNetForCausalLM without a bitnet quantization_config is accepted only if its
   linear weights already are ternary times one scale per tensor (e.g. "unpacked" ternary checkpoints);
-  otherwise it is refused, saying how far from ternary it is (``ternary_check=False`` ternarizes anyway).
+  otherwise it is refused, saying how far from ternary it is (``ternary_check=False``, the CLI's --force-ternarize, ternarizes anyway).
 """
 
 from __future__ import annotations
@@ -259,7 +259,7 @@ class WeightReader:
         raise BitedgeError(
             f"checkpoint is not ternary: tensor {hf_weight} has {d.distinct_abs} distinct |values| "
             f"(max relative error {d.max_rel_error:.3g} of the best ternary fit); "
-            "load with ternary_check=False to ternarize it anyway (lossy)"
+            "convert with --force-ternarize to ternarize it anyway (lossy: the model changes)"
         )
 
     def scale(self, hf_scale: str, hf_weight: str) -> float:
