@@ -161,6 +161,13 @@ def first_id(value) -> int | None:
 
 
 def model_config(cfg: dict, family: str, names: set[str]) -> ModelConfig:
+    try:
+        return _model_config(cfg, family, names)
+    except (TypeError, ValueError, ZeroDivisionError, AttributeError, OverflowError) as e:
+        raise BitedgeError(f"config.json: a value of the wrong type or out of range ({e})") from None
+
+
+def _model_config(cfg: dict, family: str, names: set[str]) -> ModelConfig:
     def need(key):
         if key not in cfg:
             raise BitedgeError(f"config.json: missing {key}")

@@ -125,15 +125,15 @@ def connect(
     stall_timeout: a transfer or remote command during which the board answers nothing (not even an SSH
     keepalive) for this many seconds is abandoned with one BitedgeError naming the board (see guarded)."""
     runners = {"remote": _Remote}
-    config = (Config(runtime_ssh_path=str(ssh_config), overrides={"runners": runners}) if ssh_config
-              else Config(overrides={"load_ssh_configs": True, "runners": runners}))
-    if ssh_config:
-        if not Path(ssh_config).is_file():
-            raise BitedgeError(f"--ssh-config {ssh_config}: no such file")
-        try:
+    if ssh_config and not Path(ssh_config).is_file():
+        raise BitedgeError(f"--ssh-config {ssh_config}: no such file")
+    try:
+        config = (Config(runtime_ssh_path=str(ssh_config), overrides={"runners": runners}) if ssh_config
+                  else Config(overrides={"load_ssh_configs": True, "runners": runners}))
+        if ssh_config:
             config.load_ssh_config()
-        except (OSError, UnicodeDecodeError) as e:
-            raise BitedgeError(f"--ssh-config {ssh_config}: cannot read it: {e}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise BitedgeError(f"{ssh_config or '~/.ssh/config'}: cannot read it as an ssh_config: {e}") from None
     kwargs = {}
     if spec.identity:
         kwargs["key_filename"] = [str(Path(spec.identity).expanduser())]
