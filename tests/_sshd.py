@@ -74,7 +74,8 @@ class SshServer:
 
 
 def make_sshd(root: Path, aliases: dict[str, int] | None = None) -> SshServer:
-    """Create keys and config under root. aliases maps Host alias -> port (default: one alias 'board')."""
+    """Create keys and config under root. aliases maps Host alias -> port, 0 for this server's own (default: one
+    alias 'board')."""
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o700)
     Path("/run/sshd").mkdir(exist_ok=True) if os.geteuid() == 0 else None
@@ -112,7 +113,7 @@ def make_sshd(root: Path, aliases: dict[str, int] | None = None) -> SshServer:
     aliases = aliases or {"board": port}
     server.ssh_config.write_text(
         "".join(
-            f"Host {alias}\n  HostName 127.0.0.1\n  Port {p}\n  User {user}\n  IdentityFile {user_key}\n"
+            f"Host {alias}\n  HostName 127.0.0.1\n  Port {p or port}\n  User {user}\n  IdentityFile {user_key}\n"
             for alias, p in aliases.items()
         )
     )
@@ -148,3 +149,17 @@ def session_pids(server: SshServer) -> list[int]:
         out.append(pid)
         todo += children.get(pid, [])
     return out
+
+
+def signal_all(pids: list[int], sig: int) -> list[int]:
+    """Send sig to each pid still alive; returns those it reached (a short-lived command may have ended)."""
+    import os
+
+    reached = []
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+            reached.append(pid)
+        except ProcessLookupError:
+            pass
+    return reached

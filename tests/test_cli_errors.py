@@ -92,6 +92,7 @@ def cases():
         ("bench-hosts-blank", ["bench", "{d}/good.gguf", "--hosts", "a,,b", "--db", "{d}/walk.db"], None),
         ("generate-n-negative", ["generate", "{d}/good.gguf", "--engine", "reference", "-n", "-1"], None),
         ("generate-ref-context", ["generate", "{d}/good.gguf", "--engine", "reference", "-p", "a " * 400, "-n", "2"], None),
+        ("generate-prompt-not-utf8", ["generate", "{d}/good.gguf", "--engine", "reference", "-p", "a\udcff\udcfeb"], None),
         ("generate-ref-host", ["generate", "{d}/good.gguf", "--engine", "reference", "--host", "x"], None),
         ("generate-engine-bad", ["generate", "{d}/good.gguf", "--engine", "gpu"], None),
         ("convert-type-bad", ["convert", "{d}/good.gguf", "-o", "{d}/out.gguf", "--type", "q4_0"], "{d}/out.gguf"),

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from _sshd import make_sshd, session_pids
+from _sshd import make_sshd, session_pids, signal_all
 from bitedge.deploy.remote import deploy
 from bitedge.deploy.ssh import HostSpec, connect, run
 from bitedge.deploy.upload import upload_file
@@ -70,9 +70,7 @@ def test_board_that_stops_mid_upload_is_abandoned_after_the_stall_timeout(sshd, 
     def stop_board(n):
         sent[0] += n
         if sent[0] >= 4 << 20 and not stopped:
-            stopped.extend(session_pids(sshd))
-            for pid in stopped:
-                os.kill(pid, signal.SIGSTOP)
+            stopped.extend(signal_all(session_pids(sshd), signal.SIGSTOP))
 
     outcome = {}
 
@@ -87,8 +85,7 @@ def test_board_that_stops_mid_upload_is_abandoned_after_the_stall_timeout(sshd, 
     try:
         worker.join(60)  # not forever (a bound far above the 2 s, so timing never decides the test)
     finally:
-        for pid in stopped:
-            os.kill(pid, signal.SIGCONT)
+        signal_all(stopped, signal.SIGCONT)
         conn.close()
     assert stopped, "the board was never stopped"
     assert not worker.is_alive(), "the upload hangs on a stopped board"
@@ -99,7 +96,6 @@ def test_board_that_stops_mid_upload_is_abandoned_after_the_stall_timeout(sshd, 
 
 def test_board_that_stops_during_a_command_is_abandoned(sshd):
     conn = open_board(sshd, stall_timeout=1.5)
-    before = set(session_pids(sshd))
     result = {}
 
     def remote():
@@ -111,15 +107,11 @@ def test_board_that_stops_during_a_command_is_abandoned(sshd):
     t = threading.Thread(target=remote)
     t.start()
     time.sleep(0.5)
-    pids = set(session_pids(sshd))
-    assert before <= pids
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
+    pids = signal_all(session_pids(sshd), signal.SIGSTOP)
     try:
         t.join(60)
     finally:
-        for pid in pids:
-            os.kill(pid, signal.SIGCONT)
+        signal_all(pids, signal.SIGCONT)
         conn.close()
     assert not t.is_alive()
     assert "stopped answering" in result.get("err", "") and "sleep" in result["err"]

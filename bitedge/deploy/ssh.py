@@ -302,7 +302,8 @@ def run(conn: Connection, argv: list[str] | str, *, timeout: float = DEFAULT_COM
         return result.exited == -1 and time.monotonic() - started >= timeout
 
     try:
-        with guarded(conn, f"the command {cmd[:60]}"):
+        first = next((line.strip() for line in cmd.splitlines() if line.strip()), cmd)
+        with guarded(conn, f"the command {first[:60]}{' …' if len(first) > 60 or first != cmd.strip() else ''}"):
             result = conn.run(cmd, hide=not stream, warn=not check, timeout=timeout, in_stream=False)
     except CommandTimedOut:
         raise timed_out from None
