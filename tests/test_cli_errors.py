@@ -109,6 +109,13 @@ def cases():
         ("probe-port-bad", ["probe", "h:99999"], None),
         ("deploy-model-missing", ["deploy", "x", "--target", "x86-64-avx2", "--model", "{d}/missing.gguf"], None),
         ("deploy-timeout-bad", ["deploy", "x", "--connect-timeout", "-1"], None),
+        ("demo-model-empty", ["demo", "--model", "{d}/empty.gguf", "--workdir", "{d}/demo"], None),
+        ("demo-model-text", ["demo", "--model", "{d}/text.gguf", "--workdir", "{d}/demo"], None),
+        ("demo-workdir-file", ["demo", "--model", "{d}/good.gguf", "--workdir", "{d}/file/demo"], None),
+        ("build-out-dir-file", ["build", "x86-64-avx2", "-o", "{d}/file"], None),
+        ("dummy-hf-to-file", ["dummy", "--preset", "test", "--hf", "-o", "{d}/file"], None),
+        ("report-plots-to-file", ["report", "--db", "{d}/results.db", "--plots", "{d}/file"], None),
+        ("tune-host-no-target", ["tune", "--host", "x", "--model", "{d}/good.gguf"], None),
         ("no-such-command", ["frobnicate"], None),
         ("no-such-option", ["inspect", "--frob"], None),
     ]
