@@ -80,17 +80,23 @@ echo "avail_kb=$(df -Pk -- "$d" 2>/dev/null | awk 'NR==2 {print $4}')"
 """
 
 
-def prepare_remote_dir(conn: Connection, path: str) -> int | None:
+def prepare_remote_dir(conn: Connection, path: str, lock: str | None = None) -> int | None | tuple[int | None, str]:
     """Create `path` on the board and check that files can be written there; returns the bytes free there (None
-    when df does not say). Raises one BitedgeError saying whether the folder is read-only, not writable or full."""
-    out = run(conn, _PREPARE.replace("{d}", quote_argv([path]), 1), timeout=_stall(conn) + 60).stdout
+    when df does not say). Raises one BitedgeError saying whether the folder is read-only, not writable or full.
+
+    lock: also try to take this lock (see _LOCK) in the same round trip; then returns (free, lock state)."""
+    script = _PREPARE.replace("{d}", quote_argv([path]), 1)
+    if lock:  # a command substitution is a subshell: its $PPID is still the sshd session
+        script += 'echo "lock=$(\n' + _LOCK.replace("{l}", quote_argv([lock]), 1) + ')"\n'
+    out = run(conn, script, timeout=_stall(conn) + 60).stdout
     info = dict(line.partition("=")[::2] for line in out.splitlines() if "=" in line)
     if "mkdir" in info:
         raise BitedgeError(f"{_where(conn)}: cannot create the folder {path}: {_why(info['mkdir'])}")
     if "write" in info:
         raise BitedgeError(f"{_where(conn)}: cannot write in {path}: {_why(info['write'])}")
     avail = info.get("avail_kb", "").strip()
-    return int(avail) * 1024 if avail.isdigit() else None
+    free = int(avail) * 1024 if avail.isdigit() else None
+    return (free, info.get("lock", "").strip()) if lock else free
 
 
 def free_bytes(conn: Connection, path: str) -> int | None:
@@ -149,25 +155,33 @@ echo "held by $owner"
 class _Lock:
     """`<dest>.lock` on the board while this upload writes `<dest>.partial` (see _LOCK)."""
 
-    def __init__(self, conn: Connection, dest: str, wait_s: float = 3600):
-        self.conn, self.path, self.wait_s = conn, dest + ".lock", wait_s
+    def __init__(self, conn: Connection, sftp: paramiko.SFTPClient, path: str, first: str = "", wait_s: float = 3600):
+        self.conn, self.sftp, self.path, self.first, self.wait_s = conn, sftp, path, first, wait_s
+        self.waited = False  # another upload held it: what it did must be looked at again
 
     def __enter__(self) -> "_Lock":
         deadline = time.monotonic() + self.wait_s
         script = _LOCK.replace("{l}", quote_argv([self.path]), 1)
+        out = self.first
         while True:
-            out = run(self.conn, script, timeout=_stall(self.conn) + 60).stdout.strip()
             if out == "acquired":
                 return self
+            if not out:
+                out = run(self.conn, script, timeout=_stall(self.conn) + 60).stdout.strip()
+                continue
+            self.waited = True
             if out.startswith("held") and time.monotonic() > deadline:
                 raise BitedgeError(f"{_where(self.conn)}: another upload to {self.path[:-5]} has held {self.path} for "
                                    f"{self.wait_s:g} s; if no other bitedge is uploading there, remove {self.path}")
-            time.sleep(0.3)
+            if out.startswith("held"):
+                time.sleep(0.3)
+            out = ""
 
     def __exit__(self, *exc) -> None:
-        try:
-            run(self.conn, ["rm", "-rf", "--", self.path], timeout=_stall(self.conn) + 60, check=False)
-        except BitedgeError:
+        try:  # two sftp requests: cheaper than a remote command
+            self.sftp.remove(self.path + "/owner")
+            self.sftp.rmdir(self.path)
+        except (OSError, paramiko.SSHException, EOFError):
             pass  # connection gone: the lock is stale now and the next upload removes it
 
 
@@ -187,15 +201,16 @@ def upload_file(conn: Connection, local: str | Path, remote_path: str, *, mode: 
         if _same(conn, sftp, remote_path, size, digest, mode):
             return UploadResult(remote_path, digest, size, "skipped", 0)
         folder = posixpath.dirname(remote_path)
-        free = prepare_remote_dir(conn, folder)
-        with _Lock(conn, remote_path):
-            if _same(conn, sftp, remote_path, size, digest, mode):  # another upload finished it meanwhile
-                return UploadResult(remote_path, digest, size, "skipped", 0)
+        free, state = prepare_remote_dir(conn, folder, lock=remote_path + ".lock")
+        with _Lock(conn, sftp, remote_path + ".lock", first=state) as lock:
+            if lock.waited:
+                if _same(conn, sftp, remote_path, size, digest, mode):  # the other upload put it there
+                    return UploadResult(remote_path, digest, size, "skipped", 0)
+                free = free_bytes(conn, folder)
             partial = remote_path + ".partial"
             offset = _remote_size(sftp, partial) or 0
             if offset > size:
                 offset = 0
-            free = free_bytes(conn, folder) if free is not None else None
             if free is not None and size - offset > free:
                 _remove(sftp, partial)  # never leave a useless partial filling the disk
                 raise BitedgeError(
