@@ -52,8 +52,8 @@ def convert(source, output, packing, embed_type, revision, force, force_ternariz
     src = open_source(source, revision=revision, ternary_check=not force_ternarize)
     total = sum(p.nbytes for p in plan_tensors(src.config.validate(), packing, embed_type))
     if src.tokenizer is None:
-        _say(f"bitedge: warning: {source} has no tokenizer: bitedge-run and generate will take token ids "
-             "(--tokens), not text prompts, from {output}".replace("{output}", str(output)))
+        _say(f"bitedge: warning: {source} has no tokenizer: bitedge-run will take token ids (--tokens), "
+             f"not text prompts, from {output}")
     with _byte_progress(f"convert → {Path(output).name}", total, enabled=not (no_progress or as_json)) as advance:
         summary = write_gguf(src, output, packing=packing, embed_type=embed_type, force=force, progress=advance)
     if as_json:
@@ -486,8 +486,7 @@ def bench(model, n_prompt, n_gen, threads, reps, target, hosts, hosts_csv, db, m
 
     names = [h.strip() for h in hosts] + ([h.strip() for h in hosts_csv.split(",")] if hosts_csv is not None else [])
     if not all(names):
-        raise BitedgeError(f"--hosts {hosts_csv!r}: an empty board name" if hosts_csv is not None and not all(
-            h.strip() for h in hosts_csv.split(",")) else "--host '': an empty board name")
+        raise BitedgeError(f"--host/--hosts: an empty board name in {[*hosts, *([hosts_csv] if hosts_csv is not None else [])]}")
     model_sha = sha256_file(model)
     method = method or _packing_of(model)
     store = ResultStore(db or DEFAULT_DB)
