@@ -151,3 +151,18 @@ def test_fleet_with_a_host_that_never_speaks_ssh(lab, capsys, tmp_path):
     assert rc == 1, captured.err
     assert f"no SSH server answered on {port} within 1 s" in captured.err
     assert "Traceback" not in captured.err and "paramiko" not in captured.err and "No existing session" not in captured.err
+
+
+def test_one_board_under_two_names_in_a_fleet(lab, capsys, tmp_path):
+    """Both names deploy into one folder at once: the uploads take turns (a lock on the board), both succeed."""
+    inv = tmp_path / "boards.toml"
+    inv.write_text("".join(f'[hosts.{name}]\nhost = "board"\ntarget = "x86-64-avx2"\nremote_dir = "{tmp_path / "shared"}"\n'
+                           for name in ("one", "two")))
+    rc = main(["bench", str(lab["model"]), "--hosts", "one,two", "-p", "8", "-n", "4", "-r", "1",
+               "--db", str(tmp_path / "r.db"), "--inventory", str(inv), "--ssh-config", str(lab["server"].ssh_config),
+               "--known-hosts", str(lab["server"].known_hosts), "--json"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert {r["board"] for r in json.loads(captured.out)["rows"]} == {"one", "two"}
+    left = sorted(p.name for p in (tmp_path / "shared").rglob("*"))
+    assert left == ["bin", "bitedge-run", "models", lab["model"].name], left

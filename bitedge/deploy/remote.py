@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from fabric import Connection
 
 from bitedge.deploy.probe import BoardInfo, check_binary_runs_on, probe
 from bitedge.deploy.ssh import HostSpec, guarded, run
-from bitedge.deploy.upload import UploadResult, remote_sha256, resolve_remote_dir, upload_file
+from bitedge.deploy.upload import UploadResult, remote_lock, remote_sha256, resolve_remote_dir, upload_file
 from bitedge.errors import BitedgeError
 from bitedge.model import sha256_file
 from bitedge.output import last_json
@@ -65,19 +66,23 @@ def deploy(conn: Connection, spec: HostSpec, binary: str | Path, model: str | Pa
     installed = posixpath.join(remote_dir, "bin", "bitedge-run")
     check = ["info", "-m", remote_model] if remote_model else ["--help"]
     digest = sha256_file(binary)
-    if remote_sha256(conn, installed) == digest:
-        up = upload_file(conn, binary, installed, mode=0o755, local_sha256=digest)  # only fixes the mode
-    else:
-        staged = installed + ".new"
-        up = upload_file(conn, binary, staged, mode=0o755, progress=progress, local_sha256=digest)
-        result = run(conn, [*runner, staged, *check], timeout=300, check=False)
-        if result.exited != 0:
-            run(conn, ["rm", "-f", "--", staged], timeout=60, check=False)
-            raise BitedgeError(f"{spec.name}: the new bitedge-run does not run on the board ({_last_line(result)}); "
-                               f"the installed one was left in place")
-        with guarded(conn, "installing bitedge-run"):
-            conn.sftp().posix_rename(staged, installed)
-        up = UploadResult(installed, up.sha256, up.size, up.action, up.bytes_sent)
+    with remote_lock(conn, installed):  # one check-and-swap at a time (one board under two names in a fleet)
+        if remote_sha256(conn, installed) == digest:
+            with guarded(conn, "checking bitedge-run"):
+                if stat.S_IMODE(conn.sftp().stat(installed).st_mode) != 0o755:
+                    conn.sftp().chmod(installed, 0o755)
+            up = UploadResult(installed, digest, Path(binary).stat().st_size, "skipped", 0)
+        else:
+            staged = installed + ".new"
+            up = upload_file(conn, binary, staged, mode=0o755, progress=progress, local_sha256=digest)
+            result = run(conn, [*runner, staged, *check], timeout=300, check=False)
+            if result.exited != 0:
+                run(conn, ["rm", "-f", "--", staged], timeout=60, check=False)
+                raise BitedgeError(f"{spec.name}: the new bitedge-run does not run on the board ({_last_line(result)}); "
+                                   f"the installed one was left in place")
+            with guarded(conn, "installing bitedge-run"):
+                conn.sftp().posix_rename(staged, installed)
+            up = UploadResult(installed, up.sha256, up.size, up.action, up.bytes_sent)
     uploads.insert(0, up)
     dep = Deployment(spec, board, remote_dir, installed, remote_model, runner, uploads)
     if verify:

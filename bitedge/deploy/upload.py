@@ -18,6 +18,7 @@ from __future__ import annotations
 import posixpath
 import stat
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,6 +184,16 @@ class _Lock:
             self.sftp.rmdir(self.path)
         except (OSError, paramiko.SSHException, EOFError):
             pass  # connection gone: the lock is stale now and the next upload removes it
+
+
+@contextmanager
+def remote_lock(conn: Connection, path: str):
+    """Hold `<path>.lock` on the board (its folder made and checked first) for a check-then-replace of `path` that
+    other uploads of the same place must not interleave with. Do not upload to `path` itself meanwhile."""
+    folder = posixpath.dirname(path)
+    _, state = prepare_remote_dir(conn, folder, lock=path + ".lock")
+    with _Lock(conn, conn.sftp(), path + ".lock", first=state) as lock:
+        yield lock
 
 
 def upload_file(conn: Connection, local: str | Path, remote_path: str, *, mode: int | None = None,
