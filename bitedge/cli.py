@@ -51,6 +51,9 @@ def convert(source, output, packing, embed_type, revision, force, force_ternariz
 
     src = open_source(source, revision=revision, ternary_check=not force_ternarize)
     total = sum(p.nbytes for p in plan_tensors(src.config.validate(), packing, embed_type))
+    if src.tokenizer is None:
+        _say(f"bitedge: warning: {source} has no tokenizer: bitedge-run will take token ids (--tokens), "
+             f"not text prompts, from {output}")
     with _byte_progress(f"convert → {Path(output).name}", total, enabled=not (no_progress or as_json)) as advance:
         summary = write_gguf(src, output, packing=packing, embed_type=embed_type, force=force, progress=advance)
     if as_json:
@@ -61,7 +64,7 @@ def convert(source, output, packing, embed_type, revision, force, force_ternariz
 
 
 @cli.command()
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @json_option
 def inspect(file, as_json):
     """Say what is inside any GGUF file (bitedge, llama.cpp, bitnet.cpp)."""
@@ -108,7 +111,10 @@ def ssh_options(f):
     f = click.option("--ssh-config", type=click.Path(dir_okay=False), help="ssh_config file to read instead of ~/.ssh/config.")(f)
     f = click.option("--known-hosts", type=click.Path(dir_okay=False), help="known_hosts file (default ~/.ssh/known_hosts).")(f)
     f = click.option("--accept-new-host-key", is_flag=True, help="Trust and record a host key never seen before (never a changed one).")(f)
-    f = click.option("--connect-timeout", type=float, default=15.0, show_default=True, help="Seconds to wait for a connection.")(f)
+    f = click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=15.0, show_default=True,
+                     help="Seconds to wait for a connection.")(f)
+    f = click.option("--stall-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+                     help="Give up on a board that answers nothing for this many seconds during a transfer or command.")(f)
     return f
 
 
@@ -116,7 +122,8 @@ def _connect(spec, opts):
     from bitedge.deploy.ssh import connect
 
     return connect(spec, ssh_config=opts["ssh_config"], known_hosts=opts["known_hosts"],
-                   accept_new_host_key=opts["accept_new_host_key"], connect_timeout=opts["connect_timeout"])
+                   accept_new_host_key=opts["accept_new_host_key"], connect_timeout=opts["connect_timeout"],
+                   stall_timeout=opts["stall_timeout"])
 
 
 def _hosts(names, inventory):
@@ -364,7 +371,7 @@ def deploy(host, target, model, as_json, **opts):
 
 
 @cli.command()
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.option("-p", "--prompt", default="", help="Prompt text.")
 @click.option("-n", "--n-tokens", "n", type=int, default=32, show_default=True, help="Tokens to generate.")
 @click.option("--greedy/--sample", default=True, show_default=True, help="Greedy decoding or sampling.")
@@ -384,6 +391,7 @@ def generate(model, prompt, n, greedy, temp, top_k, top_p, seed, ignore_eos, eng
     """Generate text from a GGUF model with the C runtime (here, emulated, or on a board) or the reference."""
     if n < 0:
         raise BitedgeError("--n-tokens must be >= 0")
+    prompt = _prompt_text(prompt)
     if engine == "reference":
         if host or target:
             raise BitedgeError("--engine reference runs here in numpy: it takes no --host or --target")
@@ -424,18 +432,44 @@ def _reference_generate(model, prompt, n, greedy, temp, seed, ignore_eos) -> dic
     prompt_tokens = encode(src.tokenizer, prompt)
     if not prompt_tokens:
         raise BitedgeError("empty prompt and the model adds no BOS token: give a prompt with -p")
+    ctx = src.config.context_length
+    if len(prompt_tokens) + n > ctx:  # as bitedge-run says it
+        raise BitedgeError(f"prompt ({len(prompt_tokens)} tokens) + {n} new tokens exceed the context of {ctx} positions")
     tokens, _ = Reference(src).generate(prompt_tokens, n, greedy=greedy, temperature=temp, seed=seed,
                                         stop_at_eos=not ignore_eos)
     tokens = [int(t) for t in tokens]
     return {"prompt_tokens": prompt_tokens, "tokens": tokens, "text": decode(src.tokenizer, tokens)}
 
 
+def _thread_list(ctx, param, value: str) -> str:
+    """'1,2,4' (positive integers) as the runtime takes it; anything else is a usage error."""
+    parts = [p.strip() for p in str(value).split(",")]
+    if not all(p.isdigit() and 0 < int(p) <= 1024 for p in parts):
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of thread counts (1 to 1024), e.g. 1,2,4")
+    return ",".join(str(int(p)) for p in parts)
+
+
+def _prompt_text(prompt: str) -> str:
+    """The prompt as valid text: bytes that are not UTF-8 (surrogate escapes from the command line) are refused."""
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = prompt.encode("utf-8", "surrogateescape")
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise BitedgeError(f"-p: the prompt is not valid UTF-8 (byte {raw[e.start]:#04x} at offset {e.start})") from None
+        return raw.decode("utf-8")
+    return prompt
+
+
 @cli.command()
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.option("-p", "--n-prompt", type=int, default=128, show_default=True, help="Prompt tokens (pp test).")
 @click.option("-n", "--n-gen", type=int, default=128, show_default=True, help="Generated tokens (tg test).")
-@click.option("-t", "--threads", default="1", show_default=True, help="Thread counts, comma-separated.")
-@click.option("-r", "--reps", type=int, default=5, show_default=True)
+@click.option("-t", "--threads", default="1", show_default=True, callback=_thread_list,
+              help="Thread counts, comma-separated.")
+@click.option("-r", "--reps", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--target", help="Target profile (default: this machine, or the board's).")
 @click.option("--host", "hosts", multiple=True, help="Benchmark on this board (repeatable).")
 @click.option("--hosts", "hosts_csv", help="Comma-separated boards, benchmarked in parallel.")
@@ -450,7 +484,9 @@ def bench(model, n_prompt, n_gen, threads, reps, target, hosts, hosts_csv, db, m
     from bitedge.results.report import markdown_table
     from bitedge.results.store import DEFAULT_DB, ResultStore, rows_from_bench
 
-    names = list(hosts) + [h for h in (hosts_csv or "").split(",") if h.strip()]
+    names = [h.strip() for h in hosts] + ([h.strip() for h in hosts_csv.split(",")] if hosts_csv is not None else [])
+    if not all(names):
+        raise BitedgeError(f"--host/--hosts: an empty board name in {[*hosts, *([hosts_csv] if hosts_csv is not None else [])]}")
     model_sha = sha256_file(model)
     method = method or _packing_of(model)
     store = ResultStore(db or DEFAULT_DB)
@@ -487,9 +523,10 @@ def bench(model, n_prompt, n_gen, threads, reps, target, hosts, hosts_csv, db, m
     elif rows:
         click.echo(markdown_table(rows), nl=False)
     if outcomes:
+        from bitedge.deploy.fleet import raise_if_failed
+
+        raise_if_failed(outcomes)  # exit 1 when some boards failed, 2 when all did
         click.echo(summary_line(outcomes), err=True)
-    if outcomes and not any(o.ok for o in outcomes):
-        raise BitedgeError(summary_line(outcomes))
 
 
 def _packing_of(model: str) -> str:
@@ -635,29 +672,69 @@ def _write_text(path, text: str) -> None:
         click.echo(text, nl=False)
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised like Ctrl-C so that every `finally` and partial-file cleanup runs."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 from bitedge import serve_cli  # noqa: E402
 
 serve_cli.register(cli, sys.modules[__name__])  # `bitedge serve`, built from the helpers above
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: a BitedgeError becomes one line on stderr and exit status 2, never a traceback."""
+    """Entry point: every failure is one line on stderr, never a traceback.
+
+    Exit status: 0 ok; 2 bad input or environment (BitedgeError, a usage error, a file that cannot be read or
+    written); 1 some boards of a fleet failed; 130 interrupted, 143 terminated (partial files removed either
+    way); 70 a bug (one line too; BITEDGE_DEBUG=1 shows its traceback)."""
+    import os
+    import signal
+
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (an embedding program): leave signals alone
+        previous = None
     try:
         rv = cli.main(args=argv, prog_name="bitedge", standalone_mode=False)
     except BitedgeError as e:
-        click.echo(f"bitedge: error: {e}", err=True)
+        click.echo(f"bitedge: error: {_one_line(e)}", err=True)
         return e.exit_code
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("bitedge: interrupted", err=True)
         return 130
-    except KeyboardInterrupt:
-        click.echo("bitedge: interrupted", err=True)
-        return 130
+    except _Terminated:
+        click.echo("bitedge: terminated", err=True)
+        return 143
     except click.ClickException as e:
-        e.show()
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+        click.echo(f"bitedge: error: {_one_line(e.format_message())}{hint}", err=True)
         return 2
     except BrokenPipeError:
         return 0
+    except OSError as e:  # a file or folder the user named that cannot be read or written
+        if os.environ.get("BITEDGE_DEBUG"):
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        click.echo(f"bitedge: error: {where}{_one_line(e.strerror or e)}", err=True)
+        return 2
+    except Exception as e:  # a bug: still one line, the traceback on request
+        if os.environ.get("BITEDGE_DEBUG"):
+            raise
+        click.echo(f"bitedge: internal error (a bug, please report it; BITEDGE_DEBUG=1 shows the traceback): "
+                   f"{type(e).__name__}: {_one_line(e)}", err=True)
+        return 70
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return rv if isinstance(rv, int) else 0
 
 

@@ -51,6 +51,7 @@ def run_demo(*, model: str | Path | None = None, workdir: str | Path = "build/de
     source = Path(model) if model else BUNDLED
     if not source.exists():
         raise BitedgeError(f"{source}: the demo model is missing (reinstall bitedge, or pass --model)")
+    opened = open_source(str(source))  # a model that cannot be read fails here, before anything is written
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     gguf = work / f"{source.name.removesuffix('.gguf')}-i2_s.gguf"
@@ -63,7 +64,7 @@ def run_demo(*, model: str | Path | None = None, workdir: str | Path = "build/de
         result.steps.append((desc, time.perf_counter() - t0))
         return value
 
-    timed("convert the bundled model to I2_S", lambda: write_gguf(open_source(str(source)), gguf, packing="i2_s", force=True))
+    timed("convert the bundled model to I2_S", lambda: write_gguf(opened, gguf, packing="i2_s", force=True))
     host = get_target(host_target_id())
     board = get_target(EMULATED_BOARD)
     builds = {}

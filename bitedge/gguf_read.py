@@ -150,7 +150,11 @@ class GGUFFile:
             ggml_type = GGMLQuantizationType(ggml_type)
         except ValueError:
             pass  # a fork's type id (bitnet.cpp I2_S/TL1/TL2, ik's IQ*_BN): left to the foreign importer
-        n = int(np.prod(dims, dtype=np.int64)) if dims else 1
+        n = 1
+        for d in dims:  # Python ints: a corrupt dimension must not wrap around int64 into a plausible count
+            n *= int(d)
+        if n >= 1 << 60:
+            raise CorruptFile(f"tensor {name}: element count overflows (dimensions {list(dims)})")
         return name, ggml_type, tuple(int(d) for d in reversed(dims)), n, rel
 
     # tensor data -------------------------------------------------------------------------------------

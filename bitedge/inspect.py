@@ -68,6 +68,12 @@ def is_ternary_name(name: str) -> bool:
     return name.startswith("blk.") and name.endswith(".weight") and tensor_role(name) in TERNARY_ROLES
 
 
+# Types a BitNet matrix is stored as with its ternary values intact: packed ternary types (bitedge's I8 bytes,
+# llama.cpp's TQ*, bitnet.cpp's, ik_llama.cpp's) and unquantized floats. Anything else (Q4_0, IQ2_XXS, a type
+# this reader does not know) is not ternary, whatever the tensor's name.
+TERNARY_TYPES = {"I8", "TQ1_0", "TQ2_0", "I2_S", "TL1", "TL2", "IQ1_BN", "IQ2_BN", "IQ2_BN_R4", "F32", "F16", "BF16"}
+
+
 def inspect_file(path) -> dict:
     """Architecture, dims, tensor table, tokenizer summary, bitedge keys and sizes of a GGUF file."""
     path = os.fspath(path)
@@ -81,6 +87,7 @@ def inspect_file(path) -> dict:
 
     tensors = []
     ternary = {"tensors": 0, "params": 0, "bytes": 0}
+    not_ternary: dict[str, int] = {}
     for t in gguf_file.tensors:
         logical = tuple(t.shape)
         if dialect == "bitedge" and t.type_name == "I8" and is_ternary_name(t.name):
@@ -101,6 +108,10 @@ def inspect_file(path) -> dict:
         }
         tensors.append(row)
         if is_ternary_name(t.name):
+            if t.type_name not in TERNARY_TYPES:
+                not_ternary.setdefault(t.type_name, 0)
+                not_ternary[t.type_name] += 1
+                continue
             ternary["tensors"] += 1
             ternary["params"] += n
             ternary["bytes"] += t.n_bytes
@@ -113,6 +124,10 @@ def inspect_file(path) -> dict:
             f"{', '.join(fork)} tensors (bitnet.cpp's ggml type ids, e.g. I2_S = {I2_S}): only bitnet.cpp loads this file; "
             "upstream llama.cpp, llamafile and LM Studio cannot"
         )
+    if not_ternary:
+        kinds = ", ".join(f"{n} {name}" for name, n in sorted(not_ternary.items()))
+        notes.append(f"not ternary: the layers' matrices include {kinds} tensors (a quantization that is not "
+                     "ternary, or a type this reader does not know): not counted as ternary")
     if dialect == "bitedge":
         notes.append(f"bitedge format {kv.get('bitedge.format_version')}: ternary matrices packed as {kv.get('bitedge.weight_packing')}")
 

@@ -22,6 +22,20 @@ TERNARY_ROLES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_u
 FFN_ACTIVATIONS = ("relu2", "silu")
 
 
+# What bitedge-run loads (kernels/runtime/model.h BE_MAX_*): a converted file beyond these would be refused on the board.
+RUNTIME_LIMITS = {"vocab_size": 1 << 22, "hidden_size": 1 << 16, "intermediate_size": 1 << 18, "num_layers": 1024,
+                  "num_heads": 1024, "num_kv_heads": 1024, "head_dim": 1024, "context_length": 1 << 22}
+
+
+_HF_NAMES = {"context_length": "max_position_embeddings", "num_layers": "num_hidden_layers",
+             "num_heads": "num_attention_heads", "num_kv_heads": "num_key_value_heads"}
+
+
+def _named(key: str) -> str:
+    """A config field with the config.json name a user would look for."""
+    return f"{key} ({_HF_NAMES[key]})" if key in _HF_NAMES else key
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     vocab_size: int
@@ -40,11 +54,12 @@ class ModelConfig:
     name: str = "bitnet"
 
     def validate(self) -> "ModelConfig":
-        ints = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim")
-        for key in ints:
+        for key, limit in RUNTIME_LIMITS.items():
             value = getattr(self, key)
-            if not isinstance(value, int) or value <= 0:
-                raise BitedgeError(f"model config: {key} must be a positive integer, got {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise BitedgeError(f"model config: {_named(key)} must be a positive integer, got {value!r}")
+            if value > limit:
+                raise BitedgeError(f"model config: {_named(key)} {value} is above what bitedge-run loads ({limit})")
         if self.num_heads % self.num_kv_heads:
             raise BitedgeError(
                 f"model config: num_attention_heads {self.num_heads} is not a multiple of num_key_value_heads {self.num_kv_heads}"

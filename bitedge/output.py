@@ -36,11 +36,19 @@ def write_text_atomic(path, text: str) -> None:
     import os
     from pathlib import Path
 
+    from bitedge.errors import BitedgeError
+
     target = Path(path)
+    if target.is_dir():
+        raise BitedgeError(f"{target}: is a folder, not a file to write")
+    if not target.parent.is_dir():
+        raise BitedgeError(f"{target}: cannot write it: the folder {target.parent} does not exist")
     tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
     try:
         tmp.write_text(text)
         os.replace(tmp, target)
+    except OSError as e:
+        raise BitedgeError(f"{target}: cannot write it: {e.strerror or e}") from None
     finally:
         tmp.unlink(missing_ok=True)
 

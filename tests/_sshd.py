@@ -74,7 +74,8 @@ class SshServer:
 
 
 def make_sshd(root: Path, aliases: dict[str, int] | None = None) -> SshServer:
-    """Create keys and config under root. aliases maps Host alias -> port (default: one alias 'board')."""
+    """Create keys and config under root. aliases maps Host alias -> port, 0 for this server's own (default: one
+    alias 'board')."""
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o700)
     Path("/run/sshd").mkdir(exist_ok=True) if os.geteuid() == 0 else None
@@ -112,7 +113,7 @@ def make_sshd(root: Path, aliases: dict[str, int] | None = None) -> SshServer:
     aliases = aliases or {"board": port}
     server.ssh_config.write_text(
         "".join(
-            f"Host {alias}\n  HostName 127.0.0.1\n  Port {p}\n  User {user}\n  IdentityFile {user_key}\n"
+            f"Host {alias}\n  HostName 127.0.0.1\n  Port {p or port}\n  User {user}\n  IdentityFile {user_key}\n"
             for alias, p in aliases.items()
         )
     )
@@ -130,3 +131,35 @@ def write_board_inventory(path: Path, server: SshServer, boards: dict[str, str])
               f'identity = "{server.user_key}"', 'target = "x86-64-avx2"', ""]
     path.write_text("\n".join(lines))
     return path
+
+
+def session_pids(server: SshServer) -> list[int]:
+    """Every process under the listening sshd: the per-connection sshd sessions and what they run (sftp, shells)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], list(children.get(server.proc.pid, []))
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += children.get(pid, [])
+    return out
+
+
+def signal_all(pids: list[int], sig: int) -> list[int]:
+    """Send sig to each pid still alive; returns those it reached (a short-lived command may have ended)."""
+    import os
+
+    reached = []
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+            reached.append(pid)
+        except ProcessLookupError:
+            pass
+    return reached

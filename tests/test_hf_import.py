@@ -245,8 +245,9 @@ def test_missing_tensor_is_named(tmp_path):
 def test_non_ternary_checkpoint_is_refused_with_distance(tmp_path):
     d = tmp_path / "plain"
     make_checkpoint(str(d), Shape(hidden=64, heads=4, kv_heads=2, ffn=96, vocab=300, layers=1), "plain", tokenizer=None)
-    with pytest.raises(BitedgeError, match=r"checkpoint is not ternary: tensor model\.layers\.0\.self_attn\.q_proj\.weight has \d+ distinct \|values\| \(max relative error 0\.\d+"):
+    with pytest.raises(BitedgeError, match=r"checkpoint is not ternary: tensor model\.layers\.0\.self_attn\.q_proj\.weight has \d+ distinct \|values\| \(max relative error 0\.\d+") as err:
         load_hf(d)
+    assert "--force-ternarize" in str(err.value)  # the CLI flag that does it, not the API's keyword
     src = load_hf(d, ternary_check=False)  # explicitly asked: ternarize (lossy)
     assert isinstance(src.tensors["blk.0.attn_q.weight"](), Ternary)
 

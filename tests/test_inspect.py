@@ -93,3 +93,25 @@ def test_corrupt_file_is_one_error(tmp_path):
         inspect_file(tmp_path / "junk.gguf")
     with pytest.raises(BitedgeError, match="not a GGUF file"):
         inspect_file(__file__)
+
+
+def test_non_ternary_types_are_not_called_ternary(tmp_path):
+    path = tmp_path / "q4.gguf"
+    write_llama_cpp_gguf(path, WEIGHTS, ternary_type="Q4_0")
+    d = inspect_file(path)
+    assert rows(d)["blk.0.attn_q.weight"]["type"] == "Q4_0"
+    assert d["ternary"]["tensors"] == 0 and d["ternary"]["params"] == 0
+    assert any("not ternary" in n and f"{N_TERNARY} Q4_0" in n for n in d["notes"])
+    assert "ternary     " not in format_inspect(d)
+
+
+def test_a_dimension_that_overflows_is_one_error(tmp_path):
+    path = tmp_path / "m.gguf"
+    write_llama_cpp_gguf(path, WEIGHTS)
+    data = bytearray(path.read_bytes())
+    name = b"token_embd.weight"
+    at = data.index(name) + len(name) + 4  # after the name: n_dims (u32), then the dims (u64 each)
+    data[at + 7] = 0x10  # the first dimension's top byte: the element count wraps int64
+    path.write_bytes(bytes(data))
+    with pytest.raises(BitedgeError, match="element count overflows"):
+        inspect_file(path)

@@ -268,3 +268,19 @@ def test_sampler_follows_the_distribution(sampler_lib, temperature, top_k, top_p
     se = np.sqrt(p * (1 - p) / n)
     assert np.all(np.abs(counts / n - p) <= 5 * se + 1e-12), (counts / n, p)
     assert np.array_equal(counts, sampler_lib(logits, n, temperature, top_k, top_p))  # same seed, same draws
+
+
+def test_peak_rss_is_the_runtimes_own_not_the_parents(binary, dummy):
+    """ru_maxrss survives exec on Linux: a parent holding 400 MB made a 0.2 MB model report 400 MB. The runtime
+    must report its own peak (VmHWM)."""
+    path, _ = dummy
+    script = ("import subprocess, sys, json\n"
+              "ballast = bytearray(400 << 20)\n"
+              "for i in range(0, len(ballast), 4096): ballast[i] = 1\n"
+              "out = subprocess.run([sys.argv[1], 'bench', '-m', sys.argv[2], '-p', '4', '-n', '2', '-r', '1', '--json'],"
+              " capture_output=True, text=True, check=True).stdout\n"
+              "print(json.loads(out)[0]['peak_rss_bytes'])\n")
+    proc = subprocess.run(["python3", "-c", script, str(binary), str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    peak = int(proc.stdout.strip().splitlines()[-1])
+    assert 0 < peak < 100 << 20, f"peak RSS {peak / 2**20:.0f} MiB is the parent's, not bitedge-run's"

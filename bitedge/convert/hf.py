@@ -12,7 +12,7 @@ Supported families (docs/conversion.md says how each stores its weights and how 
   tiiuae Falcon3-*-1.58bit).  silu, no sub-norms, packed uint8 + weight_scale.
 - a plain LlamaForCausalLM / BitNetForCausalLM without a bitnet quantization_config is accepted only if its
   linear weights already are ternary times one scale per tensor (e.g. "unpacked" ternary checkpoints);
-  otherwise it is refused, saying how far from ternary it is (``ternary_check=False`` ternarizes anyway).
+  otherwise it is refused, saying how far from ternary it is (``ternary_check=False``, the CLI's --force-ternarize, ternarizes anyway).
 """
 
 from __future__ import annotations
@@ -155,6 +155,13 @@ def rope_theta(cfg: dict, default: float) -> float:
 
 
 def model_config(cfg: dict, family: str, names: set[str]) -> ModelConfig:
+    try:
+        return _model_config(cfg, family, names)
+    except (TypeError, ValueError, ZeroDivisionError, AttributeError, OverflowError) as e:
+        raise BitedgeError(f"config.json: a value of the wrong type or out of range ({e})") from None
+
+
+def _model_config(cfg: dict, family: str, names: set[str]) -> ModelConfig:
     def need(key):
         if key not in cfg:
             raise BitedgeError(f"config.json: missing {key}")
@@ -253,7 +260,7 @@ class WeightReader:
         raise BitedgeError(
             f"checkpoint is not ternary: tensor {hf_weight} has {d.distinct_abs} distinct |values| "
             f"(max relative error {d.max_rel_error:.3g} of the best ternary fit); "
-            "load with ternary_check=False to ternarize it anyway (lossy)"
+            "convert with --force-ternarize to ternarize it anyway (lossy: the model changes)"
         )
 
     def scale(self, hf_scale: str, hf_weight: str) -> float:

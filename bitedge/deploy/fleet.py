@@ -43,3 +43,17 @@ def summary_line(outcomes: list[HostOutcome]) -> str:
     ok = [o.host for o in outcomes if o.ok]
     bad = [f"{o.host} ({o.error})" for o in outcomes if not o.ok]
     return f"{len(ok)}/{len(outcomes)} hosts succeeded" + (f"; failed: {'; '.join(bad)}" if bad else "")
+
+
+class FleetFailure(BitedgeError):
+    """Some boards failed (their results are stored, the others' are not): exit status 1; all failed: 2."""
+
+    exit_code = 1
+
+
+def raise_if_failed(outcomes: list[HostOutcome]) -> None:
+    if all(o.ok for o in outcomes):
+        return
+    if not any(o.ok for o in outcomes):
+        raise BitedgeError(summary_line(outcomes))
+    raise FleetFailure(summary_line(outcomes))

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import posixpath
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fabric import Connection
 
 from bitedge.deploy.probe import BoardInfo, check_binary_runs_on, probe
-from bitedge.deploy.ssh import HostSpec, run
-from bitedge.deploy.upload import UploadResult, resolve_remote_dir, upload_file
+from bitedge.deploy.ssh import HostSpec, guarded, run
+from bitedge.deploy.upload import UploadResult, remote_lock, remote_sha256, resolve_remote_dir, upload_file
 from bitedge.errors import BitedgeError
+from bitedge.model import sha256_file
 from bitedge.output import last_json
 
 # Cumulative energy counters a board may expose (microjoules): Intel/AMD RAPL powercap, hwmon energy sensors.
@@ -48,24 +50,51 @@ class Deployment:
 
 def deploy(conn: Connection, spec: HostSpec, binary: str | Path, model: str | Path | None = None, *,
            runner: list[str] | None = None, progress=None, verify: bool = True) -> Deployment:
-    """Upload bitedge-run (and a model) into the board's remote_dir, check they arrived whole and run."""
+    """Upload bitedge-run (and a model) into the board's remote_dir, check they arrived whole and run.
+
+    A new bitedge-run goes to bin/bitedge-run.new and replaces bin/bitedge-run only once it has run on the board
+    (on the model, when one is deployed): a build the board cannot run leaves the installed one working."""
     board = probe(conn)
     runner = list(runner or [])
     check_binary_runs_on(binary, board, runner)
     remote_dir = resolve_remote_dir(conn, spec.remote_dir)
-    uploads = [upload_file(conn, binary, posixpath.join(remote_dir, "bin", "bitedge-run"), mode=0o755, progress=progress)]
     remote_model = None
+    uploads = []
     if model is not None:
         remote_model = posixpath.join(remote_dir, "models", Path(model).name)
         uploads.append(upload_file(conn, model, remote_model, progress=progress))
-    dep = Deployment(spec, board, remote_dir, uploads[0].remote_path, remote_model, runner, uploads)
+    installed = posixpath.join(remote_dir, "bin", "bitedge-run")
+    check = ["info", "-m", remote_model] if remote_model else ["--help"]
+    digest = sha256_file(binary)
+    with remote_lock(conn, installed):  # one check-and-swap at a time (one board under two names in a fleet)
+        if remote_sha256(conn, installed) == digest:
+            with guarded(conn, "checking bitedge-run"):
+                if stat.S_IMODE(conn.sftp().stat(installed).st_mode) != 0o755:
+                    conn.sftp().chmod(installed, 0o755)
+            up = UploadResult(installed, digest, Path(binary).stat().st_size, "skipped", 0)
+        else:
+            staged = installed + ".new"
+            up = upload_file(conn, binary, staged, mode=0o755, progress=progress, local_sha256=digest)
+            result = run(conn, [*runner, staged, *check], timeout=300, check=False)
+            if result.exited != 0:
+                run(conn, ["rm", "-f", "--", staged], timeout=60, check=False)
+                raise BitedgeError(f"{spec.name}: the new bitedge-run does not run on the board ({_last_line(result)}); "
+                                   f"the installed one was left in place")
+            with guarded(conn, "installing bitedge-run"):
+                conn.sftp().posix_rename(staged, installed)
+            up = UploadResult(installed, up.sha256, up.size, up.action, up.bytes_sent)
+    uploads.insert(0, up)
+    dep = Deployment(spec, board, remote_dir, installed, remote_model, runner, uploads)
     if verify:
-        args = ["info"] + (["-m", remote_model] if remote_model else [])
-        result = run(conn, dep.command(*args), timeout=300, check=False)
+        result = run(conn, dep.command(*check), timeout=300, check=False)
         if result.exited != 0:
-            lines = (result.stderr or result.stdout or "").strip().splitlines()
-            raise BitedgeError(f"{spec.name}: bitedge-run does not start on the board: {lines[-1] if lines else f'exit {result.exited}'}")
+            raise BitedgeError(f"{spec.name}: bitedge-run does not start on the board: {_last_line(result)}")
     return dep
+
+
+def _last_line(result) -> str:
+    lines = (result.stderr or result.stdout or "").strip().splitlines()
+    return lines[-1] if lines else f"exit {result.exited}"
 
 
 def read_energy_uj(conn: Connection) -> int | None:

@@ -53,14 +53,29 @@ _TYPES = {"threads": "INTEGER", "n_prompt": "INTEGER", "n_gen": "INTEGER", "reps
 class ResultStore:
     def __init__(self, path: str | Path = DEFAULT_DB):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():
+            raise BitedgeError(f"{self.path}: is a folder, not a results database")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise BitedgeError(f"{self.path}: cannot create its folder: {e.strerror or e}") from None
         try:
             self.db = sqlite3.connect(self.path)
             cols = ", ".join(f"{c} {_TYPES.get(c, 'TEXT')}" for c in COLUMNS)
             self.db.execute(f"CREATE TABLE IF NOT EXISTS runs (id INTEGER PRIMARY KEY, {cols})")
             self.db.commit()
+            have = {row[1] for row in self.db.execute("PRAGMA table_info(runs)")}
         except sqlite3.DatabaseError as e:
             raise BitedgeError(f"{self.path}: not a bitedge results database ({e})") from None
+        missing = [c for c in COLUMNS if c not in have]
+        if missing and {"board", "model", "test", "avg_ts"} <= have:  # an older bitedge's database: add the new columns
+            with self.db:
+                for c in missing:
+                    self.db.execute(f"ALTER TABLE runs ADD COLUMN {c} {_TYPES.get(c, 'TEXT')}")
+            missing = []
+        if missing:
+            raise BitedgeError(f"{self.path}: a database of another schema: its table runs lacks "
+                               f"{', '.join(missing[:5])}{' …' if len(missing) > 5 else ''} (not a bitedge results database?)")
 
     def add(self, rows: list[BenchRow]) -> None:
         now = time.time()

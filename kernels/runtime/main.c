@@ -63,7 +63,29 @@ static double now_ms(void) {
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+/* Peak resident set of this process alone. ru_maxrss is not that: Linux carries it over exec from the parent
+ * (Python, the shell, qemu), so a small model reported the launcher's peak. Linux: VmHWM from /proc/self/status;
+ * macOS: the task's resident_size_max; elsewhere (or if those fail) ru_maxrss. */
+#ifdef __APPLE__
+#include <mach/mach.h>
+#endif
 static long peak_rss_bytes(void) {
+#ifdef __APPLE__
+    struct mach_task_basic_info ti;
+    mach_msg_type_number_t n = MACH_TASK_BASIC_INFO_COUNT;
+    if (task_info(mach_task_self(), MACH_TASK_BASIC_INFO, (task_info_t)&ti, &n) == KERN_SUCCESS)
+        return (long)ti.resident_size_max;
+#elif defined(__linux__)
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f) {
+        char line[256];
+        long kb = -1;
+        while (fgets(line, sizeof(line), f))
+            if (!strncmp(line, "VmHWM:", 6)) { kb = strtol(line + 6, NULL, 10); break; }
+        fclose(f);
+        if (kb >= 0) return kb * 1024L;
+    }
+#endif
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) != 0) return -1;
 #ifdef __APPLE__

@@ -25,7 +25,7 @@ class TQ2(Packing):
         if k % BLOCK_K:
             raise BitedgeError(
                 f"{what}: shape ({n}, {k}) cannot be stored as tq2_0: rows of {k} weights are not a multiple of {BLOCK_K} "
-                "(use --packing i2_s, tl1 or tl2)"
+                "(use --type i2_s, tl1 or tl2)"
             )
 
     def packed_shape(self, n: int, k: int) -> tuple[int, int]:

@@ -1,0 +1,199 @@
+"""Every command with bad arguments and bad files (missing, empty, truncated, of the wrong type, an output that cannot
+be written): one line "bitedge: error: ...", exit status 2, never a traceback or an internal error, and no file
+left half-written. SIGTERM during convert cleans up like Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bitedge.cli import main
+from bitedge.convert.dummy import dummy_source, write_dummy_hf
+from bitedge.convert.gguf_writer import write_gguf
+from bitedge.results.store import ResultStore, rows_from_bench
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    good = d / "good.gguf"
+    write_gguf(dummy_source("test", seed=1), good, packing="i2_s", embed_type="f16")
+    data = good.read_bytes()
+    (d / "empty.gguf").write_bytes(b"")
+    (d / "truncated.gguf").write_bytes(data[: len(data) // 2])
+    (d / "header-only.gguf").write_bytes(data[:40])
+    (d / "text.gguf").write_text("this is not a model\n")
+    (d / "png.gguf").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
+    (d / "folder.gguf").mkdir()
+    (d / "hf-bad").mkdir()
+    (d / "hf-bad" / "config.json").write_text("{not json")
+    (d / "hf-empty").mkdir()
+    db = d / "results.db"
+    ResultStore(db).add(rows_from_bench({"results": [{"n_prompt": 8, "n_gen": 0, "n_threads": 1, "avg_ts": 5.0,
+                                                      "stddev_ts": 0.1}]},
+                                        board="b", target="t", model="m", model_sha256="x", method="i2_s"))
+    (d / "text.db").write_text("not sqlite\n")
+    (d / "empty.db").write_bytes(b"")
+    (d / "truncated.db").write_bytes(db.read_bytes()[:100])
+    import sqlite3
+
+    other = sqlite3.connect(d / "other.db")
+    other.execute("CREATE TABLE runs (x INTEGER)")
+    other.commit()
+    other.close()
+    (d / "bad.toml").write_text("[hosts.a\n")
+    (d / "ssh_config").write_text("Host bx\n  HostName 127.0.0.1\n  Port notaport\n")
+    (d / "file").write_text("a file, not a folder\n")
+    return d
+
+
+BAD_MODELS = ["missing.gguf", "empty.gguf", "truncated.gguf", "header-only.gguf", "text.gguf", "png.gguf", "folder.gguf"]
+BAD_SOURCES = BAD_MODELS + ["hf-bad", "hf-empty"]
+UNWRITABLE = ["nodir/out.gguf", "file/out.gguf", "folder.gguf"]
+
+
+def cases():
+    """(id, argv with {d} for the files folder, path that must not appear)"""
+    out = []
+    for bad in BAD_MODELS:
+        out += [
+            (f"inspect-{bad}", ["inspect", "{d}/" + bad], None),
+            (f"generate-ref-{bad}", ["generate", "{d}/" + bad, "--engine", "reference", "-p", "hi", "-n", "2"], None),
+            (f"bench-{bad}", ["bench", "{d}/" + bad, "--db", "{d}/walk.db"], None),
+            (f"kernels-{bad}", ["kernels", "--target", "x86-64-avx2", "--model", "{d}/" + bad, "-o", "{d}/k"], "{d}/k"),
+            (f"tune-{bad}", ["tune", "--target", "x86-64-avx2", "--model", "{d}/" + bad], None),
+            (f"build-{bad}", ["build", "x86-64-avx2", "--model", "{d}/" + bad, "-o", "{d}/b"], "{d}/b"),
+        ]
+    for bad in BAD_SOURCES:
+        out.append((f"convert-{bad}", ["convert", "{d}/" + bad, "-o", "{d}/out.gguf"], "{d}/out.gguf"))
+    for bad in UNWRITABLE:
+        out += [
+            (f"convert-to-{bad}", ["convert", "{d}/good.gguf", "-o", "{d}/" + bad, "--no-progress"], None),
+            (f"dummy-to-{bad}", ["dummy", "--preset", "test", "-o", "{d}/" + bad, "--no-progress"], None),
+            (f"export-to-{bad}", ["results", "export", "--db", "{d}/results.db", "-o", "{d}/" + bad], None),
+            (f"report-csv-to-{bad}", ["report", "--db", "{d}/results.db", "--csv", "{d}/" + bad], None),
+        ]
+    for db in ("text.db", "empty.db", "truncated.db", "other.db", "folder.gguf", "file/x.db"):
+        out.append((f"report-db-{db}", ["report", "--db", "{d}/" + db], None))
+        if db != "empty.db":  # an empty file is an empty SQLite database: exporting it gives the header
+            out.append((f"export-db-{db}", ["results", "export", "--db", "{d}/" + db], None))
+    out += [
+        ("bench-threads-abc", ["bench", "{d}/good.gguf", "-t", "abc", "--db", "{d}/walk.db"], None),
+        ("bench-threads-zero", ["bench", "{d}/good.gguf", "-t", "1,0", "--db", "{d}/walk.db"], None),
+        ("bench-reps-zero", ["bench", "{d}/good.gguf", "-r", "0", "--db", "{d}/walk.db"], None),
+        ("bench-hosts-empty", ["bench", "{d}/good.gguf", "--hosts", "", "--db", "{d}/walk.db"], None),
+        ("bench-hosts-blank", ["bench", "{d}/good.gguf", "--hosts", "a,,b", "--db", "{d}/walk.db"], None),
+        ("generate-n-negative", ["generate", "{d}/good.gguf", "--engine", "reference", "-n", "-1"], None),
+        ("generate-ref-context", ["generate", "{d}/good.gguf", "--engine", "reference", "-p", "a " * 400, "-n", "2"], None),
+        ("generate-prompt-not-utf8", ["generate", "{d}/good.gguf", "--engine", "reference", "-p", "a\udcff\udcfeb"], None),
+        ("generate-ref-host", ["generate", "{d}/good.gguf", "--engine", "reference", "--host", "x"], None),
+        ("generate-engine-bad", ["generate", "{d}/good.gguf", "--engine", "gpu"], None),
+        ("convert-type-bad", ["convert", "{d}/good.gguf", "-o", "{d}/out.gguf", "--type", "q4_0"], "{d}/out.gguf"),
+        ("dummy-preset-bad", ["dummy", "--preset", "9T", "-o", "{d}/out.gguf"], "{d}/out.gguf"),
+        ("targets-show-bad", ["targets", "show", "no-such-board"], None),
+        ("targets-dir-missing", ["targets", "--targets-dir", "{d}/missing"], None),
+        ("build-target-bad", ["build", "no-such-board", "-o", "{d}/b"], "{d}/b"),
+        ("kernels-target-bad", ["kernels", "--target", "nope", "--model", "{d}/good.gguf", "-o", "{d}/k"], "{d}/k"),
+        ("probe-ssh-config-missing", ["probe", "bx", "--ssh-config", "{d}/missing"], None),
+        ("probe-ssh-config-bad-port", ["probe", "bx", "--ssh-config", "{d}/ssh_config"], None),
+        ("probe-inventory-missing", ["probe", "a", "--inventory", "{d}/missing.toml"], None),
+        ("probe-inventory-bad", ["probe", "a", "--inventory", "{d}/bad.toml"], None),
+        ("probe-host-bad", ["probe", "user@[::1"], None),
+        ("probe-port-bad", ["probe", "h:99999"], None),
+        ("deploy-model-missing", ["deploy", "x", "--target", "x86-64-avx2", "--model", "{d}/missing.gguf"], None),
+        ("deploy-timeout-bad", ["deploy", "x", "--connect-timeout", "-1"], None),
+        ("demo-model-empty", ["demo", "--model", "{d}/empty.gguf", "--workdir", "{d}/demo"], None),
+        ("demo-model-text", ["demo", "--model", "{d}/text.gguf", "--workdir", "{d}/demo"], None),
+        ("demo-workdir-file", ["demo", "--model", "{d}/good.gguf", "--workdir", "{d}/file/demo"], None),
+        ("build-out-dir-file", ["build", "x86-64-avx2", "-o", "{d}/file"], None),
+        ("dummy-hf-to-file", ["dummy", "--preset", "test", "--hf", "-o", "{d}/file"], None),
+        ("report-plots-to-file", ["report", "--db", "{d}/results.db", "--plots", "{d}/file"], None),
+        ("tune-host-no-target", ["tune", "--host", "x", "--model", "{d}/good.gguf"], None),
+        ("no-such-command", ["frobnicate"], None),
+        ("no-such-option", ["inspect", "--frob"], None),
+    ]
+    return out
+
+
+CASES = cases()
+
+
+@pytest.mark.parametrize("argv, must_not_exist", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2(files, capsys, argv, must_not_exist):
+    argv = [a.replace("{d}", str(files)) for a in argv]
+    before = {p.name for p in files.iterdir()}
+    rc = main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == 2, f"exit {rc}: {err}"
+    assert "Traceback" not in err and "internal error" not in err, err
+    assert len(lines) == 1 and lines[0].startswith("bitedge: error: "), err
+    if must_not_exist:
+        assert not Path(must_not_exist.replace("{d}", str(files))).exists()
+    leftovers = {p.name for p in files.iterdir()} - before - {"walk.db"}
+    assert not leftovers, f"left behind: {leftovers}"
+    assert not [p for p in files.rglob("*partial*")]
+
+
+def test_convert_warns_about_a_model_without_tokenizer(files, tmp_path, capsys):
+    src = tmp_path / "hf"
+    write_dummy_hf("test", src, seed=0)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (src / name).unlink()
+    assert main(["convert", str(src), "-o", str(tmp_path / "m.gguf"), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "no tokenizer" in err and (tmp_path / "m.gguf").exists()
+
+
+def test_convert_refuses_what_the_runtime_would_refuse(tmp_path, capsys):
+    src = tmp_path / "hf"
+    write_dummy_hf("test", src, seed=0)
+    config = json.loads((src / "config.json").read_text())
+    for value, message in ((2**40, "above what bitedge-run loads"), (0, "must be a positive integer"),
+                           ("abc", "wrong type")):
+        (src / "config.json").write_text(json.dumps({**config, "max_position_embeddings": value}))
+        assert main(["convert", str(src), "-o", str(tmp_path / "m.gguf"), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
+
+
+def test_flag_names_in_errors_exist():
+    """tq2_0 on a shape it cannot store says --type (the flag), not --packing (the non-ternary error's
+    --force-ternarize is checked in test_hf_import)."""
+    from bitedge.convert.packing.tq2 import TQ2
+    from bitedge.errors import BitedgeError
+
+    with pytest.raises(BitedgeError, match="use --type i2_s"):
+        TQ2().check_k(4, 100, "t")
+
+
+@pytest.fixture(scope="module")
+def big_checkpoint(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sig") / "hf125"
+    write_dummy_hf("125M", d, seed=0)
+    return d
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_during_convert_leaves_nothing(big_checkpoint, tmp_path, sig, code):
+    out = tmp_path / "out.gguf"
+    proc = subprocess.Popen([sys.executable, "-m", "bitedge.cli", "convert", str(big_checkpoint), "-o", str(out),
+                             "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None and not list(tmp_path.glob("*partial*")):
+        time.sleep(0.005)
+    assert proc.poll() is None, "convert finished before it could be signalled"
+    assert list(tmp_path.glob("*partial*")), "no partial file appeared"
+    os.kill(proc.pid, sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == [], f"left behind: {list(tmp_path.iterdir())}"
