@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bitedge.build.targets import get_target  # noqa: E402
+from bitedge.targets import get_target  # noqa: E402
 from bitedge.render import c_sources, render_driver, render_kernels, target_isas  # noqa: E402
 from bitedge.render.tune import (LocalTimer, compile_driver, cpu_model, time_kernel, tuned_tiles,  # noqa: E402
                                  write_case)

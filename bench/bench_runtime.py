@@ -94,7 +94,7 @@ def main() -> None:
 
     from llamacpp import build_llama_bench
     from bitedge.build.compile import build_runtime
-    from bitedge.build.targets import get_target
+    from bitedge.targets import get_target
 
     bitedge_run = build_runtime(get_target("x86-64-avx2")).binary
     llama_bench = build_llama_bench()

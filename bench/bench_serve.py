@@ -27,8 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bitedge.build.targets import get_target, host_target_id  # noqa: E402
-from bitedge.build.with_kernels import build_runtime_for  # noqa: E402
+from bitedge.board import host_target_id  # noqa: E402
+from bitedge.targets import get_target  # noqa: E402
+from bitedge.build.compile import build_runtime  # noqa: E402
 from bitedge.convert.dummy import dummy_source  # noqa: E402
 from bitedge.convert.gguf_writer import write_gguf  # noqa: E402
 
@@ -86,7 +87,7 @@ def main() -> None:
     model = work / f"serve-{args.preset}.gguf"
     if not model.exists():
         write_gguf(dummy_source(args.preset, seed=1), model, packing="i2_s", embed_type="f16")
-    built = build_runtime_for(get_target(host_target_id()), str(model))
+    built = build_runtime(get_target(host_target_id()), model=str(model))
     rows = []
     for c in [int(x) for x in args.clients.split(",")]:
         proc, port = start(built.binary, model, c, args.threads, args.ctx)

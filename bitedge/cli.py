@@ -145,7 +145,7 @@ def targets(ctx, targets_dirs, as_json):
     ctx.obj = {"targets_dirs": targets_dirs}
     if ctx.invoked_subcommand:
         return
-    from bitedge.build.targets import load_targets
+    from bitedge.targets import load_targets
 
     found = load_targets(targets_dirs)
     if as_json:
@@ -162,7 +162,7 @@ def targets(ctx, targets_dirs, as_json):
 @click.pass_obj
 def targets_show(obj, name, as_json):
     """Print one profile (by id or alias)."""
-    from bitedge.build.targets import get_target
+    from bitedge.targets import get_target
 
     t = get_target(name, obj["targets_dirs"])
     data = t.as_dict()
@@ -200,7 +200,8 @@ def build_for(target_name: str | None, *, clean: bool = False, quiet: bool = Fal
     """(Target, BuildResult) for a target name, or for this machine when None; with a model, the TL kernels are
     specialised to its shapes (every build runs every packing)."""
     from bitedge.build.compile import build_runtime
-    from bitedge.build.targets import get_target, host_target_id
+    from bitedge.board import host_target_id
+    from bitedge.targets import get_target
 
     target = get_target(target_name or host_target_id(), kw.pop("targets_dirs", ()))
     return target, build_runtime(target, model=model, clean=clean, progress=None if quiet else _say, **kw)
@@ -238,7 +239,7 @@ def build(target, target_opt, model, out_dir, toolchain, cc, clean, targets_dirs
 @json_option
 def kernels(target, model, method, out_dir, tuned, targets_dirs, as_json):
     """Render C kernels specialised to a board's ISA and a model's matrix shapes (jinja2 templates)."""
-    from bitedge.build.targets import get_target
+    from bitedge.targets import get_target
     from bitedge.render import model_shapes, render_kernels
     from bitedge.render.tune import tuned_tiles
 
@@ -271,7 +272,7 @@ def kernels(target, model, method, out_dir, tuned, targets_dirs, as_json):
 @json_option
 def tune(target, model, methods, host, cache, reps, rounds, targets_dirs, as_json, **opts):
     """Measure candidate tiles per method and shape, here or on a board, and keep the winners in the tuning cache."""
-    from bitedge.build.targets import get_target
+    from bitedge.targets import get_target
     from bitedge.render import model_shape_counts
     from bitedge.render.tune import fastest_method, planned_steps
     from bitedge.render.tune import tune as tune_kernels
@@ -609,7 +610,7 @@ def probe(host, as_json, **opts):
 
 
 def _suggest_targets(info: dict) -> list[str]:
-    from bitedge.build.targets import suggest_targets
+    from bitedge.targets import suggest_targets
 
     return suggest_targets(info)
 

@@ -38,7 +38,8 @@ def run_demo(*, model: str | Path | None = None, workdir: str | Path = "build/de
     from contextlib import nullcontext
 
     from bitedge.build.compile import build_runtime
-    from bitedge.build.targets import get_target, host_target_id
+    from bitedge.board import host_target_id
+    from bitedge.targets import get_target
     from bitedge.convert.gguf_writer import write_gguf
     from bitedge.convert.sources import open_source
     from bitedge.gguf_read import read_model

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType, quants
 
-from bitedge.convert.packing import get_packing
+from bitedge.formats.packing import get_packing
 from bitedge.errors import BitedgeError
 from bitedge.model import ModelConfig, ModelSource, Ternary, TokenizerData, is_ternary
 

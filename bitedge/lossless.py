@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bitedge.convert.ternarize import quantize_activations
+from bitedge.formats.ternary import quantize_activations
 from bitedge.errors import BitedgeError
 from bitedge.native import ActivationRecord
 from bitedge.reference import SITE_LINEARS, SITES, Reference

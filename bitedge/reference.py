@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bitedge.convert.ternarize import quantize_activations
+from bitedge.formats.ternary import quantize_activations
 from bitedge.errors import BitedgeError
 from bitedge.model import ModelSource, Ternary
 

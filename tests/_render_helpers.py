@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bitedge.build.targets import get_target
-from bitedge.convert.packing import get_packing
+from bitedge.targets import get_target
+from bitedge.formats.packing import get_packing
 from bitedge.render import c_sources, render_driver, render_kernels
 from tests._c_build import compile_c, run_binary
 

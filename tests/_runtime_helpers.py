@@ -26,7 +26,8 @@ def runtime_c_sources(kernels_dir: Path, target: str = "native", runtime_dir: Pa
     same files in runtime_dir, a patched copy) plus the TL kernels rendered (generic) into kernels_dir for the
     host's target profile, or generic-aarch64's for target="aarch64"."""
     from bitedge.build.compile import render_tl_kernels, runtime_sources
-    from bitedge.build.targets import get_target, host_target_id
+    from bitedge.board import host_target_id
+    from bitedge.targets import get_target
 
     profile = get_target("generic-aarch64" if target == "aarch64" else host_target_id())
     rendered = render_tl_kernels(profile, [], kernels_dir)

@@ -17,7 +17,7 @@ import pytest
 
 import bitedge.build.compile as compile_mod
 from bitedge.build.compile import build_runtime
-from bitedge.build.targets import load_targets
+from bitedge.targets import load_targets
 from bitedge.build.toolchains import detect_toolchain, host_arch
 from bitedge.errors import BitedgeError
 

@@ -3,7 +3,7 @@
 kernels/tests/test_kernels.c checks every kernel table the CPU can run against its own naive product; here it
 is built natively (gcc, clang, sanitizers) and for aarch64 under qemu-user with three CPUs (Cortex-A72: no
 dotprod; Cortex-A76: dotprod; max), and its file modes are checked against the Python sources of truth:
-the I2_S packer of bitedge.convert.packing, quantize_activations of bitedge.convert.ternarize, numpy's float16
+the I2_S packer of bitedge.formats.packing, quantize_activations of bitedge.formats.ternary, numpy's float16
 and gguf-py's Q8_0.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bitedge.convert.packing import get_packing
-from bitedge.convert.ternarize import quantize_activations
+from bitedge.formats.packing import get_packing
+from bitedge.formats.ternary import quantize_activations
 from tests._c_build import BASE_FLAGS, REPO, RUNTIME, compile_c, require_tool, run_binary
 
 SOURCES = ("kernels/runtime/kernels.c", "kernels/runtime/kernels_avx2.c", "kernels/runtime/kernels_neon.c",

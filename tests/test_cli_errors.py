@@ -168,7 +168,7 @@ def test_convert_refuses_what_the_runtime_would_refuse(tmp_path, capsys):
 def test_flag_names_in_errors_exist():
     """tq2_0 on a shape it cannot store says --type (the flag), not --packing (the non-ternary error's
     --force-ternarize is checked in test_hf_import)."""
-    from bitedge.convert.packing.tq2 import TQ2
+    from bitedge.formats.packing.tq2 import TQ2
     from bitedge.errors import BitedgeError
 
     with pytest.raises(BitedgeError, match="use --type i2_s"):

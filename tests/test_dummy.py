@@ -11,7 +11,7 @@ import pytest
 
 from bitedge.convert.dummy import PRESETS, dummy_source, preset_config, write_dummy_hf
 from bitedge.convert.gguf_writer import write_gguf
-from bitedge.convert.packing import PACKINGS
+from bitedge.formats.packing import PACKINGS
 from bitedge.errors import BitedgeError
 from bitedge.gguf_read import read_model
 from bitedge.model import Ternary, is_ternary
@@ -73,7 +73,7 @@ def test_dummy_gguf_round_trip(tmp_path):
 def test_write_dummy_hf_loads_with_load_hf(tmp_path):
     from bitedge.convert.hf import load_hf
     from bitedge.convert.hf_safetensors import index_safetensors, read_tensor
-    from bitedge.convert.ternarize import ternarize
+    from bitedge.formats.ternary import ternarize
 
     d = tmp_path / "hf"
     summary = write_dummy_hf("test", d, seed=2, max_shard_bytes=300_000)

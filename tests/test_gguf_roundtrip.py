@@ -11,7 +11,7 @@ import pytest
 from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter, quants
 
 from bitedge.convert.gguf_writer import write_gguf
-from bitedge.convert.packing import PACKINGS
+from bitedge.formats.packing import PACKINGS
 from bitedge.errors import BitedgeError
 from bitedge.gguf_read import read_metadata, read_model
 from bitedge.model import TOKEN_UNUSED, Ternary, is_ternary

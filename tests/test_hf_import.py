@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from _hf_helpers import CASES, Shape, case_dir, hf_model, make_checkpoint, no_torch_compile
 from bitedge.convert.hf import load_hf, unpack_hf_ternary
-from bitedge.convert.ternarize import exact_ternary, quantize_activations, ternarize, ternary_distance
+from bitedge.formats.ternary import exact_ternary, quantize_activations, ternarize, ternary_distance
 from bitedge.errors import BitedgeError
 from bitedge.model import TOKEN_CONTROL, Ternary, is_ternary
 

@@ -13,7 +13,7 @@ transformers = pytest.importorskip("transformers")
 
 from bitedge.convert.hf import canonical_name  # noqa: E402
 from bitedge.convert.onnx_import import METADATA_KEY, Graph, config_of_hf_model, export_onnx, load_onnx  # noqa: E402
-from bitedge.convert.ternarize import ternarize  # noqa: E402
+from bitedge.formats.ternary import ternarize  # noqa: E402
 from bitedge.errors import BitedgeError  # noqa: E402
 from bitedge.model import Ternary  # noqa: E402
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType, quants
 
-from bitedge.convert.packing import PACKINGS, get_packing, layout_constants
+from bitedge.formats.packing import PACKINGS, get_packing, layout_constants
 from bitedge.errors import BitedgeError
 from tests._gguf_helpers import random_ternary
 

@@ -11,8 +11,8 @@ import jinja2
 import numpy as np
 import pytest
 
-from bitedge.build.targets import get_target, load_targets
-from bitedge.convert.packing import get_packing, layout_constants
+from bitedge.targets import get_target, load_targets
+from bitedge.formats.packing import get_packing, layout_constants
 from bitedge.errors import BitedgeError
 from bitedge.render import (TILE_DEFAULTS, c_sources, check_tiles, environment, model_shapes, render_driver,
                             render_kernels, render_layouts_header, render_template, target_isas, tune)

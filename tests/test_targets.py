@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bitedge.build.targets import ISA_FEATURES, get_target, load_target_file, load_targets, suggest_targets
+from bitedge.targets import ISA_FEATURES, get_target, load_target_file, load_targets, suggest_targets
 from bitedge.errors import BitedgeError
 
 SHIPPED = {"rpi3", "rpi4", "rpi5", "jetson-orin", "apple-m1", "apple-m2", "apple-m3", "generic-aarch64",

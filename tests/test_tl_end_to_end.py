@@ -17,7 +17,7 @@ import pytest
 from _c_build import have_tool
 from _runtime_helpers import generate_checked, random_source
 from bitedge.build.compile import build_runtime
-from bitedge.build.targets import get_target
+from bitedge.targets import get_target
 from bitedge.build.toolchains import detect_toolchain
 from bitedge.convert.gguf_writer import write_gguf
 from bitedge.gguf_read import read_model

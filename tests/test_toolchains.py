@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from bitedge.build.targets import get_target
+from bitedge.targets import get_target
 from bitedge.build.toolchains import (detect_toolchain, detect_toolchains, doctor, host_arch, select_toolchain,
                                       zig_cpu_flags)
 from bitedge.errors import BitedgeError
@@ -31,7 +31,7 @@ def test_zig_accepts_every_shipped_profile_cpu():
     """zig rejects a CPU name it does not know: check the translated flags of every profile against zig."""
     import subprocess
     import os
-    from bitedge.build.targets import load_targets
+    from bitedge.targets import load_targets
 
     zig = detect_toolchain("zig")
     if zig is None:

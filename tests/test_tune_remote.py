@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from _sshd import make_sshd, write_board_inventory
-from bitedge.build.targets import get_target
+from bitedge.targets import get_target
 from bitedge.build.compile import render_tl_kernels
 from bitedge.cli import main
 from bitedge.convert.dummy import dummy_source
 from bitedge.convert.gguf_writer import write_gguf
-from bitedge.deploy.probe import probe_local
+from bitedge.board import probe_local
 from bitedge.deploy.remote import BoardTimer
 from bitedge.deploy.ssh import HostSpec, connect
 from bitedge.errors import BitedgeError

@@ -1,7 +1,7 @@
 """Target profiles, toolchains, cross-compilation and the build cache (`bitedge targets|doctor|build`)."""
 
 from bitedge.build.compile import BuildResult, build_runtime
-from bitedge.build.targets import Target, get_target, load_targets, suggest_targets
+from bitedge.targets import Target, get_target, load_targets, suggest_targets
 from bitedge.build.toolchains import doctor, select_toolchain
 
 __all__ = ["BuildResult", "Target", "build_runtime", "doctor", "get_target", "load_targets", "select_toolchain",

@@ -24,14 +24,11 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 from bitedge.errors import BitedgeError
+from bitedge.targets import TOOLCHAIN_IDS, Target, load_targets
 
-if TYPE_CHECKING:
-    from bitedge.build.targets import Target
-
-TOOLCHAIN_IDS = ("zig", "gcc-cross", "clang-cross", "gcc", "clang", "cc")
 ZIG_CACHE_ENV = "BITEDGE_ZIG_CACHE"
 ZIG_LOCAL_CACHE_ENV = "BITEDGE_ZIG_LOCAL_CACHE"  # tests: a fresh one forces zig to really compile
 
@@ -384,8 +381,6 @@ class DoctorRow:
 def doctor(targets: Iterable["Target"] | None = None, cc: str | None = None) -> list[DoctorRow]:
     """One row per target: which toolchains can build it here, which one a build would pick, whether its
     emulator is installed, and what to install for what is missing."""
-    from bitedge.build.targets import load_targets
-
     targets = list(load_targets().values()) if targets is None else list(targets)
     rows = []
     for target in targets:

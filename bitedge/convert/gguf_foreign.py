@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, GGUFValueType, quants
 
-from bitedge.convert.ternarize import ternary_distance
+from bitedge.formats.ternary import ternary_distance
 from bitedge.errors import BitedgeError
 from bitedge.model import (
     TOKEN_NORMAL,

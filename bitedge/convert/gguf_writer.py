@@ -22,7 +22,7 @@ from gguf import GGMLQuantizationType, GGUFWriter, quants
 from gguf.gguf_writer import WriterState
 
 import bitedge
-from bitedge.convert.packing import get_packing
+from bitedge.formats.packing import get_packing
 from bitedge.errors import BitedgeError
 from bitedge.model import ModelConfig, ModelSource, Ternary, TokenizerData, TOKEN_UNUSED, is_ternary
 

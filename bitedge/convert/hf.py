@@ -27,7 +27,7 @@ import numpy as np
 
 from bitedge.convert.hf_safetensors import TensorEntry, index_safetensors, read_tensor, torch_bin_tensors
 from bitedge.convert.hf_tokenizer import load_tokenizer
-from bitedge.convert.ternarize import exact_ternary, ternarize, ternary_distance
+from bitedge.formats.ternary import exact_ternary, ternarize, ternary_distance
 from bitedge.errors import BitedgeError
 from bitedge.model import ModelConfig, ModelSource, Ternary, is_ternary, sha256_file
 

@@ -35,7 +35,7 @@ from dataclasses import asdict, fields
 
 import numpy as np
 
-from bitedge.convert.ternarize import exact_ternary, ternarize
+from bitedge.formats.ternary import exact_ternary, ternarize
 from bitedge.errors import BitedgeError
 from bitedge.model import ModelConfig, ModelSource, Ternary, sha256_file
 

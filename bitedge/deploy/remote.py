@@ -10,7 +10,8 @@ from pathlib import Path
 
 from fabric import Connection
 
-from bitedge.deploy.probe import BoardInfo, check_binary_runs_on, probe
+from bitedge.board import BoardInfo
+from bitedge.deploy.probe import check_binary_runs_on, probe
 from bitedge.deploy.ssh import HostSpec, guarded, run
 from bitedge.deploy.upload import UploadResult, remote_lock, remote_sha256, resolve_remote_dir, upload_file
 from bitedge.errors import BitedgeError

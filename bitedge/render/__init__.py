@@ -20,8 +20,8 @@ from pathlib import Path
 
 import jinja2
 
-from bitedge.build.targets import Target, get_target
-from bitedge.convert.packing import get_packing, layout_constants
+from bitedge.targets import Target, get_target
+from bitedge.formats.packing import get_packing, layout_constants
 from bitedge.errors import BitedgeError
 from bitedge.model import ModelConfig, is_ternary
 

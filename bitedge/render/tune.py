@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bitedge.build.targets import Target, get_target
+from bitedge.targets import Target, get_target
 from bitedge.build.toolchains import host_arch
-from bitedge.convert.packing import get_packing
+from bitedge.formats.packing import get_packing
 from bitedge.errors import BitedgeError
 
 CACHE_VERSION = 1

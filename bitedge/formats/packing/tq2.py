@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from gguf import GGMLQuantizationType, quants
 
-from bitedge.convert.packing._base import Packing, check_ternary
+from bitedge.formats.packing._base import Packing, check_ternary
 from bitedge.errors import BitedgeError
 
 BLOCK_K = 256

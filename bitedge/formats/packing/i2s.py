@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bitedge.convert.packing._base import Packing, pad_to, round_up
+from bitedge.formats.packing._base import Packing, pad_to, round_up
 from bitedge.errors import BitedgeError
 
 BLOCK_K = 128  # weights per block

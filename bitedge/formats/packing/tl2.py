@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bitedge.convert.packing._base import TiledPacking, pad_to
-from bitedge.convert.packing.tl1 import nibble_tiles, tile_nibbles
+from bitedge.formats.packing._base import TiledPacking, pad_to
+from bitedge.formats.packing.tl1 import nibble_tiles, tile_nibbles
 from bitedge.errors import BitedgeError
 
 TILE_ROWS = 32

@@ -6,11 +6,11 @@
 
 from __future__ import annotations
 
-from bitedge.convert.packing._base import Packing
-from bitedge.convert.packing.i2s import I2S
-from bitedge.convert.packing.tl1 import TL1
-from bitedge.convert.packing.tl2 import TL2
-from bitedge.convert.packing.tq2 import TQ2
+from bitedge.formats.packing._base import Packing
+from bitedge.formats.packing.i2s import I2S
+from bitedge.formats.packing.tl1 import TL1
+from bitedge.formats.packing.tl2 import TL2
+from bitedge.formats.packing.tq2 import TQ2
 from bitedge.errors import BitedgeError
 
 PACKINGS: dict[str, Packing] = {p.name: p for p in (I2S(), TL1(), TL2(), TQ2())}

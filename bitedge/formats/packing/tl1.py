@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bitedge.convert.packing._base import TiledPacking, pad_to
+from bitedge.formats.packing._base import TiledPacking, pad_to
 from bitedge.errors import BitedgeError
 
 TILE_ROWS = 32

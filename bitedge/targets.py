@@ -133,13 +133,13 @@ def _enum(path: Path, key: str, value: str, allowed: Iterable[str]) -> str:
 
 _TOP_KEYS = {"id", "name", "aliases", "os", "arch", "libc", "cpu_flags", "isa", "cores", "memory_mb", "kernel",
              "toolchains", "optimize", "runner", "match", "notes"}
+# the toolchain ids a profile may name (bitedge.build.toolchains implements them)
+TOOLCHAIN_IDS = ("zig", "gcc-cross", "clang-cross", "gcc", "clang", "cc")
 _KERNEL_KEYS = {"method", "measured", "tiles"}
 
 
 def parse_target(data: dict, path: Path) -> Target:
     """A Target from a parsed TOML table, or BitedgeError naming file, key and problem."""
-    from bitedge.build.toolchains import TOOLCHAIN_IDS
-
     for key in data:
         if key not in _TOP_KEYS:
             _fail(path, key, f"unknown key (known: {', '.join(sorted(_TOP_KEYS))})")
@@ -255,16 +255,6 @@ def get_target(name: str | Target, extra_dirs: Iterable[str | Path] = ()) -> Tar
             return target
     raise BitedgeError(f"unknown target {name!r} (known: {', '.join(sorted(targets))}; "
                        "add a board with a targets/*.toml file or --targets-dir)")
-
-
-def host_target_id() -> str:
-    """The shipped profile that fits this machine (a real one, not an emulated one)."""
-    from bitedge.deploy.probe import probe_local
-
-    for tid in suggest_targets(probe_local().as_dict()):
-        if not get_target(tid).emulated:
-            return tid
-    raise BitedgeError("no shipped target profile fits this machine: pass --target or add one (docs/targets.md)")
 
 
 def suggest_targets(info: Mapping, extra_dirs: Iterable[str | Path] = ()) -> list[str]:
