@@ -15,9 +15,8 @@ BOS/EOS are added by encode() per td.add_bos / td.add_eos, not by a post-process
 
 from __future__ import annotations
 
-from bitedge.convert.hf_tokenizer import LLAMA3_REGEX
 from bitedge.errors import BitedgeError
-from bitedge.model import TOKEN_BYTE, TOKEN_CONTROL, TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_USER_DEFINED, TokenizerData
+from bitedge.model import LLAMA3_REGEX, TOKEN_BYTE, TOKEN_CONTROL, TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_USER_DEFINED, TokenizerData
 
 
 def hf_tokenizer(td: TokenizerData):
