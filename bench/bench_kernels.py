@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 from bitedge.targets import get_target  # noqa: E402
 from bitedge.render import c_sources, render_driver, render_kernels, target_isas  # noqa: E402
-from bitedge.render.tune import (LocalTimer, compile_driver, cpu_model, time_kernel, tuned_tiles,  # noqa: E402
-                                 write_case)
+from bitedge.build.tuner import LocalTimer, compile_driver, time_kernel, write_case  # noqa: E402
+from bitedge.render.tune import cpu_model, tuned_tiles  # noqa: E402
 
 # BitNet b1.58 2B-4T: hidden 2560, FFN 6912, 20 heads / 5 KV heads of 128
 SHAPES_2B4T = {"attn_q/attn_output": (2560, 2560), "attn_k/attn_v": (640, 2560), "ffn_gate/ffn_up": (6912, 2560),
@@ -68,7 +68,7 @@ def write_tokens(q_one: Path, k: int, kp: int, tokens: int, seed: int = 2) -> Pa
 
 
 def time_call(timer, exe, method, mode, isa, w, q, n, kp, reps, tokens) -> dict[str, float]:
-    """One driver timing (timer: bitedge.render.tune.LocalTimer); for several tokens the per-token share of each call."""
+    """One driver timing (timer: bitedge.build.tuner.LocalTimer); for several tokens the per-token share of each call."""
     if mode == "time":
         return time_kernel(timer, str(exe), method, isa, str(w), str(q), n, kp, reps)
     out = timer.run([str(exe), mode, method, isa, str(w), str(q), str(n), str(kp), str(reps), str(tokens)], timeout=600)

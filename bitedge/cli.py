@@ -274,8 +274,8 @@ def tune(target, model, methods, host, cache, reps, rounds, targets_dirs, as_jso
     """Measure candidate tiles per method and shape, here or on a board, and keep the winners in the tuning cache."""
     from bitedge.targets import get_target
     from bitedge.render import model_shape_counts
-    from bitedge.render.tune import fastest_method, planned_steps
-    from bitedge.render.tune import tune as tune_kernels
+    from bitedge.build.tuner import fastest_method, planned_steps
+    from bitedge.build.tuner import tune as tune_kernels
 
     spec = _hosts([host], opts["inventory"])[0] if host else None
     target = (spec.target if spec else None) or target

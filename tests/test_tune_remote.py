@@ -21,7 +21,8 @@ from bitedge.deploy.remote import BoardTimer
 from bitedge.deploy.ssh import HostSpec, connect
 from bitedge.errors import BitedgeError
 from bitedge.render import model_shapes
-from bitedge.render.tune import cache_key, load_cache, save_cache, tune, tuned_tiles
+from bitedge.build.tuner import tune
+from bitedge.render.tune import cache_key, load_cache, save_cache, tuned_tiles
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +144,7 @@ def test_tuning_drivers_for_a_mac_are_mach_o(tmp_path):
     cross-builds it as Mach-O arm64, as deploy does the runtime); running it needs a real Mac."""
     from bitedge.deploy.probe import binary_platform
     from bitedge.render import c_sources, render_driver, render_kernels
-    from bitedge.render.tune import compile_driver
+    from bitedge.build.tuner import compile_driver
 
     mac = get_target("apple-m1")
     for method in ("tl1", "i2_s"):

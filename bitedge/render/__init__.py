@@ -310,7 +310,6 @@ def c_sources(paths: Iterable[Path]) -> list[Path]:
     return [p for p in paths if p.suffix == ".c"]
 
 
-from bitedge.render.tune import tune  # noqa: E402  (tune renders, so it imports this module)
 
 __all__ = [
     "GEMM_TOKENS", "ISA_ALIASES", "METHODS", "TEMPLATES_DIR", "TILE_DEFAULTS", "c_sources", "check_tiles", "environment",
