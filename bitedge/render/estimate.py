@@ -190,3 +190,66 @@ def bitedge_cases(target: Target, k: int, out_dir: Path, tiles: dict | None = No
         cases += rendered_kernels(target, method_kp(method, k), method, tiles.get(method),
                                   Path(out_dir) / f"{target.id}-{method}-k{k}")
     return cases
+
+
+# ---------------------------------------------------------------------------------------------------------
+# bitedge tune --estimate
+
+
+def estimate_cpu(target: Target) -> str:
+    """The tuning cache's "cpu" of an estimate: which llvm-mca and scheduling model produced it."""
+    return f"estimate:llvm-mca-{mca.tools()['version']}:{board(target)['mca_cpu']}"
+
+
+def estimate_tune(target: Target | str, shapes, methods=("i2_s", "tl1", "tl2"), candidates=None, cache_path=None,
+                  work_dir: Path | None = None, progress=None) -> dict[str, dict]:
+    """tune() without a board: every candidate tile's gemv (and, for TL methods, its table building) is modelled
+    with llvm-mca at each shape's K, the cheapest per (method, shape) is stored in the tuning cache marked
+    "estimated": True. mean_ns is the predicted time of one token's prepare + gemv on one core at the board's clock
+    (compute only). tuned_tiles() ranks any measured entry above these. Loop-invariant tiles (bk, bn change cache
+    behaviour, which llvm-mca does not model) tie: the first candidate listed wins a tie."""
+    import tempfile
+    import time
+
+    from bitedge.render import check_method, check_tiles
+    from bitedge.render.tune import DEFAULT_CANDIDATES, cache_key, load_cache, save_cache
+
+    target = get_target(target)
+    info = board(target)
+    say = progress or (lambda msg: None)
+    shapes = sorted({(int(n), int(k)) for n, k in shapes})
+    cache = load_cache(cache_path)
+    cpu = estimate_cpu(target)
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="bitedge-estimate-") as tmp:
+        work = Path(work_dir or tmp)
+        for method in (check_method(m) for m in methods):
+            cands = [check_tiles(method, c) for c in (candidates or DEFAULT_CANDIDATES)[method]]
+            per_k: dict[tuple[int, int], dict] = {}  # (candidate, kp) -> {"gemv": cycles, "prepare": cycles}
+            for i, tiles in enumerate(cands):
+                say(f"{method}: estimating candidate {i + 1}/{len(cands)} for {target.id}")
+                for kp in sorted({method_kp(method, k) for _, k in shapes}):
+                    cases = rendered_kernels(target, kp, method, tiles, work / method / f"cand{i}-k{kp}")
+                    found = {}
+                    for case in cases:
+                        if case.kind in ("gemv", "prepare") and case.kind not in found:
+                            found[case.kind] = estimate_kernel(target, case, work / "mca").cycles_per_block
+                    per_k[(i, kp)] = found
+            for n, k in shapes:
+                kp = method_kp(method, k)
+                summary = []
+                for i, tiles in enumerate(cands):
+                    c = per_k[(i, kp)]
+                    cycles = n * kp / 128 * c["gemv"] + kp / 128 * c.get("prepare", 0.0)
+                    summary.append({"tiles": tiles, "mean_ns": cycles / info["clock_ghz"], "sd_ns": 0.0,
+                                    "cycles_per_block": c["gemv"]})
+                best = min(summary, key=lambda s: s["mean_ns"])  # min keeps the first of equals
+                entry = {"tiles": best["tiles"], "mean_ns": best["mean_ns"], "sd_ns": 0.0, "estimated": True,
+                         "emulated": False, "cpu": cpu, "cycles_per_block": best["cycles_per_block"],
+                         "where": f"static estimate: llvm-mca -mcpu={info['mca_cpu']} at {info['clock_ghz']} GHz "
+                                  "(not a measurement)",
+                         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                cache["entries"][cache_key(cpu, target, method, (n, k))] = entry
+                results[f"{method}/{n}x{k}"] = {**entry, "candidates": summary}
+    save_cache(cache, cache_path)
+    return results
