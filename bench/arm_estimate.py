@@ -32,7 +32,8 @@ from bitedge.render.estimate import BYTES_PER_BLOCK, bitedge_cases, board, estim
 
 BOARDS = ("rpi4", "rpi5", "jetson-orin", "apple-m1")
 MODELS = {"2B-4T": "2.4B", "700M": "700M"}
-K_TABLE = 2560  # the K of the per-kernel table (the 2B-4T hidden size)
+K_TABLE = 2560
+BITEDGE_ROWS = ("bitedge i2_s (bitedge-run today)", "bitedge i2_s rendered", "bitedge tl1", "bitedge tl2")  # the K of the per-kernel table (the 2B-4T hidden size)
 
 
 def model_work(preset: str) -> dict:
@@ -77,9 +78,9 @@ def choices(est: dict, target_id: str) -> dict[str, dict]:
     """The gemv kernel (by name prefix) each generation path uses, plus its table building: one entry per method
     row of the token table."""
     dot = "dotprod" in get_target(target_id).isa
-    rows = {"i2_s (bitedge-run today)": ("i2_s runtime dotprod gemv" if dot else "i2_s runtime neon gemv", None),
-            "i2_s rendered": ("i2_s rendered neon_dotprod gemv" if dot else "i2_s rendered neon gemv", None),
-            "tl1": ("tl1 gemv", "tl1 prepare"), "tl2": ("tl2 gemv", "tl2 prepare")}
+    rows = {BITEDGE_ROWS[0]: ("i2_s runtime dotprod gemv" if dot else "i2_s runtime neon gemv", None),
+            BITEDGE_ROWS[1]: ("i2_s rendered neon_dotprod gemv" if dot else "i2_s rendered neon gemv", None),
+            BITEDGE_ROWS[2]: ("tl1 gemv", "tl1 prepare"), BITEDGE_ROWS[3]: ("tl2 gemv", "tl2 prepare")}
     for name, _ in est:
         peer = est[(name, _)].get("peer")
         if peer and est[(name, _)]["kind"] == "gemv":
@@ -94,7 +95,8 @@ def pick(est: dict, prefix: str, k: int) -> dict | None:
     return None
 
 
-def predict(est: dict, target_id: str, work: dict, gemv: str, prepare: str | None) -> dict | None:
+def predict(est: dict, target_id: str, work: dict, gemv: str, prepare: str | None,
+            output_kernel: str = "output q8_0") -> dict | None:
     info, cores = board(target_id), get_target(target_id).cores
     ternary = bytes_ = 0.0
     for (n, k), count in work["shapes"].items():
@@ -108,7 +110,7 @@ def predict(est: dict, target_id: str, work: dict, gemv: str, prepare: str | Non
             p = pick(est, prepare, k)
             ternary += count * k / 128 * (p["cycles_per_block"] if p else 0.0)
     vocab, h = work["output"]
-    o = pick(est, "output q8_0", h)
+    o = pick(est, output_kernel, h) or pick(est, "output q8_0", h)
     output = vocab * h / 128 * o["cycles_per_block"]
     bytes_ += vocab * h / 128 * BYTES_PER_BLOCK["q8_0"]
     one = token_rate(ternary, output, bytes_, info, 1)
@@ -155,7 +157,9 @@ def main(argv=None) -> int:
     for tid in args.boards.split(","):
         print(f"{tid}: estimating ...", file=sys.stderr)
         est = estimate_all(tid, ks, args.work, args.peers)
-        tokens = {method: {m: predict(est, tid, works[m], g, p) for m in MODELS}
+        # the peers' rows take the peers' output matrix (8-bit activations), bitedge's its float-activation gemv
+        tokens = {method: {m: predict(est, tid, works[m], g, p, "output" if method in BITEDGE_ROWS else "llama.cpp output")
+                           for m in MODELS}
                   for method, (g, p) in choices(est, tid).items()}
         results[tid] = {"kernels": est, "tokens": tokens, "cores": get_target(tid).cores, "board": board(tid)}
     print(markdown(results))

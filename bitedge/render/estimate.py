@@ -11,6 +11,7 @@ static estimates (docs/performance.md "ARM, estimated"), never measurements.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,9 @@ class KernelCase:
     kind: str = "gemv"  # gemv | gemm | prepare | output
     cpu_flags: list[str] | None = None  # None: the profile's
     defines: tuple[str, ...] = ()
+    lang: str = "c"  # c | c++ (the peers' kernels are C++)
+    entry: str = "be_mca_entry"
+    peer: str | None = None  # another engine's kernel (bench/arm_peers.py): its label in the tables
 
 
 @dataclass
@@ -135,11 +139,19 @@ def estimate_kernel(target: Target | str, case: KernelCase, work_dir: Path, mca_
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     stem = "".join(c if c.isalnum() else "_" for c in case.name)
-    src = work_dir / f"mca_{stem}.c"
-    src.write_text("#include <stddef.h>\n#include <stdint.h>\n#include <string.h>\n" + case.harness)
-    asm = mca.compile_asm(src, list(case.cpu_flags or target.cpu_flags), case.include_dirs,
-                          work_dir / f"mca_{stem}.s", target.optimize, case.defines)
-    loop = mca.estimate_loop(asm, "be_mca_entry", case.signature, mca_cpu, case.require,
+    src = work_dir / f"mca_{stem}.{'cpp' if case.lang == 'c++' else 'c'}"
+    text = "#include <stddef.h>\n#include <stdint.h>\n#include <string.h>\n" + case.harness
+    flags = list(case.cpu_flags or target.cpu_flags)
+    # the assembly is reused while harness, flags and included folders are unchanged (the peers' big C++ files)
+    key = hashlib.sha256(repr((text, flags, target.optimize, case.defines, [str(d) for d in case.include_dirs],
+                               mca.tools()["clang"])).encode()).hexdigest()[:16]
+    out = work_dir / f"mca_{stem}.{key}.s"
+    if out.exists() and case.lang == "c++":
+        asm = out.read_text()
+    else:
+        src.write_text(text)
+        asm = mca.compile_asm(src, flags, case.include_dirs, out, target.optimize, case.defines, case.lang)
+    loop = mca.estimate_loop(asm, case.entry, case.signature, mca_cpu, case.require,
                              save=work_dir / f"mca_{stem}.{mca_cpu}.loop.s")
     return Estimate(case, target.id, loop)
 

@@ -123,9 +123,13 @@ def tools() -> dict[str, str]:
 
 
 def compile_asm(source: Path, cpu_flags: list[str], include_dirs: list[Path], out: Path,
-                optimize: str = "-O2", defines: tuple[str, ...] = ()) -> str:
-    """aarch64 assembly of source as the runtime would compile it (clang, the profile's flags)."""
-    argv = [tools()["clang"], "--target=aarch64-linux-gnu", *cpu_flags, optimize, "-std=c11", "-S",
+                optimize: str = "-O2", defines: tuple[str, ...] = (), lang: str = "c") -> str:
+    """aarch64 assembly of source as the runtime would compile it (clang, the profile's flags); lang c++ for the
+    peers' C++ sources (clang++ of the same LLVM, -std=c++17)."""
+    clang = tools()["clang"]
+    if lang == "c++":
+        clang = re.sub(r"clang(-\d+)?$", lambda m: "clang++" + (m.group(1) or ""), clang)
+    argv = [clang, "--target=aarch64-linux-gnu", *cpu_flags, optimize, "-std=c++17" if lang == "c++" else "-std=c11", "-S",
             *defines, *(f"-I{d}" for d in include_dirs), str(source), "-o", str(out)]
     proc = subprocess.run(argv, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -211,6 +215,14 @@ def hot_loop(asm: str, entry: str, signature: str, require: str | None = None) -
             if n > best_n:
                 best, best_n = loop, n
     if best is None:
+        # fully unrolled code (bitnet.cpp's generated TL1 kernels unroll every loop with #pragma unroll): the
+        # function with the most signature instructions, as one straight-line region, repeated call after call
+        for name in _reachable(funcs, entry):
+            body = [t for t in (_instruction(x) for x in funcs[name]) if t]
+            n = sum(1 for x in body if sig.search(x))
+            if n > best_n:
+                best, best_n = [".Lbe_straight_line:"] + body, n
+    if best is None:
         raise BitedgeError(f"{entry}: no inner loop with {signature} instructions (was the kernel compiled out?)")
     return best, best_n
 
@@ -254,6 +266,6 @@ def estimate_loop(asm: str, entry: str, signature: str, mca_cpu: str, require: s
     text = mca_input(loop)
     if save is not None:
         save.write_text(text)
-    r = run_mca(text, mca_cpu)
+    r = run_mca(text, mca_cpu, iterations=max(5, min(200, 40000 // len(loop))))  # big straight-line bodies: fewer
     return LoopEstimate(cycles_per_iter=r["cycles"] / r["iterations"], work_per_iter=n_sig / SIGNATURES[signature][1],
                         instructions=len(loop) - 1, ipc=r["ipc"], mca_cpu=mca_cpu)
