@@ -81,16 +81,17 @@ def choices(est: dict, target_id: str) -> dict[str, dict]:
     rows = {BITEDGE_ROWS[0]: ("i2_s runtime dotprod gemv" if dot else "i2_s runtime neon gemv", None),
             BITEDGE_ROWS[1]: ("i2_s rendered neon_dotprod gemv" if dot else "i2_s rendered neon gemv", None),
             BITEDGE_ROWS[2]: ("tl1 gemv", "tl1 prepare"), BITEDGE_ROWS[3]: ("tl2 gemv", "tl2 prepare")}
-    for name, _ in est:
-        peer = est[(name, _)].get("peer")
-        if peer and est[(name, _)]["kind"] == "gemv":
-            rows.setdefault(peer, (name, None))
+    for e in est.values():
+        if e.get("peer") and e["kind"] == "gemv":
+            rows.setdefault(e["peer"], ("peer:" + e["peer"], None))
     return rows
 
 
 def pick(est: dict, prefix: str, k: int) -> dict | None:
+    """The estimate at K of the kernel whose name starts with prefix ("peer:<label>": the peer kernel so labelled,
+    whose name may carry its shape)."""
     for (name, kk), e in est.items():
-        if kk == k and name.startswith(prefix):
+        if kk == k and (e.get("peer") == prefix[5:] if prefix.startswith("peer:") else name.startswith(prefix)):
             return e
     return None
 
@@ -137,8 +138,47 @@ def markdown(results: dict) -> str:
             cells = [f"{p['tg_1t']:.1f} / {p['tg_all']:.1f}{' (mem)' if p['bound_all'] == 'memory' else ''}"
                      if p else "-" for p in per.values()]
             share = next((p["output_share"] for p in per.values() if p), None)
-            lines.append(f"| {method} | " + " | ".join(cells) + f" | {share:.0%} |" if share is not None else " | - |")
+            lines.append(f"| {method} | " + " | ".join(cells) + (f" | {share:.0%} |" if share is not None else " | - |"))
         lines.append("")
+    return "\n".join(lines)
+
+
+SUMMARY_KERNELS = [("bitedge I2_S (bitedge-run)", ("i2_s runtime dotprod gemv", "i2_s runtime neon gemv")),
+                   ("bitedge I2_S rendered", ("i2_s rendered neon_dotprod gemv", "i2_s rendered neon gemv")),
+                   ("bitedge TL1", ("tl1 gemv",)), ("bitedge TL2", ("tl2 gemv",)),
+                   ("bitnet.cpp I2_S", ("peer:bitnet.cpp I2_S",)),
+                   ("bitnet.cpp TL1", ("peer:bitnet.cpp TL1 (no table building)",)),
+                   ("ik_llama.cpp IQ2_BN", ("peer:ik_llama.cpp IQ2_BN",)),
+                   ("ik_llama.cpp IQ2_BN_R4", ("peer:ik_llama.cpp IQ2_BN_R4",)),
+                   ("llama.cpp TQ2_0", ("peer:llama.cpp TQ2_0",)),
+                   ("output: bitedge Q8_0, float activations", ("output q8_0",)),
+                   ("output: llama.cpp Q8_0 x Q8_0 (8-bit activations)", ("llama.cpp output",))]
+
+
+def summary(results: dict) -> str:
+    """The two compact tables of docs/performance.md "ARM, estimated": cycles per block-row per board, and
+    predicted generation tokens/s per board and method."""
+    tids = list(results)
+    lines = [f"Cycles per block-row (128 weights x 1 row x 1 token), K = {K_TABLE}, gemv (one token):", "",
+             "| kernel | " + " | ".join(tids) + " |", "|---|" + "---:|" * len(tids)]
+    for label, prefixes in SUMMARY_KERNELS:
+        cells = []
+        for tid in tids:
+            e = next((x for p in prefixes if (x := pick(results[tid]["kernels"], p, K_TABLE))), None)
+            cells.append(f"{e['cycles_per_block']:.1f}" if e else "n/a")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "Predicted generation tokens/s, 1 thread / all cores (mem: capped by the peak DRAM bandwidth):", "",
+              "| method | " + " | ".join(f"{tid} {m}" for tid in tids for m in MODELS) + " |",
+              "|---|" + "---:|" * (len(tids) * len(MODELS))]
+    methods = list(dict.fromkeys(m for tid in tids for m in results[tid]["tokens"]))
+    for method in methods:
+        cells = []
+        for tid in tids:
+            for m in MODELS:
+                p = results[tid]["tokens"].get(method, {}).get(m)
+                cells.append(f"{p['tg_1t']:.1f} / {p['tg_all']:.1f}{' mem' if p['bound_all'] == 'memory' else ''}"
+                             if p else "n/a")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -148,7 +188,14 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, default=ROOT / "build" / "arm-estimate")
     ap.add_argument("--peers", type=Path, help="folder bench/arm_peers.py prepared (the peers' sources)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--from-json", type=Path, help="print the tables of an earlier --json run (no compiling)")
     args = ap.parse_args(argv)
+    if args.from_json:
+        data = json.loads(args.from_json.read_text())["boards"]
+        results = {tid: {**r, "kernels": {(e["kernel"], e["k"]): e for e in r["kernels"]}} for tid, r in data.items()}
+        print(markdown(results))
+        print(summary(results))
+        return 0
     tools = mca.tools()
     print(f"clang {tools['clang']}, llvm-mca {tools['mca']} (LLVM {tools['version']})", file=sys.stderr)
     works = {m: model_work(p) for m, p in MODELS.items()}
@@ -163,6 +210,7 @@ def main(argv=None) -> int:
                   for method, (g, p) in choices(est, tid).items()}
         results[tid] = {"kernels": est, "tokens": tokens, "cores": get_target(tid).cores, "board": board(tid)}
     print(markdown(results))
+    print(summary(results))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         data = {tid: {**r, "kernels": list(r["kernels"].values())} for tid, r in results.items()}
