@@ -130,3 +130,35 @@ def test_profile_estimate_key():
     for tid in ("rpi4", "rpi5", "jetson-orin", "apple-m1"):
         kernel = get_target(tid).kernel
         assert not kernel.measured and "estimate" in kernel.estimate.lower()
+
+
+def test_estimate_tables_from_json(tmp_path, capsys):
+    """bench/arm_estimate.py's tables, from a saved run (no compiling): labelled as estimates, peers in their rows."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("arm_estimate", Path(__file__).resolve().parent.parent / "bench" / "arm_estimate.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    kernels = [{"kernel": "i2_s runtime dotprod gemv", "k": 2560, "method": "i2_s", "kind": "gemv", "cycles_per_block": 14.0,
+                "gbps_core": 5.5, "peer": None},
+               {"kernel": "bitnet.cpp TL1 qgemm_lut_2560_2560 (codegen)", "k": 2560, "method": "tl1", "kind": "gemv",
+                "cycles_per_block": 15.0, "gbps_core": 5.1, "peer": "bitnet.cpp TL1 (no table building)"}]
+    tokens = {"bitedge i2_s (bitedge-run today)": {"2B-4T": {"tg_1t": 4.3, "tg_all": 17.3, "bound_all": "compute",
+                                                             "output_share": 0.57, "cores": 4}, "700M": None}}
+    data = {"static_estimate": True, "boards": {"rpi5": {"kernels": kernels, "tokens": tokens, "cores": 4}}}
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(data))
+    assert script.main(["--from-json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "not measurements" in out and "| bitedge I2_S (bitedge-run) | 14.0 |" in out
+    assert "| bitnet.cpp TL1 | 15.0 |" in out and "4.3 / 17.3" in out and "measured" not in out.replace("not measurements", "")
+
+
+def test_insn_count_maps_blocks_to_functions():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("arm_insn_count", Path(__file__).resolve().parent.parent / "bench" / "arm_insn_count.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    per = script.by_function({0x1000: 10, 0x1010: 5, 0x2004: 7}, [0x1000, 0x2000], ["f", "g"])
+    assert per == {"f": 15, "g": 7}
