@@ -15,6 +15,7 @@ numbers are compute-side estimates and are never called measurements anywhere.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import shutil
 import subprocess
@@ -92,7 +93,7 @@ class LoopEstimate:
 def _newest(prefix: str) -> str | None:
     """The newest versioned LLVM tool on PATH (llvm-mca-22 over llvm-mca-14), else the unversioned one."""
     found = []
-    for folder in {"/usr/bin", "/usr/local/bin", *[p for p in (shutil.os.environ.get("PATH") or "").split(":") if p]}:
+    for folder in {"/usr/bin", "/usr/local/bin", *[p for p in (os.environ.get("PATH") or "").split(":") if p]}:
         try:
             names = [p.name for p in Path(folder).iterdir()]
         except OSError:
