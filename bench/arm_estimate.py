@@ -81,17 +81,24 @@ def choices(est: dict, target_id: str) -> dict[str, dict]:
     rows = {BITEDGE_ROWS[0]: ("i2_s runtime dotprod gemv" if dot else "i2_s runtime neon gemv", None),
             BITEDGE_ROWS[1]: ("i2_s rendered neon_dotprod gemv" if dot else "i2_s rendered neon gemv", None),
             BITEDGE_ROWS[2]: ("tl1 gemv", "tl1 prepare"), BITEDGE_ROWS[3]: ("tl2 gemv", "tl2 prepare")}
-    for e in est.values():
-        if e.get("peer") and e["kind"] == "gemv":
-            rows.setdefault(e["peer"], ("peer:" + e["peer"], None))
+    peers = {e["peer"]: e for e in est.values() if e.get("peer")}
+    prepares = {e["peer"] for e in est.values() if e.get("peer") and e["kind"] == "prepare"}
+    for label in peers:
+        rows.setdefault(label, ("peer:" + label, "peer-prepare:" + label if label in prepares else None))
     return rows
 
 
 def pick(est: dict, prefix: str, k: int) -> dict | None:
-    """The estimate at K of the kernel whose name starts with prefix ("peer:<label>": the peer kernel so labelled,
-    whose name may carry its shape)."""
+    """The estimate at K of the kernel whose name starts with prefix; "peer:<label>" / "peer-prepare:<label>": the
+    peer kernel so labelled (whose name may carry its shape), its gemv / its table building."""
     for (name, kk), e in est.items():
-        if kk == k and (e.get("peer") == prefix[5:] if prefix.startswith("peer:") else name.startswith(prefix)):
+        if kk != k:
+            continue
+        if prefix.startswith(("peer:", "peer-prepare:")):
+            kind, label = prefix.split(":", 1)
+            if e.get("peer") == label and e["kind"] == ("gemv" if kind == "peer" else "prepare"):
+                return e
+        elif name.startswith(prefix):
             return e
     return None
 
@@ -147,7 +154,7 @@ SUMMARY_KERNELS = [("bitedge I2_S (bitedge-run)", ("i2_s runtime dotprod gemv", 
                    ("bitedge I2_S rendered", ("i2_s rendered neon_dotprod gemv", "i2_s rendered neon gemv")),
                    ("bitedge TL1", ("tl1 gemv",)), ("bitedge TL2", ("tl2 gemv",)),
                    ("bitnet.cpp I2_S", ("peer:bitnet.cpp I2_S",)),
-                   ("bitnet.cpp TL1", ("peer:bitnet.cpp TL1 (no table building)",)),
+                   ("bitnet.cpp TL1", ("peer:bitnet.cpp TL1",)),
                    ("ik_llama.cpp IQ2_BN", ("peer:ik_llama.cpp IQ2_BN",)),
                    ("ik_llama.cpp IQ2_BN_R4", ("peer:ik_llama.cpp IQ2_BN_R4",)),
                    ("llama.cpp TQ2_0", ("peer:llama.cpp TQ2_0",)),

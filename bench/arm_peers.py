@@ -14,7 +14,7 @@ the kernels need are copied, and the harnesses #include them: no peer code is co
 Kernels (each the function the peer's generation path calls for one token):
   bitnet.cpp I2_S    ggml_vec_dot_i2_i8_s_1x1 (src/ggml-bitnet-mad.cpp), one row per call
   bitnet.cpp TL1     qgemm_lut_<M>_<K> from its own codegen (utils/codegen_tl1.py, run here for our K with the
-                     BM / BK / bm setup_env.py passes for bitnet_b1_58-large); its table building is not modelled
+                     BM / BK / bm setup_env.py passes for bitnet_b1_58-large), and its table building lut_ctor<K>
   ik_llama.cpp IQ2_BN, IQ2_BN_R4   mul_mat_iq2bn_q8_K64<1>, mul_mat_iq2_bn_r4_q8_k16<1> (ggml/src/iqk/iqk_gemm_1bit.cpp)
   llama.cpp TQ2_0    ggml_vec_dot_tq2_0_q8_K (ggml/src/ggml-cpu/arch/arm/quants.c)
   llama.cpp Q8_0     ggml_vec_dot_q8_0_q8_0: the output matrix with 8-bit activations (not lossless; the peers' way)
@@ -92,6 +92,15 @@ def _bitnet_tl1_header(dest: Path, m: int, k: int) -> tuple[Path, str]:
     return out, name
 
 
+def _bitnet_ctor_header(dest: Path) -> Path:
+    """bitnet.cpp's TL1 table builder (lut_ctor) as its codegen writes it (its doubled braces are nested blocks)."""
+    out = dest / "bitnet" / "tl1_ctor.h"
+    if not out.exists():
+        gen = runpy.run_path(str(dest / "bitnet" / "utils" / "codegen_tl1.py"), run_name="bitedge_estimate")
+        out.write_text("".join(gen["gen_ctor_code"]()))
+    return out
+
+
 def peer_cases(target: Target, k: int, dest: Path) -> list[KernelCase]:
     """KernelCases of every peer kernel for this board at this K (those the board's ISA can run)."""
     dest = Path(dest)
@@ -112,7 +121,15 @@ def peer_cases(target: Target, k: int, dest: Path) -> list[KernelCase]:
             f"bitnet.cpp TL1 qgemm_lut_{name} (codegen)", "tl1",
             f'#include <string.h>\ntypedef float bitnet_float_type;\n#include "{header.name}"\nextern "C" void '
             f'be_mca_entry(void *a, void *lut, void *s, void *ls, void *c) {{ qgemm_lut_{name}(a, lut, s, ls, c); }}\n',
-            "tbl1", [bn], lang="c++", peer="bitnet.cpp TL1 (no table building)"))
+            "tbl1", [bn], lang="c++", peer="bitnet.cpp TL1"))
+        # its per-token table building (lut_ctor, from the same codegen; the activation max is left out), modelled
+        # at act_k = 128: its #pragma unroll makes clang unroll all K/16 iterations (minutes to compile at K = 2560),
+        # and every 16 activations cost the same whatever K is
+        cases.append(KernelCase(
+            "bitnet.cpp TL1 table building (lut_ctor)", "tl1",
+            f'#include <stdlib.h>\n#include "{_bitnet_ctor_header(dest).name}"\nextern "C" void be_mca_entry(int8_t *qlut, '
+            'float *b, float *s) { lut_ctor<128>(qlut, b, s); }\n', "ld2", inc + [bn], lang="c++",
+            kind="prepare", peer="bitnet.cpp TL1"))
     if (dest / "ik").is_dir() and dot:  # iqk_gemm_1bit.cpp's ARM kernels need dotprod (compiled out without it)
         inc = [dest / "ik/ggml/src", dest / "ik/ggml/src/iqk", dest / "ik/ggml/include"]
         head = '#define IQK_IMPLEMENT\n#include "iqk_gemm_1bit.cpp"\n'

@@ -142,7 +142,7 @@ def test_estimate_tables_from_json(tmp_path, capsys):
     kernels = [{"kernel": "i2_s runtime dotprod gemv", "k": 2560, "method": "i2_s", "kind": "gemv", "cycles_per_block": 14.0,
                 "gbps_core": 5.5, "peer": None},
                {"kernel": "bitnet.cpp TL1 qgemm_lut_2560_2560 (codegen)", "k": 2560, "method": "tl1", "kind": "gemv",
-                "cycles_per_block": 15.0, "gbps_core": 5.1, "peer": "bitnet.cpp TL1 (no table building)"}]
+                "cycles_per_block": 15.0, "gbps_core": 5.1, "peer": "bitnet.cpp TL1"}]
     tokens = {"bitedge i2_s (bitedge-run today)": {"2B-4T": {"tg_1t": 4.3, "tg_all": 17.3, "bound_all": "compute",
                                                              "output_share": 0.57, "cores": 4}, "700M": None}}
     data = {"static_estimate": True, "boards": {"rpi5": {"kernels": kernels, "tokens": tokens, "cores": 4}}}

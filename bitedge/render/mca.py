@@ -70,6 +70,7 @@ SIGNATURES = {
     "tbl2": (r"^tbl\s+v\d+\.16b,\s*\{\s*v\d+\.16b,\s*v\d+\.16b\s*\}", 16.0 / 3.0),
     "scvtf": (r"^scvtf\s+v", 32.0),
     "fcvtl": (r"^fcvtl2?\b", 32.0),
+    "ld2": (r"^ld2\s", 16.0),  # bitnet.cpp's TL1 table building: one ld2 of 8 floats per 8 activations
     "ldrsb": (r"^ldu?rsb\b", 128.0),  # TL1 table building: one signed byte load per activation (128 per block)
     # TL2 table building: clang keeps the loop over a triple's 14 entries, one entry per iteration, so the loop's
     # one conditional branch counts entries (14 per 3 activations)
