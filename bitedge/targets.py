@@ -43,9 +43,14 @@ class KernelDefaults:
     method: str  # i2_s | tl1 | tl2
     measured: bool  # False: chosen from the ISA, never measured on this board
     tiles: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    # what an unmeasured default rests on: the llvm-mca static estimate that chose it (`bitedge tune --estimate`)
+    estimate: str = ""
 
     def as_dict(self) -> dict:
-        return {"method": self.method, "measured": self.measured, "tiles": dict(sorted(self.tiles.items()))}
+        d = {"method": self.method, "measured": self.measured, "tiles": dict(sorted(self.tiles.items()))}
+        if self.estimate:  # only when set: profiles without one keep their content hash (and build cache keys)
+            d["estimate"] = self.estimate
+        return d
 
 
 @dataclass(frozen=True)
@@ -135,7 +140,7 @@ _TOP_KEYS = {"id", "name", "aliases", "os", "arch", "libc", "cpu_flags", "isa", 
              "toolchains", "optimize", "runner", "match", "notes"}
 # the toolchain ids a profile may name (bitedge.build.toolchains implements them)
 TOOLCHAIN_IDS = ("zig", "gcc-cross", "clang-cross", "gcc", "clang", "cc")
-_KERNEL_KEYS = {"method", "measured", "tiles"}
+_KERNEL_KEYS = {"method", "measured", "tiles", "estimate"}
 
 
 def parse_target(data: dict, path: Path) -> Target:
@@ -197,7 +202,10 @@ def _parse_kernel(path: Path, table: dict) -> KernelDefaults:
     for name, value in tiles.items():
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             _fail(path, f"kernel.tiles.{name}", f"expected a positive integer, got {value!r}")
-    return KernelDefaults(method, measured, MappingProxyType(dict(tiles)))
+    estimate = _typed(path, table, "estimate", str, "a string", "", table="kernel")
+    if estimate and measured:
+        _fail(path, "kernel.estimate", "a measured default rests on its measurement, not on an estimate")
+    return KernelDefaults(method, measured, MappingProxyType(dict(tiles)), estimate)
 
 
 def load_target_file(path: str | Path) -> Target:

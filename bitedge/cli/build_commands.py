@@ -122,6 +122,8 @@ def kernels(target, model, method, out_dir, tuned, targets_dirs, as_json):
 @click.option("--method", "methods", multiple=True, type=click.Choice(["i2_s", "tl1", "tl2"]),
               help="Methods to tune (default: all three).")
 @click.option("--host", help="Tune on this board over SSH (ssh_config alias, user@host[:port] or inventory name).")
+@click.option("--estimate", is_flag=True, help="No board: pick tiles and method from llvm-mca static estimates "
+              "(ARM boards; stored marked estimated, a measured result always wins).")
 @click.option("--cache", type=click.Path(dir_okay=False), help="Tuning cache (default ~/.cache/bitedge/tuning.json).")
 @click.option("--reps", type=int, default=20, show_default=True)
 @click.option("--rounds", type=click.IntRange(1, 50), default=3, show_default=True,
@@ -129,13 +131,15 @@ def kernels(target, model, method, out_dir, tuned, targets_dirs, as_json):
 @targets_dir_option
 @ssh_options
 @json_option
-def tune(target, model, methods, host, cache, reps, rounds, targets_dirs, as_json, **opts):
+def tune(target, model, methods, host, estimate, cache, reps, rounds, targets_dirs, as_json, **opts):
     """Measure candidate tiles per method and shape, here or on a board, and keep the winners in the tuning cache."""
     from bitedge.targets import get_target
     from bitedge.render import model_shape_counts
     from bitedge.build.tuner import fastest_method, planned_steps
     from bitedge.build.tuner import tune as tune_kernels
 
+    if estimate and host:
+        raise BitedgeError("--estimate models the kernels here without a board; leave out --host (or --estimate)")
     spec = _hosts([host], opts["inventory"])[0] if host else None
     target = (spec.target if spec else None) or target
     if not target:
@@ -152,7 +156,11 @@ def tune(target, model, methods, host, cache, reps, rounds, targets_dirs, as_jso
             return tune_kernels(t, counts, methods, cache_path=cache, reps=reps, rounds=rounds, timer=timer,
                                 advance=advance)
 
-    if spec is None:
+    if estimate:
+        from bitedge.render.estimate import estimate_tune
+
+        result = estimate_tune(t, counts, methods, cache_path=cache, progress=None if as_json else _say)
+    elif spec is None:
         result = run_tune()
     else:
         from bitedge.deploy.remote import BoardTimer
@@ -170,7 +178,8 @@ def tune(target, model, methods, host, cache, reps, rounds, targets_dirs, as_jso
         return
     for key, r in result.items():
         click.echo(f"{key:<24} {r['mean_ns'] / 1e3:10.1f} µs ± {r['sd_ns'] / 1e3:.1f}  tiles {r['tiles']}"
-                   + ("  (emulated: correctness only)" if r.get("emulated") else ""))
+                   + ("  (emulated: correctness only)" if r.get("emulated") else "")
+                   + ("  (static estimate, not measured)" if r.get("estimated") else ""))
     if fastest["method"]:
         per_token = ", ".join(f"{m} {ns / 1e3:.0f} µs" for m, ns in sorted(fastest["token_ns"].items(), key=lambda x: x[1]))
         note = "" if fastest["method"] == t.kernel.method else f" (profile {t.id} defaults to {t.kernel.method})"

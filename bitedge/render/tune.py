@@ -78,7 +78,8 @@ def tuned_tiles(target: Target | str, method: str, shapes: Iterable[tuple[int, i
 
     cpu picks the entries measured on that CPU. Without it, this machine's CPU (or the emulated one of the
     target's runner) comes first; a shape it has not tuned takes the newest entry of any CPU for the same
-    target profile, which is what a board tuned over SSH left (the build runs here, not on the board)."""
+    target profile, which is what a board tuned over SSH left (the build runs here, not on the board); entries
+    measured anywhere rank above llvm-mca estimates ("estimated": true, from `bitedge tune --estimate`)."""
     target = get_target(target)
     entries = load_cache(cache_path)["entries"]
     here = cpu or cpu_model(target)
@@ -89,7 +90,8 @@ def tuned_tiles(target: Target | str, method: str, shapes: Iterable[tuple[int, i
         if entry is None and cpu is None:
             suffix = cache_key("", target, method, shape)  # "|<target>|<method>|<N>x<K>"
             others = [e for key, e in entries.items() if key.endswith(suffix)]
-            entry = max(others, key=lambda e: str(e.get("measured_at", "")), default=None)
+            # a measured entry (a board's timing) always wins over a static estimate (tune --estimate)
+            entry = max(others, key=lambda e: (not e.get("estimated"), str(e.get("measured_at", ""))), default=None)
         if entry:
             found[shape] = dict(entry["tiles"])
     return found or None
