@@ -11,7 +11,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RUNTIME = REPO / "kernels" / "runtime"
 RUNTIME_SOURCES = ("main.c", "forward.c", "sampler.c", "model.c", "gguf.c", "tokenizer.c", "kernels.c",
-                   "kernels_avx2.c", "kernels_neon.c", "cpu_features.c", "threadpool.c")
+                   "kernels_avx2.c", "kernels_avx512vnni.c", "kernels_neon.c", "cpu_features.c", "threadpool.c")
 
 # the qemu-aarch64 CPU model that stands in for each real aarch64 board (qemu 7.2 has no cortex-a78ae: max)
 QEMU_CPU = {"rpi3": "cortex-a53", "rpi4": "cortex-a72", "rpi5": "cortex-a76", "jetson-orin": "max",

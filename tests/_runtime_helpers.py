@@ -15,7 +15,7 @@ from bitedge.model import ModelConfig, ModelSource, Ternary
 REPO = Path(__file__).resolve().parents[1]
 RUNTIME = REPO / "kernels" / "runtime"
 RUNTIME_SOURCES = ("main.c", "forward.c", "sampler.c", "model.c", "gguf.c", "tokenizer.c", "kernels.c",
-                   "kernels_avx2.c", "kernels_neon.c", "cpu_features.c", "threadpool.c")
+                   "kernels_avx2.c", "kernels_avx512vnni.c", "kernels_neon.c", "cpu_features.c", "threadpool.c")
 EXTRA_FLAGS = ("-ffp-contract=off", "-pthread")  # as the Makefile; _c_build adds -std=c11 -Wall -Wextra -Werror
 
 # Logit agreement, relative to max |reference logit| of the run. Float summation order and libm rounding give

@@ -20,8 +20,9 @@ from bitedge.convert.packing import get_packing
 from bitedge.convert.ternarize import quantize_activations
 from tests._c_build import BASE_FLAGS, REPO, RUNTIME, compile_c, require_tool, run_binary
 
-SOURCES = ("kernels/runtime/kernels.c", "kernels/runtime/kernels_avx2.c", "kernels/runtime/kernels_neon.c",
-           "kernels/runtime/cpu_features.c", "kernels/runtime/threadpool.c", "kernels/tests/test_kernels.c")
+SOURCES = ("kernels/runtime/kernels.c", "kernels/runtime/kernels_avx2.c", "kernels/runtime/kernels_avx512vnni.c",
+           "kernels/runtime/kernels_neon.c", "kernels/runtime/cpu_features.c", "kernels/runtime/threadpool.c",
+           "kernels/tests/test_kernels.c")
 FLAGS = ("-ffp-contract=off", "-pthread")
 # float kernels are compared with float64: |y - exact| <= FLOAT_RTOL * sum_k |w_k x_k|
 FLOAT_RTOL = 1e-5

@@ -34,7 +34,7 @@ from bitedge.errors import BitedgeError
 CACHE_VERSION = 1
 from bitedge._shipped import RUNTIME_DIR  # noqa: E402
 # the runtime's hand-written I2_S kernels and what they need (linked into the driver for method i2_s)
-I2S_SOURCES = ("kernels.c", "kernels_avx2.c", "kernels_neon.c", "cpu_features.c")
+I2S_SOURCES = ("kernels.c", "kernels_avx2.c", "kernels_avx512vnni.c", "kernels_neon.c", "cpu_features.c")
 DEFAULT_CANDIDATES = {
     "i2_s": [{"rows": 4, "bk": 1024}, {"rows": 2, "bk": 1024}, {"rows": 1, "bk": 1920}, {"rows": 4, "bk": 1920},
              {"rows": 4, "bk": 512}],
