@@ -10,10 +10,12 @@
  * AVX2's maddubs + add (+ a madd every 8 blocks to widen int16), and no int16 bound to respect. A lane gains at
  * most 4 * 2 * 128 = 1024 in magnitude per instruction, so int32 sums are exact for any real K.
  *
- * Vector width: BE_VNNI_ZMM = 0 (default) works on 256-bit vectors (AVX512VL: the EVEX encoding gives 32 vector
- * registers, which the gemm tile needs); BE_VNNI_ZMM = 1 on 512-bit vectors. On Zen 4 a 512-bit op is executed
- * as two 256-bit halves ("double-pumped"), so zmm saves instructions, not arithmetic; both were measured
- * (docs/kernels.md "AVX-512 VNNI") and the faster is the default. Both give the same bits. */
+ * Vector width: BE_VNNI_ZMM = 1 (default) works on 512-bit vectors, BE_VNNI_ZMM = 0 on 256-bit ones (AVX512VL;
+ * the EVEX encoding still gives 32 vector registers). On Zen 4 a 512-bit op is executed as two 256-bit halves
+ * ("double-pumped"), so zmm saves instructions (half the unpacking: one broadcast block feeds two slots), not
+ * arithmetic. Measured on Zen 4 with kernels/tests/bench_kernels.c (docs/kernels.md "AVX-512 VNNI"): zmm was
+ * the faster of the two in the gemm (4x4 tile) and the 4-row gemv, so it is the default. Both give the same bits
+ * (tests build both). */
 #include "cpu_features.h"
 #include "kernels.h"
 
@@ -28,21 +30,23 @@
 #define BE_VNNI_INLINE static inline __attribute__((target(BE_VNNI_TARGET), always_inline))
 
 #ifndef BE_VNNI_ZMM
-#define BE_VNNI_ZMM 0
+#define BE_VNNI_ZMM 1
 #endif
 
-/* gemm tile: GEMM_ROWS rows x GEMM_TOKENS tokens of int32 accumulators (16 registers). Each unpacked weight
- * vector feeds GEMM_TOKENS tokens and each activation load GEMM_ROWS rows, so a slot of 32 columns costs
- * GEMM_ROWS code vectors + GEMM_TOKENS loads for GEMM_ROWS * GEMM_TOKENS vpdpbusd. */
+/* gemm tile: GEMM_ROWS rows x GEMM_TOKENS tokens of int32 accumulators (16 registers). Each unpacked code
+ * vector feeds GEMM_TOKENS tokens and each activation load GEMM_ROWS rows, so a code vector's columns cost
+ * GEMM_ROWS unpacks + GEMM_TOKENS loads for GEMM_ROWS * GEMM_TOKENS vpdpbusd. 4 x 4 measured faster than
+ * 2 x 8, 8 x 2 and 3 x 4 (bench_kernels, 32 tokens). */
 #ifndef GEMM_ROWS
 #define GEMM_ROWS 4
 #endif
 #ifndef GEMM_TOKENS
 #define GEMM_TOKENS 4
 #endif
-/* gemv: rows computed together, sharing each activation load */
+/* gemv: rows computed together, sharing each activation load (4 measured faster than 1 and 2 from DRAM with
+ * zmm; with ymm 4 rows x 4 code vectors of accumulators would not fit the registers) */
 #ifndef GEMV_ROWS
-#define GEMV_ROWS 2
+#define GEMV_ROWS 4
 #endif
 #define GEMM_QSUM_BATCH 64
 
@@ -70,18 +74,18 @@ BE_VNNI_INLINE void prefetch_ahead(const uint8_t *p, size_t bytes) {
 #if BE_VNNI_ZMM
 typedef __m512i vec;
 #define VBYTES 64
-#define VPB 2 /* vectors per block: slots {0, 1} and {2, 3} */
+#define VPB 2 /* code vectors per block: slots {0, 1} and {2, 3} */
 
-/* The block's 32 bytes are broadcast to both halves and shifted per half (vpsrlvw): the low half gives slot 0
- * (or 2), the high half slot 1 (or 3), which is exactly the order of the activations q[32 s ..] in memory, so
- * each code vector meets one contiguous 64-byte activation load. */
-BE_VNNI_INLINE void unpack_block(const uint8_t *blk, vec c[VPB]) {
-    const __m512i mask = _mm512_set1_epi8(3);
-    const __m512i sh01 = _mm512_inserti64x4(_mm512_set1_epi16(6), _mm256_set1_epi16(4), 1);
-    const __m512i sh23 = _mm512_inserti64x4(_mm512_set1_epi16(2), _mm256_set1_epi16(0), 1);
-    const __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)blk));
-    c[0] = _mm512_and_si512(_mm512_srlv_epi16(v, sh01), mask);
-    c[1] = _mm512_and_si512(_mm512_srlv_epi16(v, sh23), mask);
+/* The block's 32 bytes are broadcast to both halves of a zmm; code vector s shifts each half by its own count
+ * (vpsrlvw): the low half gives slot 2s, the high half slot 2s + 1, which is the order of the activations
+ * q[32 * slot ..] in memory, so each code vector meets one contiguous 64-byte activation load. */
+BE_VNNI_INLINE vec load_block(const uint8_t *blk) {
+    return _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)blk));
+}
+BE_VNNI_INLINE vec block_codes(vec v, int s) {
+    const __m512i shift = s == 0 ? _mm512_inserti64x4(_mm512_set1_epi16(6), _mm256_set1_epi16(4), 1)
+                                 : _mm512_inserti64x4(_mm512_set1_epi16(2), _mm256_set1_epi16(0), 1);
+    return _mm512_and_si512(_mm512_srlv_epi16(v, shift), _mm512_set1_epi8(3));
 }
 BE_VNNI_INLINE vec vzero(void) { return _mm512_setzero_si512(); }
 BE_VNNI_INLINE vec vload(const int8_t *p) { return _mm512_loadu_si512((const void *)p); }
@@ -92,15 +96,11 @@ BE_VNNI_INLINE vec vones8(void) { return _mm512_set1_epi8(1); }
 #else
 typedef __m256i vec;
 #define VBYTES 32
-#define VPB 4 /* vectors per block: one per slot */
+#define VPB 4 /* code vectors per block: one per slot */
 
-BE_VNNI_INLINE void unpack_block(const uint8_t *blk, vec c[VPB]) {
-    const __m256i mask = _mm256_set1_epi8(3);
-    const __m256i v = _mm256_loadu_si256((const __m256i *)blk);
-    c[0] = _mm256_and_si256(_mm256_srli_epi16(v, 6), mask);
-    c[1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
-    c[2] = _mm256_and_si256(_mm256_srli_epi16(v, 2), mask);
-    c[3] = _mm256_and_si256(v, mask);
+BE_VNNI_INLINE vec load_block(const uint8_t *blk) { return _mm256_loadu_si256((const __m256i *)blk); }
+BE_VNNI_INLINE vec block_codes(vec v, int s) {
+    return _mm256_and_si256(_mm256_srli_epi16(v, 6 - 2 * s), _mm256_set1_epi8(3));
 }
 BE_VNNI_INLINE vec vzero(void) { return _mm256_setzero_si256(); }
 BE_VNNI_INLINE vec vload(const int8_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
@@ -129,7 +129,7 @@ BE_VNNI_INLINE int32_t sum_q(const int8_t *q, int kp) {
 /* ----------------------------------------------------------------------------------------------------------
  * I2_S gemm tile: R rows (consecutive, row_bytes apart) x T tokens (q rows kp apart), R and T compile-time
  * constants after inlining. out[r * T + t] = sum_k c[r][k] * q_t[k] (codes, not yet minus sum(q)).
- * Per block: R unpacks, then for each code vector slot: T activation loads, each feeding R vpdpbusd. */
+ * Per block: R weight loads; then per code vector: R unpacks, and T activation loads each feeding R vpdpbusd. */
 
 BE_VNNI_INLINE void i2s_tile(const uint8_t *row0, size_t row_bytes, const int8_t *q, int kp, int R, int T,
                              int32_t *out) {
@@ -137,16 +137,19 @@ BE_VNNI_INLINE void i2s_tile(const uint8_t *row0, size_t row_bytes, const int8_t
     BE_UNROLL
     for (int i = 0; i < R * T; i++) acc[i] = vzero();
     for (int b = 0; b < kp / 128; b++) {
-        vec c[GEMM_ROWS][VPB];
+        vec v[GEMM_ROWS];  /* the rows' packed bytes; codes are cut from them one slot at a time (registers) */
         BE_UNROLL
-        for (int r = 0; r < R; r++) unpack_block(row0 + (size_t)r * row_bytes + (size_t)b * 32, c[r]);
+        for (int r = 0; r < R; r++) v[r] = load_block(row0 + (size_t)r * row_bytes + (size_t)b * 32);
         BE_UNROLL
         for (int s = 0; s < VPB; s++) {
+            vec c[GEMM_ROWS];
+            BE_UNROLL
+            for (int r = 0; r < R; r++) c[r] = block_codes(v[r], s);
             BE_UNROLL
             for (int t = 0; t < T; t++) {
                 const vec qv = vload(q + (size_t)t * kp + (size_t)b * 128 + s * VBYTES);
                 BE_UNROLL
-                for (int r = 0; r < R; r++) acc[r * T + t] = vdot(acc[r * T + t], c[r][s], qv);
+                for (int r = 0; r < R; r++) acc[r * T + t] = vdot(acc[r * T + t], c[r], qv);
             }
         }
     }
@@ -165,14 +168,14 @@ BE_VNNI_INLINE void i2s_rows_dot(const uint8_t *row0, size_t row_bytes, const in
         for (int s = 0; s < VPB; s++) acc[r][s] = vzero();
     }
     for (int b = 0; b < kp / 128; b++) {
-        vec c[GEMV_ROWS][VPB];
+        vec v[GEMV_ROWS];
         BE_UNROLL
-        for (int r = 0; r < R; r++) unpack_block(row0 + (size_t)r * row_bytes + (size_t)b * 32, c[r]);
+        for (int r = 0; r < R; r++) v[r] = load_block(row0 + (size_t)r * row_bytes + (size_t)b * 32);
         BE_UNROLL
         for (int s = 0; s < VPB; s++) {
             const vec qv = vload(q + (size_t)b * 128 + s * VBYTES);
             BE_UNROLL
-            for (int r = 0; r < R; r++) acc[r][s] = vdot(acc[r][s], c[r][s], qv);
+            for (int r = 0; r < R; r++) acc[r][s] = vdot(acc[r][s], block_codes(v[r], s), qv);
         }
     }
     BE_UNROLL

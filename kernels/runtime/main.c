@@ -208,7 +208,13 @@ static const be_kernels *pick_kernels(void) {
     const char *name = getenv("BITEDGE_KERNELS");
     if (name && *name) {
         const be_kernels *k = be_kernels_by_name(name);
-        if (!k) die("BITEDGE_KERNELS=%s: no such kernel table in this build, or this CPU cannot run it", name);
+        const char *lacks = k ? NULL : be_kernels_cpu_lacks(name);
+        if (lacks) {  /* a table this build holds, for instructions this CPU lacks: like a -march mismatch */
+            fprintf(stderr, "bitedge-run: error: BITEDGE_KERNELS=%s needs %s, which this CPU does not have\n", name,
+                    lacks);
+            exit(EXIT_CPU_MISMATCH);
+        }
+        if (!k) die("BITEDGE_KERNELS=%s: no such kernel table in this build", name);
         return k;
     }
     return be_kernels_select();
@@ -271,7 +277,7 @@ static void usage(FILE *f) {
           "  bench      [-p N_PROMPT=128] [-n N_GEN=128] [-t 1,2,...] [-r REPS=5] [-b BATCH] [--json]\n"
           "  perplexity -f TEXT_FILE [-c CTX=512] [-t THREADS] [-b BATCH] [--json]\n"
           "  info       [--json]\n"
-          "environment: BITEDGE_KERNELS=scalar|avx2|neon|neon-dotprod forces a kernel table\n",
+          "environment: BITEDGE_KERNELS=scalar|avx2|avx512-vnni|neon|neon-dotprod forces a kernel table\n",
           f);
 }
 
