@@ -14,7 +14,7 @@
  * the EVEX encoding still gives 32 vector registers). On Zen 4 a 512-bit op is executed as two 256-bit halves
  * ("double-pumped"), so zmm saves instructions (half the unpacking: one broadcast block feeds two slots), not
  * arithmetic. Measured on Zen 4 with kernels/tests/bench_kernels.c (docs/kernels.md "AVX-512 VNNI"): zmm was
- * the faster of the two in the gemm (4x4 tile) and the 4-row gemv, so it is the default. Both give the same bits
+ * the faster of the two in the gemm (4x4 tile) and the one-row gemv, so it is the default. Both give the same bits
  * (tests build both). */
 #include "cpu_features.h"
 #include "kernels.h"
@@ -43,10 +43,12 @@
 #ifndef GEMM_TOKENS
 #define GEMM_TOKENS 4
 #endif
-/* gemv: rows computed together, sharing each activation load (4 measured faster than 1 and 2 from DRAM with
- * zmm; with ymm 4 rows x 4 code vectors of accumulators would not fit the registers) */
+/* gemv: rows computed together, sharing each activation load. One row at a time measured fastest with the
+ * weights streaming from DRAM (bench_kernels cold, interleaved: 1 row 12.6-18 GB/s, 2 rows 8-10, 4 rows 7-10,
+ * against AVX2's one row at 11-14.5): one sequential stream suits the prefetchers better than 2-4 streams a row
+ * apart, as in kernels_avx2.c. */
 #ifndef GEMV_ROWS
-#define GEMV_ROWS 4
+#define GEMV_ROWS 1
 #endif
 #define GEMM_QSUM_BATCH 64
 
