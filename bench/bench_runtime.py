@@ -166,6 +166,7 @@ def compare_tables(a, preset: str, bitedge_run: Path, tables: list[str], report:
     tables[0] in "speedup_vs_baseline"."""
     i2s, _ = model_files(preset, Path(a.models_dir), a.embed_type, packings=("i2_s",))
     samples: dict[tuple, list[float]] = {}
+    per_round: dict[tuple, list[float]] = {}  # (table, threads, test) -> the mean of each round
     rss: dict[int, float] = {}
     for rnd in range(a.rounds):
         for table in tables if rnd % 2 == 0 else tables[::-1]:
@@ -178,6 +179,7 @@ def compare_tables(a, preset: str, bitedge_run: Path, tables: list[str], report:
                 rss[int(r["n_threads"])] = max(rss.get(int(r["n_threads"]), 0.0), float(r.get("peak_rss_mb") or 0.0))
                 test = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
                 samples.setdefault((table, int(r["n_threads"]), test), []).extend(r["samples_ts"])
+                per_round.setdefault((table, int(r["n_threads"]), test), []).append(statistics.mean(r["samples_ts"]))
     entry = {"preset": preset, "i2_s_bytes": i2s.stat().st_size, "tq2_0_bytes": None,
              "bytes_per_token": i2s.stat().st_size, "peak_rss_mb": rss, "baseline": f"bitedge i2_s {tables[0]}",
              "rows": []}
@@ -195,6 +197,11 @@ def compare_tables(a, preset: str, bitedge_run: Path, tables: list[str], report:
             base = samples.get((tables[0], threads, test))
             if table != tables[0] and base:
                 row["speedup_vs_baseline"] = row["mean_ts"] / statistics.mean(base)
+                # paired by round (the two ran minutes apart, under the same load): steadier than the ratio of means
+                # when the machine's load drifts between rounds
+                ratios = [x / y for x, y in zip(per_round[table, threads, test], per_round[tables[0], threads, test])]
+                row["paired_ratios"] = ratios
+                row["median_paired_ratio"] = statistics.median(ratios)
             entry["rows"].append(row)
     return entry
 
@@ -204,15 +211,18 @@ def markdown(report: dict) -> str:
         report["models"][0]["baseline"].split()[-1]
     lines = [f"machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, {report['machine']['date']}; "
              f"STREAM read GB/s: {report['stream_read_gbs']}" + (f"; {report['method']}" if "method" in report else ""),
-             "", f"| model | engine | threads | test | t/s (mean ± sd) | vs {baseline} | roofline t/s | of roofline |",
-             "|---|---|---:|---|---:|---:|---:|---:|"]
+             "", f"| model | engine | threads | test | t/s (mean ± sd) | vs {baseline} | roofline t/s | of roofline |"
+             + (" paired by round: median (min-max) |" if "method" in report else ""),
+             "|---|---|---:|---|---:|---:|---:|---:|" + ("---:|" if "method" in report else "")]
     for m in report["models"]:
         for r in m["rows"]:
             ratio = r.get("speedup_vs_llama_cpp", r.get("speedup_vs_baseline", 0))
             lines.append(f"| {m['preset']} | {r['engine']} | {r['threads']} | {r['test']} | {r['mean_ts']:.2f} ± {r['sd_ts']:.2f} | "
                          f"{ratio and format(ratio, '.2f') + 'x' or ''} | "
                          f"{format(r['roofline_ts'], '.1f') if 'roofline_ts' in r else ''} | "
-                         f"{format(r['fraction_of_roofline'], '.0%') if 'fraction_of_roofline' in r else ''} |")
+                         f"{format(r['fraction_of_roofline'], '.0%') if 'fraction_of_roofline' in r else ''} |"
+                         + ((f" {r['median_paired_ratio']:.2f}x ({min(r['paired_ratios']):.2f}-{max(r['paired_ratios']):.2f}) |"
+                             if "paired_ratios" in r else " |") if "method" in report else ""))
         tq2 = f", {m['tq2_0_bytes'] / 1e6:.0f} MB (tq2_0)" if m.get("tq2_0_bytes") else ""
         lines.append(f"| {m['preset']} | file {m['i2_s_bytes'] / 1e6:.0f} MB (i2_s){tq2}; "
                      f"bitedge peak RSS MB by threads {m['peak_rss_mb']} | | | | | | |")
