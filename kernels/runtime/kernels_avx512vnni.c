@@ -237,8 +237,13 @@ static BE_VNNI void i2s_gemm_avx512vnni(const uint8_t *w, const int8_t *q, int32
         const int t1 = t0 + GEMM_QSUM_BATCH < nb ? t0 + GEMM_QSUM_BATCH : nb;
         for (int t = t0; t < t1; t++) qsum[t - t0] = sum_q(q + (size_t)t * kp, kp);
         int n = n0;
-        for (; n + GEMM_ROWS <= n1; n += GEMM_ROWS)
+        for (; n + GEMM_ROWS <= n1; n += GEMM_ROWS) {
+            /* as in the gemv: without it, a batch of 2 tokens read its weights from DRAM at 5 GB/s (4 row streams
+             * a row apart), with it at 9-12 on the K = 2560 shapes (K = 6912: 5-6 either way; bench_kernels cold,
+             * 2 tokens). Batches of 32 tokens are compute-bound and gain little. */
+            prefetch_ahead(w + (size_t)n * row_bytes, GEMM_ROWS * row_bytes);
             i2s_rows_tokens(w + (size_t)n * row_bytes, row_bytes, q, kp, GEMM_ROWS, t0, t1, qsum, acc, ldacc, n);
+        }
         for (; n < n1; n++)
             i2s_rows_tokens(w + (size_t)n * row_bytes, row_bytes, q, kp, 1, t0, t1, qsum, acc, ldacc, n);
     }
