@@ -10,12 +10,12 @@
  * AVX2's maddubs + add (+ a madd every 8 blocks to widen int16), and no int16 bound to respect. A lane gains at
  * most 4 * 2 * 128 = 1024 in magnitude per instruction, so int32 sums are exact for any real K.
  *
- * Vector width: BE_VNNI_ZMM = 1 (default) works on 512-bit vectors, BE_VNNI_ZMM = 0 on 256-bit ones (AVX512VL;
- * the EVEX encoding still gives 32 vector registers). On Zen 4 a 512-bit op is executed as two 256-bit halves
- * ("double-pumped"), so zmm saves instructions (half the unpacking: one broadcast block feeds two slots), not
- * arithmetic. Measured on Zen 4 with kernels/tests/bench_kernels.c (docs/kernels.md "AVX-512 VNNI"): zmm was
- * the faster of the two in the gemm (4x4 tile) and the one-row gemv, so it is the default. Both give the same bits
- * (tests build both). */
+ * Vector width of the gemm (prompt batches): BE_VNNI_ZMM = 1 (default) works on 512-bit vectors, BE_VNNI_ZMM = 0
+ * on 256-bit ones (AVX512VL; the EVEX encoding still gives 32 vector registers). On Zen 4 a 512-bit op is executed
+ * as two 256-bit halves ("double-pumped"), so zmm saves instructions (half the unpacking: one broadcast block
+ * feeds two slots), not arithmetic. Measured on Zen 4 with kernels/tests/bench_kernels.c (docs/kernels.md
+ * "AVX-512 VNNI"): zmm was 3-9% faster in the gemm, and slower in the gemv from DRAM, so the gemv is ymm always.
+ * Both widths give the same bits (tests build both). */
 #include "cpu_features.h"
 #include "kernels.h"
 
@@ -42,13 +42,6 @@
 #endif
 #ifndef GEMM_TOKENS
 #define GEMM_TOKENS 4
-#endif
-/* gemv: rows computed together, sharing each activation load. One row at a time measured fastest with the
- * weights streaming from DRAM (bench_kernels cold, interleaved: 1 row 12.6-18 GB/s, 2 rows 8-10, 4 rows 7-10,
- * against AVX2's one row at 11-14.5): one sequential stream suits the prefetchers better than 2-4 streams a row
- * apart, as in kernels_avx2.c. */
-#ifndef GEMV_ROWS
-#define GEMV_ROWS 1
 #endif
 #define GEMM_QSUM_BATCH 64
 
@@ -117,7 +110,8 @@ BE_VNNI_INLINE int32_t vhsum(vec v) {
 BE_VNNI_INLINE vec vones8(void) { return _mm256_set1_epi8(1); }
 #endif
 
-/* sum of q[0..kp), kp % 128 == 0: vpdpbusd of all-ones bytes with q (int32 lanes, exact) */
+/* sum of q[0..kp), kp % 128 == 0: vpdpbusd of all-ones bytes with q (int32 lanes, exact); 2 * VBYTES divides
+ * 128 for both widths */
 BE_VNNI_INLINE int32_t sum_q(const int8_t *q, int kp) {
     const vec ones = vones8();
     vec a0 = vzero(), a1 = vzero();
@@ -159,51 +153,40 @@ BE_VNNI_INLINE void i2s_tile(const uint8_t *row0, size_t row_bytes, const int8_t
     for (int i = 0; i < R * T; i++) out[i] = vhsum(acc[i]);
 }
 
-/* gemv: R rows at a time with one accumulator per (row, code vector): vpdpbusd has a latency of several
- * cycles, so a single chain per row would wait on itself. */
-BE_VNNI_INLINE void i2s_rows_dot(const uint8_t *row0, size_t row_bytes, const int8_t *q, int kp, int R,
-                                 int32_t *out) {
-    vec acc[GEMV_ROWS][VPB];
-    BE_UNROLL
-    for (int r = 0; r < R; r++) {
-        BE_UNROLL
-        for (int s = 0; s < VPB; s++) acc[r][s] = vzero();
-    }
+/* gemv: 256-bit vectors whatever BE_VNNI_ZMM says, one row at a time, one accumulator per slot (vpdpbusd has a
+ * latency of several cycles: one chain would wait on itself). Measured from DRAM on Zen 4 (bench_kernels cold,
+ * interleaved runs): at K = 4096 (1 KiB rows, the 700M shape's down projection) the zmm gemv read 9-11 GB/s
+ * against 13.5-16 for ymm and 14-15.5 for avx2; on the other shapes ymm and zmm were within noise. Rows
+ * interleaved 2 or 4 at a time (sharing each activation load) measured slower still (7-10 GB/s against 12.6-18):
+ * several row streams a row apart suit the prefetchers worse than one, as in kernels_avx2.c. */
+BE_VNNI_INLINE int32_t i2s_row_dot_ymm(const uint8_t *row, const int8_t *q, int kp) {
+    const __m256i mask = _mm256_set1_epi8(3);
+    __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+    __m256i a2 = _mm256_setzero_si256(), a3 = _mm256_setzero_si256();
     for (int b = 0; b < kp / 128; b++) {
-        vec v[GEMV_ROWS];
-        BE_UNROLL
-        for (int r = 0; r < R; r++) v[r] = load_block(row0 + (size_t)r * row_bytes + (size_t)b * 32);
-        BE_UNROLL
-        for (int s = 0; s < VPB; s++) {
-            const vec qv = vload(q + (size_t)b * 128 + s * VBYTES);
-            BE_UNROLL
-            for (int r = 0; r < R; r++) acc[r][s] = vdot(acc[r][s], block_codes(v[r], s), qv);
-        }
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(row + (size_t)b * 32));
+        const int8_t *qb = q + (size_t)b * 128;
+        a0 = _mm256_dpbusd_epi32(a0, _mm256_and_si256(_mm256_srli_epi16(v, 6), mask),
+                                 _mm256_loadu_si256((const __m256i *)qb));
+        a1 = _mm256_dpbusd_epi32(a1, _mm256_and_si256(_mm256_srli_epi16(v, 4), mask),
+                                 _mm256_loadu_si256((const __m256i *)(qb + 32)));
+        a2 = _mm256_dpbusd_epi32(a2, _mm256_and_si256(_mm256_srli_epi16(v, 2), mask),
+                                 _mm256_loadu_si256((const __m256i *)(qb + 64)));
+        a3 = _mm256_dpbusd_epi32(a3, _mm256_and_si256(v, mask), _mm256_loadu_si256((const __m256i *)(qb + 96)));
     }
-    BE_UNROLL
-    for (int r = 0; r < R; r++) {
-        vec a = acc[r][0];
-        BE_UNROLL
-        for (int s = 1; s < VPB; s++) a = vadd(a, acc[r][s]);
-        out[r] = vhsum(a);
-    }
+    const __m256i a = _mm256_add_epi32(_mm256_add_epi32(a0, a1), _mm256_add_epi32(a2, a3));
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
 }
 
 static BE_VNNI void i2s_gemv_avx512vnni(const uint8_t *w, const int8_t *q, int32_t *acc, int n0, int n1, int kp) {
     const size_t row_bytes = (size_t)kp / 4;
     const int32_t qsum = sum_q(q, kp);
-    int n = n0;
-    for (; n + GEMV_ROWS <= n1; n += GEMV_ROWS) {
-        int32_t s[GEMV_ROWS];
-        prefetch_ahead(w + (size_t)n * row_bytes, GEMV_ROWS * row_bytes);
-        i2s_rows_dot(w + (size_t)n * row_bytes, row_bytes, q, kp, GEMV_ROWS, s);
-        for (int r = 0; r < GEMV_ROWS; r++) acc[n + r] = s[r] - qsum;
-    }
-    for (; n < n1; n++) {
-        int32_t s[1];
+    for (int n = n0; n < n1; n++) {
         prefetch_ahead(w + (size_t)n * row_bytes, row_bytes);
-        i2s_rows_dot(w + (size_t)n * row_bytes, row_bytes, q, kp, 1, s);
-        acc[n] = s[0] - qsum;
+        acc[n] = i2s_row_dot_ymm(w + (size_t)n * row_bytes, q, kp) - qsum;
     }
 }
 
