@@ -7,6 +7,12 @@ from the same random ternary weights, then measure pp<P> and tg<N> tokens/s at 1
 bench/stream.c. Prints a markdown table and writes JSON (for docs/performance.md).
 
     python3 bench/bench_runtime.py --presets 700M,2.4B --threads 1,2 -r 5 -o build/bench/runtime.json
+
+--kernels A,B,... compares bitedge-run's own kernel tables instead (BITEDGE_KERNELS=A, B, ...: the same binary and
+I2_S file; llama.cpp is neither built nor run), interleaved round by round with the order reversed every other
+round so that drift on a shared machine hits every table alike; ratios are against the first table:
+
+    python3 bench/bench_runtime.py --kernels avx2,avx512-vnni --presets 700M --threads 1,2 -r 3 --rounds 4
 """
 
 from __future__ import annotations
@@ -53,11 +59,11 @@ def tied(source):
     return replace(source, config=replace(source.config, tie_embeddings=True), tensors=tensors)
 
 
-def model_files(preset: str, out: Path, embed_type: str) -> tuple[Path, Path]:
+def model_files(preset: str, out: Path, embed_type: str, packings=("i2_s", "tq2_0")) -> tuple[Path, Path | None]:
     """The same random ternary weights as an I2_S file (bitedge) and a TQ2_0 file (llama.cpp)."""
     out.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for packing in ("i2_s", "tq2_0"):
+    files = {"tq2_0": None}
+    for packing in packings:
         path = out / f"{preset}-{packing}-{embed_type}.gguf"
         if not path.exists():
             write_gguf(tied(dummy_source(preset, seed=0)), path, packing=packing, embed_type=embed_type)
@@ -65,8 +71,8 @@ def model_files(preset: str, out: Path, embed_type: str) -> tuple[Path, Path]:
     return files["i2_s"], files["tq2_0"]
 
 
-def run_json(cmd: list[str], timeout: float = 7200) -> object:
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+def run_json(cmd: list[str], timeout: float = 7200, env: dict | None = None) -> object:
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
     if r.returncode != 0:
         raise SystemExit(f"{cmd[0]} failed ({r.returncode}): {r.stderr[-2000:]}")
     data = last_json(r.stdout)
@@ -90,16 +96,27 @@ def main() -> None:
     ap.add_argument("--embed-type", default="q8_0")
     ap.add_argument("--models-dir", default=str(ROOT / "build" / "bench" / "models"))
     ap.add_argument("-o", "--output", default=str(ROOT / "build" / "bench" / "runtime.json"))
+    ap.add_argument("--kernels", help="compare these bitedge-run kernel tables (BITEDGE_KERNELS, comma-separated; "
+                                      "the first is the baseline) instead of llama.cpp")
     a = ap.parse_args()
 
-    from llamacpp import build_llama_bench
     from bitedge.build.compile import build_runtime
     from bitedge.targets import get_target
 
     bitedge_run = build_runtime(get_target("x86-64-avx2")).binary
-    llama_bench = build_llama_bench()
     report = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M")},
               "stream_read_gbs": {str(t): stream_read_gbs(int(t)) for t in a.threads.split(",")}, "models": []}
+    if a.kernels:
+        report["method"] = (f"bitedge-run bench -p {a.n_prompt} -n {a.n_gen} -t {a.threads} -r {a.reps}, "
+                            f"{a.rounds} interleaved rounds per kernel table, order reversed every other round")
+        for preset in a.presets.split(","):
+            report["models"].append(compare_tables(a, preset, bitedge_run, a.kernels.split(","), report))
+        write_report(a.output, report)
+        return
+
+    from llamacpp import build_llama_bench
+
+    llama_bench = build_llama_bench()
     for preset in a.presets.split(","):
         i2s, tq2 = model_files(preset, Path(a.models_dir), a.embed_type)
         samples: dict[tuple, list[float]] = {}
@@ -135,23 +152,79 @@ def main() -> None:
                 if ours_ and base:
                     ours_[0]["speedup_vs_llama_cpp"] = ours_[0]["mean_ts"] / base[0]["mean_ts"]
         report["models"].append(entry)
-    Path(a.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.output).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(a.output, report)
+
+
+def write_report(output: str, report: dict) -> None:
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    Path(output).write_text(json.dumps(report, indent=2) + "\n")
     print(markdown(report))
 
 
+def compare_tables(a, preset: str, bitedge_run: Path, tables: list[str], report: dict) -> dict:
+    """bitedge-run bench of one I2_S file with each kernel table, interleaved; rows as main's, the ratio against
+    tables[0] in "speedup_vs_baseline"."""
+    i2s, _ = model_files(preset, Path(a.models_dir), a.embed_type, packings=("i2_s",))
+    samples: dict[tuple, list[float]] = {}
+    per_round: dict[tuple, list[float]] = {}  # (table, threads, test) -> the mean of each round
+    rss: dict[int, float] = {}
+    for rnd in range(a.rounds):
+        for table in tables if rnd % 2 == 0 else tables[::-1]:
+            rows = rows_of(run_json([str(bitedge_run), "bench", "-m", str(i2s), "-p", str(a.n_prompt), "-n",
+                                     str(a.n_gen), "-t", a.threads, "-r", str(a.reps), "--json"],
+                                    env={"BITEDGE_KERNELS": table}))
+            for r in rows:
+                if r.get("kernels") != table:
+                    raise SystemExit(f"BITEDGE_KERNELS={table} but bitedge-run ran {r.get('kernels')!r}")
+                rss[int(r["n_threads"])] = max(rss.get(int(r["n_threads"]), 0.0), float(r.get("peak_rss_mb") or 0.0))
+                test = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
+                samples.setdefault((table, int(r["n_threads"]), test), []).extend(r["samples_ts"])
+                per_round.setdefault((table, int(r["n_threads"]), test), []).append(statistics.mean(r["samples_ts"]))
+    entry = {"preset": preset, "i2_s_bytes": i2s.stat().st_size, "tq2_0_bytes": None,
+             "bytes_per_token": i2s.stat().st_size, "peak_rss_mb": rss, "baseline": f"bitedge i2_s {tables[0]}",
+             "rows": []}
+    for table in tables:
+        for (t, threads, test), ts in sorted(samples.items()):
+            if t != table:
+                continue
+            row = {"engine": f"bitedge i2_s {table}", "threads": threads, "test": test,
+                   "mean_ts": statistics.mean(ts), "sd_ts": statistics.stdev(ts) if len(ts) > 1 else 0.0,
+                   "n_samples": len(ts)}
+            bw = report["stream_read_gbs"].get(str(threads))
+            if test.startswith("tg") and bw:
+                row["roofline_ts"] = bw * 1e9 / i2s.stat().st_size
+                row["fraction_of_roofline"] = row["mean_ts"] / row["roofline_ts"]
+            base = samples.get((tables[0], threads, test))
+            if table != tables[0] and base:
+                row["speedup_vs_baseline"] = row["mean_ts"] / statistics.mean(base)
+                # paired by round (the two ran minutes apart, under the same load): steadier than the ratio of means
+                # when the machine's load drifts between rounds
+                ratios = [x / y for x, y in zip(per_round[table, threads, test], per_round[tables[0], threads, test])]
+                row["paired_ratios"] = ratios
+                row["median_paired_ratio"] = statistics.median(ratios)
+            entry["rows"].append(row)
+    return entry
+
+
 def markdown(report: dict) -> str:
+    baseline = "llama.cpp" if not report["models"] or "baseline" not in report["models"][0] else \
+        report["models"][0]["baseline"].split()[-1]
     lines = [f"machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, {report['machine']['date']}; "
-             f"STREAM read GB/s: {report['stream_read_gbs']}", "",
-             "| model | engine | threads | test | t/s (mean ± sd) | vs llama.cpp | roofline t/s | of roofline |",
-             "|---|---|---:|---|---:|---:|---:|---:|"]
+             f"STREAM read GB/s: {report['stream_read_gbs']}" + (f"; {report['method']}" if "method" in report else ""),
+             "", f"| model | engine | threads | test | t/s (mean ± sd) | vs {baseline} | roofline t/s | of roofline |"
+             + (" paired by round: median (min-max) |" if "method" in report else ""),
+             "|---|---|---:|---|---:|---:|---:|---:|" + ("---:|" if "method" in report else "")]
     for m in report["models"]:
         for r in m["rows"]:
+            ratio = r.get("speedup_vs_llama_cpp", r.get("speedup_vs_baseline", 0))
             lines.append(f"| {m['preset']} | {r['engine']} | {r['threads']} | {r['test']} | {r['mean_ts']:.2f} ± {r['sd_ts']:.2f} | "
-                         f"{r.get('speedup_vs_llama_cpp', 0) and format(r['speedup_vs_llama_cpp'], '.2f') + 'x' or ''} | "
+                         f"{ratio and format(ratio, '.2f') + 'x' or ''} | "
                          f"{format(r['roofline_ts'], '.1f') if 'roofline_ts' in r else ''} | "
-                         f"{format(r['fraction_of_roofline'], '.0%') if 'fraction_of_roofline' in r else ''} |")
-        lines.append(f"| {m['preset']} | file {m['i2_s_bytes'] / 1e6:.0f} MB (i2_s), {m['tq2_0_bytes'] / 1e6:.0f} MB (tq2_0); "
+                         f"{format(r['fraction_of_roofline'], '.0%') if 'fraction_of_roofline' in r else ''} |"
+                         + ((f" {r['median_paired_ratio']:.2f}x ({min(r['paired_ratios']):.2f}-{max(r['paired_ratios']):.2f}) |"
+                             if "paired_ratios" in r else " |") if "method" in report else ""))
+        tq2 = f", {m['tq2_0_bytes'] / 1e6:.0f} MB (tq2_0)" if m.get("tq2_0_bytes") else ""
+        lines.append(f"| {m['preset']} | file {m['i2_s_bytes'] / 1e6:.0f} MB (i2_s){tq2}; "
                      f"bitedge peak RSS MB by threads {m['peak_rss_mb']} | | | | | | |")
     return "\n".join(lines)
 

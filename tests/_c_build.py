@@ -40,6 +40,26 @@ class CBuildError(RuntimeError):
     """The compiler refused the sources; the message carries the command and its stderr."""
 
 
+def host_cpu_flags() -> set[str]:
+    """The x86 feature flags of this machine's CPU (Linux /proc/cpuinfo; empty elsewhere or on ARM)."""
+    try:
+        line = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags"))
+    except (OSError, StopIteration):
+        return set()
+    return set(line.split(":", 1)[1].split())
+
+
+def host_has_avx2() -> bool:
+    """What the runtime's avx2 kernel table needs."""
+    return {"avx2", "fma", "f16c"} <= host_cpu_flags()
+
+
+def host_has_avx512_vnni() -> bool:
+    """What the runtime's avx512-vnni kernel table needs (the kernel's flags also need the OS to save the ZMM
+    state, which Linux lists a flag only when it does)."""
+    return host_has_avx2() and {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"} <= host_cpu_flags()
+
+
 def have_tool(name: str) -> bool:
     return shutil.which(name) is not None
 

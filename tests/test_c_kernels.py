@@ -18,10 +18,12 @@ import pytest
 
 from bitedge.formats.packing import get_packing
 from bitedge.formats.ternary import quantize_activations
-from tests._c_build import BASE_FLAGS, REPO, RUNTIME, compile_c, require_tool, run_binary
+from tests._c_build import (BASE_FLAGS, REPO, RUNTIME, compile_c, host_has_avx2, host_has_avx512_vnni, require_tool,
+                             run_binary)
 
-SOURCES = ("kernels/runtime/kernels.c", "kernels/runtime/kernels_avx2.c", "kernels/runtime/kernels_neon.c",
-           "kernels/runtime/cpu_features.c", "kernels/runtime/threadpool.c", "kernels/tests/test_kernels.c")
+SOURCES = ("kernels/runtime/kernels.c", "kernels/runtime/kernels_avx2.c", "kernels/runtime/kernels_avx512vnni.c",
+           "kernels/runtime/kernels_neon.c", "kernels/runtime/cpu_features.c", "kernels/runtime/threadpool.c",
+           "kernels/tests/test_kernels.c")
 FLAGS = ("-ffp-contract=off", "-pthread")
 # float kernels are compared with float64: |y - exact| <= FLOAT_RTOL * sum_k |w_k x_k|
 FLOAT_RTOL = 1e-5
@@ -30,14 +32,6 @@ QEMU_CPUS = {  # qemu -cpu: (tables the CPU can run, best first; the one be_kern
     "cortex-a76": ["neon-dotprod", "neon", "scalar"],
     "max": ["neon-dotprod", "neon", "scalar"],
 }
-
-
-def host_has_avx2() -> bool:
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return False
-    return all(f in flags.split() for f in ("avx2", "fma", "f16c"))
 
 
 def parse_selftest(stdout: str) -> dict[str, str]:
@@ -64,7 +58,8 @@ def aarch64_exe(tmp_path_factory) -> Path:
 
 
 def native_tables() -> list[str]:
-    return ["avx2", "scalar"] if host_has_avx2() else ["scalar"]
+    """The tables test_kernels should offer on this CPU, best first."""
+    return ["avx512-vnni"] * host_has_avx512_vnni() + ["avx2"] * host_has_avx2() + ["scalar"]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -87,6 +82,30 @@ def test_native_selftest_gcc(native_exe):
     info = parse_selftest(proc.stdout)
     assert f"AVX2 = {int(host_has_avx2())}" in info["system_info"]
     assert "NEON = 0" in info["system_info"] and "DOTPROD = 0" in info["system_info"]
+
+
+@pytest.mark.parametrize("zmm", [0, 1], ids=["ymm", "zmm"])
+def test_avx512_vnni_selftest_both_widths(tmp_path, zmm):
+    """kernels_avx512vnni.c in both vector widths (BE_VNNI_ZMM, docs/kernels.md): exact against the naive product
+    and chosen first; gcc and clang."""
+    if not host_has_avx512_vnni():
+        pytest.skip("needs a CPU with AVX-512 F/BW/VL and AVX512-VNNI (this one has AVX2 at most)")
+    for cc in ("gcc", "clang"):
+        require_tool(cc)
+        exe = compile_c(SOURCES, tmp_path / f"test_kernels_{cc}", cc=cc, flags=(*FLAGS, f"-DBE_VNNI_ZMM={zmm}"),
+                        opt="-O2")
+        proc = run_binary(exe)
+        check_selftest(proc, native_tables())
+        assert "AVX512_VNNI = 1" in parse_selftest(proc.stdout)["system_info"]
+
+
+def test_avx512_vnni_not_offered_without_it(native_exe):
+    """On an AVX2-only CPU (Zen 3) the build still holds the avx512-vnni table but never offers it."""
+    if host_has_avx512_vnni():
+        pytest.skip("this CPU has AVX512-VNNI: the table is offered, as test_native_selftest_gcc checks")
+    info = parse_selftest(run_binary(native_exe).stdout)
+    assert "avx512-vnni" not in info["tables"].split()
+    assert "AVX512_VNNI = 0" in info["system_info"]
 
 
 def test_native_selftest_clang(tmp_path):
@@ -179,7 +198,9 @@ def run_i2s(exe: Path, tmp: Path, w: np.ndarray, q: np.ndarray, n_tables: int, *
 
 def i2s_cases(seed: int = 7):
     rng = np.random.default_rng(seed)
-    for n, k, nb in ((1, 1, 1), (37, 300, 3), (5, 128, 9), (13, 2560, 2), (3, 6912, 5), (64, 1000, 1)):
+    # (67, 2560, 71): every tail of the avx512-vnni gemm tile (4 rows x 4 tokens) and a second 64-token batch
+    for n, k, nb in ((1, 1, 1), (37, 300, 3), (5, 128, 9), (13, 2560, 2), (3, 6912, 5), (64, 1000, 1),
+                     (67, 2560, 71)):
         values = rng.integers(-1, 2, size=(n, k), dtype=np.int8)
         q = rng.integers(-128, 128, size=(nb, k), dtype=np.int8)
         yield values, q

@@ -11,8 +11,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from _runtime_helpers import (build_runtime, generate_checked, qemu_runner, random_source,
-                              session_runtime)
+from _c_build import host_has_avx512_vnni
+from _runtime_helpers import build_runtime, generate_checked, qemu_runner, random_source, session_runtime
 from bitedge.errors import BitedgeError
 from bitedge.model import ModelConfig
 
@@ -169,6 +169,44 @@ def test_dotprod_build_on_cpu_without_dotprod_exits_3(tmp_path, dummy):
     assert "dotprod" in message and ("lacks" in message or "does not have" in message), proc.stderr
     ok = run_program(binary, ["info", "-m", dummy[0]], runner=qemu_runner("cortex-a76"))
     assert ok.returncode == 0, ok.stderr
+
+
+def test_forced_table_the_cpu_lacks_exits_3(binary, dummy):
+    """BITEDGE_KERNELS naming a table this build holds but this CPU cannot run: exit 3 with what is missing, as
+    for a -march mismatch (never SIGILL). Natively for avx512-vnni on an AVX2-only CPU; anywhere qemu-aarch64
+    runs for neon-dotprod on a Cortex-A72 (the same code path)."""
+    if host_has_avx512_vnni():
+        pytest.skip("this CPU has AVX512-VNNI: the native refusal needs an AVX2-only CPU (the aarch64 case below "
+                    "covers the code path)")
+    proc = run_program(binary, ["info", "-m", dummy[0]], kernels="avx512-vnni")
+    assert proc.returncode == 3, proc.stderr
+    assert "AVX" in proc.stderr and "does not have" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_forced_dotprod_table_on_cortex_a72_exits_3(tmp_path_factory, dummy):
+    if not (shutil.which("aarch64-linux-gnu-gcc") and shutil.which("qemu-aarch64")):
+        pytest.skip("aarch64 cross compiler or qemu-aarch64 not installed")
+    binary = session_runtime(tmp_path_factory, target="aarch64")
+    proc = run_program(binary, ["info", "-m", dummy[0]], runner=qemu_runner("cortex-a72"), kernels="neon-dotprod")
+    assert proc.returncode == 3, proc.stderr
+    assert "DOTPROD" in proc.stderr and "does not have" in proc.stderr, proc.stderr
+    ok = run_program(binary, ["info", "-m", dummy[0]], runner=qemu_runner("cortex-a76"), kernels="neon-dotprod")
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_avx512_vnni_table_gives_the_avx2_tokens(binary, dummy):
+    """The avx512-vnni table is picked by default where the CPU has it, and forced or not it generates the tokens
+    of the avx2 and scalar tables (integer kernels exact; the float gemv within the shared tolerance)."""
+    if not host_has_avx512_vnni():
+        pytest.skip("needs a CPU with AVX-512 F/BW/VL and AVX512-VNNI (this one has AVX2 at most)")
+    path, _ = dummy
+    best = run_generate(binary, path, prompt="Hello, tiny model", n=8)
+    assert best["kernels"] == "avx512-vnni"
+    runs = {k: run_generate(binary, path, prompt="Hello, tiny model", n=8, kernels=k)
+            for k in ("avx512-vnni", "avx2", "scalar")}
+    assert runs["avx512-vnni"]["kernels"] == "avx512-vnni"
+    for k, result in runs.items():
+        assert result["tokens"] == best["tokens"], k
 
 
 def test_json_text_is_valid_utf8(binary, dummy):

@@ -31,9 +31,10 @@ TL_METHODS = ("tl1", "tl2")
 LAYOUTS_HEADER = "bitedge_layouts.h"
 DRIVER_SOURCE = "bitedge_kernel_driver.c"
 
-# Rendered ISA variants (C suffix) -> the be_kernels table names (kernels.h) whose CPUs may run them.
-# TL1/TL2 have no dotprod variant (they multiply nothing: see docs/kernels.md), so NEON serves neon-dotprod.
-ISA_ALIASES = {"avx2": ("avx2",), "neon_dotprod": ("neon-dotprod",), "neon": ("neon-dotprod", "neon"),
+# Rendered ISA variants (C suffix) -> the be_kernels table names (kernels.h) whose CPUs may run them; the last
+# name is the variant's own. TL1/TL2 have no dotprod variant (they multiply nothing: see docs/kernels.md), so NEON
+# serves neon-dotprod, and AVX2 serves the avx512-vnni table (no VNNI or AVX-512 TL kernels are rendered).
+ISA_ALIASES = {"avx2": ("avx512-vnni", "avx2"), "neon_dotprod": ("neon-dotprod",), "neon": ("neon-dotprod", "neon"),
                "scalar": ("scalar",)}
 
 # Per method: weights per group, largest |table entry| (q in [-128, 127]) and the tile defaults.

@@ -54,6 +54,9 @@ static void detect(be_cpu_features *f) {
         __cpuid_count(7, 0, a, b, c, d);
         f->avx2 = f->avx && ((b >> 5) & 1);
         f->avx512f = os_avx512 && ((b >> 16) & 1);
+        f->avx512bw = f->avx512f && ((b >> 30) & 1);
+        f->avx512vl = f->avx512f && ((b >> 31) & 1);
+        f->avx512_vnni = f->avx512f && ((c >> 11) & 1);
         __cpuid_count(7, 1, a, b, c, d);
         f->avx_vnni = f->avx2 && ((a >> 4) & 1);
     }
@@ -187,9 +190,9 @@ void be_system_info(char *buf, size_t cap) {
     const be_cpu_features *f = be_cpu_get();
     if (cap == 0) return;
     snprintf(buf, cap,
-             "AVX = %d | AVX_VNNI = %d | AVX2 = %d | AVX512 = %d | FMA = %d | NEON = %d | ARM_FMA = %d | F16C = %d"
+             "AVX = %d | AVX_VNNI = %d | AVX2 = %d | AVX512 = %d | AVX512_VNNI = %d | FMA = %d | NEON = %d | ARM_FMA = %d | F16C = %d"
              " | FP16_VA = %d | DOTPROD = %d | MATMUL_INT8 = %d | SVE = %d | SSE3 = %d | SSSE3 = %d |",
-             f->avx, f->avx_vnni, f->avx2, f->avx512f, f->fma, f->neon, f->arm_fma, f->f16c, f->fp16, f->dotprod,
+             f->avx, f->avx_vnni, f->avx2, f->avx512f, f->avx512_vnni, f->fma, f->neon, f->arm_fma, f->f16c, f->fp16, f->dotprod,
              f->i8mm, f->sve, f->sse3, f->ssse3);
 }
 
@@ -198,6 +201,15 @@ int be_cpu_check_build(char *err, size_t cap) {
     const char *missing = NULL;
     (void)f;
     /* what the compiler was told it may use anywhere in the program (-m..., -march=...) */
+#if defined(__AVX512VNNI__)
+    if (!f->avx512_vnni) missing = "AVX512-VNNI";
+#endif
+#if defined(__AVX512VL__)
+    if (!f->avx512vl) missing = "AVX-512VL";
+#endif
+#if defined(__AVX512BW__)
+    if (!f->avx512bw) missing = "AVX-512BW";
+#endif
 #if defined(__AVX512F__)
     if (!f->avx512f) missing = "AVX-512F";
 #endif

@@ -1,5 +1,6 @@
 /* Portable kernels (the scalar twin of every SIMD kernel), activation quantization, float dequantization and
- * the run-time choice of a kernel table. The SIMD tables live in kernels_avx2.c and kernels_neon.c; which of
+ * the run-time choice of a kernel table. The SIMD tables live in kernels_avx2.c, kernels_avx512vnni.c and
+ * kernels_neon.c; which of
  * them a build contains is decided by cpu_features.h (BE_HAVE_*_KERNELS), which one runs by the CPU. */
 #include "kernels.h"
 
@@ -176,6 +177,9 @@ const be_kernels be_kernels_scalar = {"scalar", i2s_gemv_scalar, i2s_gemm_scalar
 #if BE_HAVE_AVX2_KERNELS
 extern const be_kernels be_kernels_avx2;
 #endif
+#if BE_HAVE_AVX512VNNI_KERNELS
+extern const be_kernels be_kernels_avx512vnni;
+#endif
 #if BE_HAVE_NEON_KERNELS
 extern const be_kernels be_kernels_neon;
 #endif
@@ -183,35 +187,58 @@ extern const be_kernels be_kernels_neon;
 extern const be_kernels be_kernels_neon_dotprod;
 #endif
 
-static int table_supported(const be_kernels *k) {
+/* The features a table needs that this CPU lacks ("" when it has them all). avx512-vnni's float and quantize
+ * kernels also use AVX2/FMA/F16C instructions; every AVX-512 flag is 0 unless the OS saves the ZMM state. */
+static const char *table_lacks(const be_kernels *k) {
     const be_cpu_features *f = be_cpu_get();
-    if (!strcmp(k->name, "avx2")) return f->avx2 && f->fma && f->f16c;
-    if (!strcmp(k->name, "neon")) return f->neon;
-    if (!strcmp(k->name, "neon-dotprod")) return f->neon && f->dotprod;
-    return 1;  /* scalar */
+    if (!strcmp(k->name, "avx2") || !strcmp(k->name, "avx512-vnni")) {
+        if (!f->avx2 || !f->fma || !f->f16c) return "AVX2, FMA and F16C";
+    }
+    if (!strcmp(k->name, "avx512-vnni")) {
+        if (!f->avx512f || !f->avx512bw || !f->avx512vl) return "AVX-512 F/BW/VL (with the OS saving ZMM state)";
+        if (!f->avx512_vnni) return "AVX512-VNNI";
+    }
+    if (!strcmp(k->name, "neon") && !f->neon) return "NEON";
+    if (!strcmp(k->name, "neon-dotprod") && !(f->neon && f->dotprod)) return "the dot-product extension (DOTPROD)";
+    return "";  /* scalar runs everywhere */
 }
 
-int be_kernels_list(const be_kernels **out, int cap) {
-    const be_kernels *all[] = {
+static int table_supported(const be_kernels *k) { return table_lacks(k)[0] == '\0'; }
+
+/* every table this build holds, best first, whatever the CPU */
+static const be_kernels *const compiled_tables[] = {
+#if BE_HAVE_AVX512VNNI_KERNELS
+    &be_kernels_avx512vnni,
+#endif
 #if BE_HAVE_AVX2_KERNELS
-        &be_kernels_avx2,
+    &be_kernels_avx2,
 #endif
 #if BE_HAVE_DOTPROD_KERNELS
-        &be_kernels_neon_dotprod,
+    &be_kernels_neon_dotprod,
 #endif
 #if BE_HAVE_NEON_KERNELS
-        &be_kernels_neon,
+    &be_kernels_neon,
 #endif
-        &be_kernels_scalar,
-    };
+    &be_kernels_scalar,
+};
+#define N_COMPILED_TABLES (sizeof(compiled_tables) / sizeof(compiled_tables[0]))
+
+int be_kernels_list(const be_kernels **out, int cap) {
     int n = 0;
-    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
-        if (table_supported(all[i]) && n < cap) out[n++] = all[i];
+    for (size_t i = 0; i < N_COMPILED_TABLES; i++)
+        if (table_supported(compiled_tables[i]) && n < cap) out[n++] = compiled_tables[i];
     return n;
 }
 
+const char *be_kernels_cpu_lacks(const char *name) {
+    for (size_t i = 0; i < N_COMPILED_TABLES; i++)
+        if (!strcmp(compiled_tables[i]->name, name) && !table_supported(compiled_tables[i]))
+            return table_lacks(compiled_tables[i]);
+    return NULL;
+}
+
 const be_kernels *be_kernels_select(void) {
-    const be_kernels *best[1];
+    const be_kernels *best[1] = {&be_kernels_scalar};
     return be_kernels_list(best, 1) == 1 ? best[0] : &be_kernels_scalar;
 }
 

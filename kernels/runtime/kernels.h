@@ -9,8 +9,9 @@
  *   ternary product:  acc[n] = sum_k T[n][k] * q[k]   (int32, exact)
  *   output:           y[n]   = (float)acc[n] * (s / a)   with (s / a) computed once in fp32, s = tensor scale
  *
- * Tables (cpu_features.h says which a build holds): "avx2" (kernels_avx2.c, target attributes: in every x86-64
- * GCC/clang build), "neon-dotprod" and "neon" (kernels_neon.c, aarch64), "scalar" (kernels.c, everywhere).
+ * Tables (cpu_features.h says which a build holds), best first: "avx512-vnni" (kernels_avx512vnni.c) and "avx2"
+ * (kernels_avx2.c), both with target attributes, so in every x86-64 GCC/clang build; "neon-dotprod" and "neon"
+ * (kernels_neon.c, aarch64), "scalar" (kernels.c, everywhere).
  * Integer results (i2s_gemv, i2s_gemm, quantize_row_i8) are identical across tables. float_gemv differs only
  * in summation order and FMA use: |y - exact| <= 1e-5 * sum_k |W[n][k] * x[k]| (tests/test_c_kernels.py).
  */
@@ -48,7 +49,7 @@ size_t be_float_row_bytes(int type, int k);
 float be_f16_to_f32(uint16_t h);
 
 typedef struct {
-    const char *name;           /* e.g. "avx2", "neon-dotprod", "neon", "scalar" */
+    const char *name;           /* e.g. "avx512-vnni", "avx2", "neon-dotprod", "neon", "scalar" */
     be_i2s_gemv_fn i2s_gemv;
     be_i2s_gemm_fn i2s_gemm;
     be_float_gemv_fn float_gemv;
@@ -61,6 +62,9 @@ extern const be_kernels be_kernels_scalar;
 const be_kernels *be_kernels_select(void);
 /* The table by name, or NULL if not compiled in or not supported by this CPU. */
 const be_kernels *be_kernels_by_name(const char *name);
+/* For a table this build holds but this CPU cannot run: what the CPU lacks (e.g. "AVX512-VNNI"), for the
+ * message of a refused BITEDGE_KERNELS; NULL when the CPU can run it or the build holds no such table. */
+const char *be_kernels_cpu_lacks(const char *name);
 /* The tables this build contains and this CPU can run, best first (scalar last); returns how many (<= cap). */
 int be_kernels_list(const be_kernels **out, int cap);
 

@@ -232,7 +232,13 @@ static const be_kernels *pick_kernels(void) {
     const char *name = getenv("BITEDGE_KERNELS");
     if (name && *name) {
         const be_kernels *k = be_kernels_by_name(name);
-        if (!k) die("BITEDGE_KERNELS=%s: no such kernel table in this build, or this CPU cannot run it", name);
+        const char *lacks = k ? NULL : be_kernels_cpu_lacks(name);
+        if (lacks) {  /* a table this build holds, for instructions this CPU lacks: like a -march mismatch */
+            fprintf(stderr, "bitedge-run: error: BITEDGE_KERNELS=%s needs %s, which this CPU does not have\n", name,
+                    lacks);
+            exit(EXIT_CPU_MISMATCH);
+        }
+        if (!k) die("BITEDGE_KERNELS=%s: no such kernel table in this build", name);
         return k;
     }
     return be_kernels_select();
@@ -298,7 +304,7 @@ static void usage(FILE *f) {
           "  info       [--json]\n"
           "  serve      [--host 127.0.0.1] [--port 8080] [-t THREADS] [--slots 4] [--queue 16] [-c CTX]\n"
           "             [--api-key KEY] [--timeout SEC] [-b BATCH]   (OpenAI-compatible HTTP: docs/serve.md)\n"
-          "environment: BITEDGE_KERNELS=scalar|avx2|neon|neon-dotprod forces a kernel table\n",
+          "environment: BITEDGE_KERNELS=scalar|avx2|avx512-vnni|neon|neon-dotprod forces a kernel table\n",
           f);
 }
 

@@ -1,4 +1,5 @@
-/* Tests of the runtime kernels (kernels.c, kernels_avx2.c, kernels_neon.c, cpu_features.c, threadpool.c).
+/* Tests of the runtime kernels (kernels.c, kernels_avx2.c, kernels_avx512vnni.c, kernels_neon.c, cpu_features.c,
+ * threadpool.c).
  *
  *   test_kernels                    self-test: every kernel table this CPU can run against an independent
  *                                   naive product (integer: exact; float: relative tolerance), quantization,
@@ -261,6 +262,10 @@ static void test_i2s(const be_kernels *const *tables, int n_tables) {
             }
     /* big enough for several gemm token batches (64 tokens) */
     check_i2s_case(tables, n_tables, 5, 300, 70, 0, 3);
+    /* every remainder of the avx512-vnni gemm tile (4 rows x 4 tokens) and gemv row group, at the extremes */
+    for (int n = 8; n <= 11; n++)
+        for (int nb = 4; nb <= 7; nb++) check_i2s_case(tables, n_tables, n, 2560, nb, n % 2 ? 1 : -1, 3);
+    check_i2s_case(tables, n_tables, 13, 6912, 67, 0, 0);
 }
 
 /* ----------------------------------------------------------------------------------------------------------
@@ -586,6 +591,18 @@ int main(int argc, char **argv) {
     const be_cpu_features *f = be_cpu_get();
     if (!f->dotprod) CHECK(be_kernels_by_name("neon-dotprod") == NULL, "neon-dotprod offered without DOTPROD");
     if (!f->avx2) CHECK(be_kernels_by_name("avx2") == NULL, "avx2 offered without AVX2");
+    if (!(f->avx512f && f->avx512bw && f->avx512vl && f->avx512_vnni && f->avx2))
+        CHECK(be_kernels_by_name("avx512-vnni") == NULL, "avx512-vnni offered without AVX-512 VNNI");
+    /* be_kernels_cpu_lacks: NULL for what runs here and for unknown names, a reason for the rest of the build */
+    for (int i = 0; i < n_tables; i++)
+        CHECK(be_kernels_cpu_lacks(tables[i]->name) == NULL, "cpu_lacks(%s) for a table this CPU runs", tables[i]->name);
+    CHECK(be_kernels_cpu_lacks("no-such-table") == NULL, "cpu_lacks of an unknown table");
+#if BE_HAVE_AVX512VNNI_KERNELS
+    if (!be_kernels_by_name("avx512-vnni")) {
+        const char *why = be_kernels_cpu_lacks("avx512-vnni");
+        CHECK(why != NULL && why[0] != '\0', "cpu_lacks(avx512-vnni) gives no reason on a CPU that cannot run it");
+    }
+#endif
 
     test_quantize(tables, n_tables);
     test_f16();
