@@ -155,8 +155,8 @@ BE_VNNI_INLINE void i2s_tile(const uint8_t *row0, size_t row_bytes, const int8_t
 
 /* gemv: 256-bit vectors whatever BE_VNNI_ZMM says, one row at a time, one accumulator per slot (vpdpbusd has a
  * latency of several cycles: one chain would wait on itself). Measured from DRAM on Zen 4 (bench_kernels cold,
- * interleaved runs): at K = 4096 (1 KiB rows, the 700M shape's down projection) the zmm gemv read 9-11 GB/s
- * against 13.5-16 for ymm and 14-15.5 for avx2; on the other shapes ymm and zmm were within noise. Rows
+ * interleaved runs): at K = 4096 (1 KiB rows, the 700M shape's down projection) the zmm gemv read 9.9-10.6 GB/s
+ * against 13.5-16.0 for ymm and 11.3-15.5 for avx2; on the other shapes ymm and zmm were within noise. Rows
  * interleaved 2 or 4 at a time (sharing each activation load) measured slower still (7-10 GB/s against 12.6-18):
  * several row streams a row apart suit the prefetchers worse than one, as in kernels_avx2.c. */
 BE_VNNI_INLINE int32_t i2s_row_dot_ymm(const uint8_t *row, const int8_t *q, int kp) {
