@@ -29,6 +29,7 @@
 #include "cpu_features.h"
 #include "forward.h"
 #include "gguf.h"
+#include "json.h"  /* json_utf8_sequence: one UTF-8 validator for the runtime */
 #include "kernels.h"
 #include "model.h"
 #include "sampler.h"
@@ -176,29 +177,13 @@ static void json_int_array(FILE *f, const int32_t *v, int n) {
     fputc(']', f);
 }
 
-/* Length of the valid UTF-8 sequence at s[0..len) (RFC 3629: no overlongs, no surrogates, <= U+10FFFF), or 0. */
-static int utf8_sequence(const unsigned char *s, size_t len) {
-    unsigned char c = s[0];
-    if (c < 0x80) return 1;
-    int n = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
-    if (n == 0 || (size_t)n > len) return 0;
-    for (int j = 1; j < n; j++)
-        if ((s[j] & 0xC0) != 0x80) return 0;
-    unsigned char lo = 0x80, hi = 0xBF;  /* allowed range of the second byte */
-    if (c == 0xE0) lo = 0xA0;
-    else if (c == 0xED) hi = 0x9F;
-    else if (c == 0xF0) lo = 0x90;
-    else if (c == 0xF4) hi = 0x8F;
-    return s[1] >= lo && s[1] <= hi ? n : 0;
-}
-
 /* Replace bytes that are not valid UTF-8 with U+FFFD so the JSON stays valid (a token may end mid-character). */
 static char *utf8_sanitize(const char *s, size_t len, size_t *out_len) {
     char *out = malloc(len * 3 + 1);
     if (!out) die("out of memory");
     size_t o = 0;
     for (size_t i = 0; i < len;) {
-        int n = utf8_sequence((const unsigned char *)s + i, len - i);
+        int n = json_utf8_sequence((const unsigned char *)s + i, len - i);
         if (n > 0) {
             memcpy(out + o, s + i, (size_t)n);
             o += (size_t)n;
