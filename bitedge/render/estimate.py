@@ -84,9 +84,9 @@ def runtime_kernels(target: Target, kp: int, nb: int = 4) -> list[KernelCase]:
                   KernelCase(f"i2_s runtime dotprod gemm ({nb} tokens)", "i2_s",
                              head + _entry(gemv, f"i2s_gemm_dotprod(w, q, acc, n1, n0, n1, {kp}, {nb})"), "sdot", inc,
                              kind="gemm")]
-    # The float gemv calls be_f16_to_f32 (kernels.c) once per Q8_0 block, out of line: llvm-mca cannot model a call
-    # (it assumes 100 cycles), so the harness gives the loop that function's own body to inline. The real binary
-    # pays a call on top: the Q8_0 figure is a lower bound.
+    # The float gemv's F16 tail calls be_f16_to_f32 (kernels.c) out of line: llvm-mca cannot model a call (it assumes
+    # 100 cycles), so the harness gives that function's own body to inline. The Q8_0 loop converts its block scale
+    # inline (fcvtl) and calls nothing.
     fhead = f"#define be_f16_to_f32 be_mca_f16_to_f32\nstatic inline {_function_text(RUNTIME_DIR / 'kernels.c', 'float be_f16_to_f32(')}\n"
     fproto = "const void *w, const float *x, float *y, int n0, int n1"
     cases += [KernelCase("output q8_0 gemv (float activations)", "q8_0",

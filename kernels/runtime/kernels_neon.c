@@ -191,26 +191,36 @@ static float dot_f16(const uint8_t *w, const float *x, int k) {
     return s;
 }
 
+/* the f16 block scale, converted inline (fcvtl; exact, like be_f16_to_f32) and broadcast to four lanes */
+static inline float32x4_t load_f16_dup(const uint8_t *p) {
+    return vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16((uint16_t)(p[0] | (p[1] << 8)))));
+}
+
+/* Q8_0 x float: per block d * sum(q * x) like the scalar twin, the block's 32 products split over four
+ * independent chains (lanes 4j..4j+3 and 16+4j..16+4j+3 go to chain j), each scaled by d into its own row
+ * accumulator; the four accumulators are summed at the end in a fixed order */
 static float dot_q8_0(const uint8_t *w, const float *x, int k) {
-    float32x4_t acc = vdupq_n_f32(0);
+    float32x4_t a[4] = {vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0)};
     for (int b = 0; b < k / BE_Q8_0_BLOCK; b++) {
         const uint8_t *blk = w + (size_t)b * BE_Q8_0_BYTES;
         const int8_t *qs = (const int8_t *)(blk + 2);
         const float *xb = x + b * BE_Q8_0_BLOCK;
-        float32x4_t s = vdupq_n_f32(0);
+        float32x4_t q[8];
         for (int h = 0; h < 2; h++) {
             const int8x16_t qv = vld1q_s8(qs + 16 * h);
             const int16x8_t lo = vmovl_s8(vget_low_s8(qv)), hi = vmovl_high_s8(qv);
-            const float *xh = xb + 16 * h;
-            s = vfmaq_f32(s, vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo))), vld1q_f32(xh));
-            s = vfmaq_f32(s, vcvtq_f32_s32(vmovl_high_s16(lo)), vld1q_f32(xh + 4));
-            s = vfmaq_f32(s, vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi))), vld1q_f32(xh + 8));
-            s = vfmaq_f32(s, vcvtq_f32_s32(vmovl_high_s16(hi)), vld1q_f32(xh + 12));
+            q[4 * h + 0] = vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo)));
+            q[4 * h + 1] = vcvtq_f32_s32(vmovl_high_s16(lo));
+            q[4 * h + 2] = vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi)));
+            q[4 * h + 3] = vcvtq_f32_s32(vmovl_high_s16(hi));
         }
-        const float d = be_f16_to_f32((uint16_t)(blk[0] | (blk[1] << 8)));
-        acc = vfmaq_n_f32(acc, s, d);
+        const float32x4_t d = load_f16_dup(blk);
+        for (int j = 0; j < 4; j++) {
+            const float32x4_t s = vfmaq_f32(vmulq_f32(q[j], vld1q_f32(xb + 4 * j)), q[4 + j], vld1q_f32(xb + 16 + 4 * j));
+            a[j] = vfmaq_f32(a[j], s, d);
+        }
     }
-    return vaddvq_f32(acc);
+    return vaddvq_f32(vaddq_f32(vaddq_f32(a[0], a[1]), vaddq_f32(a[2], a[3])));
 }
 
 static void float_gemv_neon(const void *w, int type, const float *x, float *y, int n0, int n1, int k) {
