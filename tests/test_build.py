@@ -79,7 +79,11 @@ def test_dotprod_build_refuses_a_cpu_without_dotprod(probe_src, tmp_path):
 @needs_zig
 @needs_qemu
 def test_zig_builds_static_musl_for_aarch64(probe_src, tmp_path):
-    res = build_runtime("rpi5-qemu", toolchain="zig", sources=[probe_src], out_dir=tmp_path, cache_dir=tmp_path / "c")
+    said = []
+    res = build_runtime("rpi5-qemu", toolchain="zig", sources=[probe_src], out_dir=tmp_path, cache_dir=tmp_path / "c",
+                        progress=said.append)
+    # a cold zig link is silent for minutes while zig builds libc: the progress line says why
+    assert any("link" in m and "zig builds the target's libc once" in m for m in said), said
     m = res.manifest_data()
     assert m["toolchain"]["id"] == "zig" and m["toolchain"]["static"] is True
     assert "-mcpu=cortex_a76" in m["compile_flags"] and "aarch64-linux-musl" in m["compile_flags"]

@@ -247,7 +247,10 @@ def _compile_and_link(target: Target, tc: Toolchain, srcs: list[Path], compile_f
             if proc.returncode != 0 and failed is None:
                 failed = (srcs[i], proc)
         if failed is None:
-            say(f"{target.id}: link {BINARY_NAME}")
+            # zig compiles the target's libc into its cache on first use: say so, or the cold link looks hung
+            first_time = " (zig builds the target's libc once per architecture: 1-2 min the first time)" \
+                if tc.id == "zig" else ""
+            say(f"{target.id}: link {BINARY_NAME}{first_time}")
             # link into a folder under the final name: the Mach-O code signature records the file name
             linked = work / BINARY_NAME
             n_libs = len(LINK_LIBS)
