@@ -17,7 +17,6 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,12 +31,12 @@
 #include "json.h"  /* json_utf8_sequence: one UTF-8 validator for the runtime */
 #include "kernels.h"
 #include "model.h"
+#include "run_errors.h"
 #include "sampler.h"
 #include "server.h"
 #include "threadpool.h"
 #include "tokenizer.h"
 
-#define EXIT_BAD_INPUT 2
 #define EXIT_CPU_MISMATCH 3
 #define DEFAULT_BATCH 32
 #define MAX_THREAD_LIST 16
@@ -47,16 +46,6 @@
 
 /* ----------------------------------------------------------------------------------------------------------
  * errors, time, small parsers */
-
-static void die(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("bitedge-run: error: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    exit(EXIT_BAD_INPUT);
-}
 
 static double now_ms(void) {
     struct timespec ts;
@@ -96,34 +85,18 @@ static long peak_rss_bytes(void) {
 #endif
 }
 
-static long parse_long(const char *opt, const char *s, long lo, long hi) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) die("%s expects an integer in [%ld, %ld], got '%s'", opt, lo, hi, s);
-    return v;
-}
-
-static double parse_double(const char *opt, const char *s, double lo, double hi) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi)) die("%s expects a number in [%g, %g], got '%s'", opt, lo, hi, s);
-    return v;
-}
-
 /* "1,2,3" -> ints; returns the count. */
 static int parse_int_list(const char *opt, const char *s, int32_t *out, int max_out, long lo, long hi) {
     int n = 0;
     const char *p = s;
-    if (!*p) die("%s expects a comma-separated list of integers, got an empty string", opt);
+    if (!*p) be_die("%s expects a comma-separated list of integers, got an empty string", opt);
     while (*p) {
         char *end;
         errno = 0;
         long v = strtol(p, &end, 10);
         if (errno || end == p || (*end && *end != ',') || (*end == ',' && !end[1]) || v < lo || v > hi)
-            die("%s expects comma-separated integers in [%ld, %ld], got '%s'", opt, lo, hi, s);
-        if (n >= max_out) die("%s: more than %d values", opt, max_out);
+            be_die("%s expects comma-separated integers in [%ld, %ld], got '%s'", opt, lo, hi, s);
+        if (n >= max_out) be_die("%s: more than %d values", opt, max_out);
         out[n++] = (int32_t)v;
         p = *end ? end + 1 : end;
     }
@@ -132,17 +105,17 @@ static int parse_int_list(const char *opt, const char *s, int32_t *out, int max_
 
 static char *read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
-    if (!f) die("cannot open %s: %s", path, strerror(errno));
+    if (!f) be_die("cannot open %s: %s", path, strerror(errno));
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap + 1);
     for (;;) {
-        if (!buf) die("out of memory reading %s", path);
+        if (!buf) be_die("out of memory reading %s", path);
         n += fread(buf + n, 1, cap - n, f);
         if (n < cap) break;
         cap *= 2;
         buf = realloc(buf, cap + 1);
     }
-    if (ferror(f)) die("cannot read %s", path);
+    if (ferror(f)) be_die("cannot read %s", path);
     fclose(f);
     buf[n] = 0;
     *len = n;
@@ -180,7 +153,7 @@ static void json_int_array(FILE *f, const int32_t *v, int n) {
 /* Replace bytes that are not valid UTF-8 with U+FFFD so the JSON stays valid (a token may end mid-character). */
 static char *utf8_sanitize(const char *s, size_t len, size_t *out_len) {
     char *out = malloc(len * 3 + 1);
-    if (!out) die("out of memory");
+    if (!out) be_die("out of memory");
     size_t o = 0;
     for (size_t i = 0; i < len;) {
         int n = json_utf8_sequence((const unsigned char *)s + i, len - i);
@@ -223,7 +196,7 @@ static const be_kernels *pick_kernels(void) {
                     lacks);
             exit(EXIT_CPU_MISMATCH);
         }
-        if (!k) die("BITEDGE_KERNELS=%s: no such kernel table in this build", name);
+        if (!k) be_die("BITEDGE_KERNELS=%s: no such kernel table in this build", name);
         return k;
     }
     return be_kernels_select();
@@ -235,11 +208,11 @@ static void load(loaded_model *lm, const char *path) {
     lm->path = path;
     double t0 = now_ms();
     struct stat st;
-    if (stat(path, &st) != 0) die("cannot open model %s: %s", path, strerror(errno));
+    if (stat(path, &st) != 0) be_die("cannot open model %s: %s", path, strerror(errno));
     lm->file_size = (long long)st.st_size;
     lm->gguf = gguf_open(path, err, sizeof(err));
-    if (!lm->gguf) die("%s: %s", path, err);
-    if (build_model(lm->gguf, &lm->model, err, sizeof(err)) != 0) die("%s: %s", path, err);
+    if (!lm->gguf) be_die("%s: %s", path, err);
+    if (build_model(lm->gguf, &lm->model, err, sizeof(err)) != 0) be_die("%s: %s", path, err);
     lm->tokenizer = build_tokenizer(&lm->model.vocab, lm->tokenizer_error, sizeof(lm->tokenizer_error));
     lm->kernels = pick_kernels();
     lm->load_ms = now_ms() - t0;
@@ -253,7 +226,7 @@ static void unload(loaded_model *lm) {
 
 static be_tokenizer *need_tokenizer(loaded_model *lm, const char *why) {
     if (!lm->tokenizer)
-        die("%s needs the model's tokenizer, which cannot be used: %s", why,
+        be_die("%s needs the model's tokenizer, which cannot be used: %s", why,
             lm->tokenizer_error[0] ? lm->tokenizer_error : "the file has none");
     return lm->tokenizer;
 }
@@ -305,30 +278,30 @@ static void parse_options(int argc, char **argv, options *o) {
     o->seed = 42;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
-#define VALUE() (i + 1 < argc ? argv[++i] : (die("option %s needs a value", a), (char *)NULL))
+#define VALUE() (i + 1 < argc ? argv[++i] : (be_die("option %s needs a value", a), (char *)NULL))
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) o->model = VALUE();
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) { o->prompt = VALUE(); o->p_set = 1; }
         else if (!strcmp(a, "--tokens")) o->tokens = VALUE();
         else if (!strcmp(a, "-f") || !strcmp(a, "--file")) o->text_file = VALUE();
-        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) { o->n = (int)parse_long(a, VALUE(), 0, 1 << 20); o->n_set = 1; }
+        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) { o->n = (int)be_parse_long(a, VALUE(), 0, 1 << 20); o->n_set = 1; }
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) o->threads_list = VALUE();
-        else if (!strcmp(a, "-r") || !strcmp(a, "--repetitions")) o->reps = (int)parse_long(a, VALUE(), 1, 1000);
-        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) o->ctx = (int)parse_long(a, VALUE(), 2, 1 << 24);
-        else if (!strcmp(a, "-b") || !strcmp(a, "--batch-size")) o->batch = (int)parse_long(a, VALUE(), 1, 4096);
-        else if (!strcmp(a, "--temp")) o->temp = parse_double(a, VALUE(), 0.0, 100.0);
-        else if (!strcmp(a, "--top-k")) o->top_k = (int)parse_long(a, VALUE(), 0, INT_MAX);
-        else if (!strcmp(a, "--top-p")) o->top_p = parse_double(a, VALUE(), 0.0, 1.0);
-        else if (!strcmp(a, "--seed")) o->seed = (uint64_t)parse_long(a, VALUE(), 0, LONG_MAX);
+        else if (!strcmp(a, "-r") || !strcmp(a, "--repetitions")) o->reps = (int)be_parse_long(a, VALUE(), 1, 1000);
+        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) o->ctx = (int)be_parse_long(a, VALUE(), 2, 1 << 24);
+        else if (!strcmp(a, "-b") || !strcmp(a, "--batch-size")) o->batch = (int)be_parse_long(a, VALUE(), 1, 4096);
+        else if (!strcmp(a, "--temp")) o->temp = be_parse_double(a, VALUE(), 0.0, 100.0);
+        else if (!strcmp(a, "--top-k")) o->top_k = (int)be_parse_long(a, VALUE(), 0, INT_MAX);
+        else if (!strcmp(a, "--top-p")) o->top_p = be_parse_double(a, VALUE(), 0.0, 1.0);
+        else if (!strcmp(a, "--seed")) o->seed = (uint64_t)be_parse_long(a, VALUE(), 0, LONG_MAX);
         else if (!strcmp(a, "--dump-logits")) o->dump_logits = VALUE();
         else if (!strcmp(a, "--dump-activations")) o->dump_activations = VALUE();
         else if (!strcmp(a, "--chat") || !strcmp(a, "-cnv")) o->chat = 1;
         else if (!strcmp(a, "--json")) o->json = 1;
         else if (!strcmp(a, "--ignore-eos")) o->ignore_eos = 1;
         else if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); exit(0); }
-        else die("unknown option '%s' (see bitedge-run --help)", a);
+        else be_die("unknown option '%s' (see bitedge-run --help)", a);
 #undef VALUE
     }
-    if (!o->model) die("no model given: use -m FILE.gguf");
+    if (!o->model) be_die("no model given: use -m FILE.gguf");
 }
 
 static int single_thread_count(const options *o) {
@@ -346,7 +319,7 @@ static int32_t *prompt_tokens(loaded_model *lm, const options *o, int *n_out) {
     if (o->tokens) {
         size_t cap = strlen(o->tokens) / 2 + 2;
         tokens = malloc(cap * sizeof(int32_t));
-        if (!tokens) die("out of memory");
+        if (!tokens) be_die("out of memory");
         n = parse_int_list("--tokens", o->tokens, tokens, (int)cap, 0, lm->model.config.vocab_size - 1);
     } else {
         be_tokenizer *tok = need_tokenizer(lm, "-p TEXT");
@@ -355,19 +328,19 @@ static int32_t *prompt_tokens(loaded_model *lm, const options *o, int *n_out) {
         if (o->chat) {
             char err[256];
             chat_text = be_chat_format(tok, text, err, sizeof(err));
-            if (!chat_text) die("--chat: %s", err);
+            if (!chat_text) be_die("--chat: %s", err);
             text = chat_text;
         }
         size_t len = strlen(text);
         int cap = (int)len + 8;
         tokens = malloc((size_t)cap * sizeof(int32_t));
-        if (!tokens) die("out of memory");
+        if (!tokens) be_die("out of memory");
         /* be_chat_format writes the BOS (when the file wants one) as text: do not add another */
         n = be_encode(tok, text, len, o->chat ? 0 : -1, tokens, cap);
-        if (n < 0) die("cannot tokenize the prompt");
+        if (n < 0) be_die("cannot tokenize the prompt");
         free(chat_text);
     }
-    if (n == 0) die("the prompt is empty: give -p TEXT or --tokens");
+    if (n == 0) be_die("the prompt is empty: give -p TEXT or --tokens");
     *n_out = n;
     return tokens;
 }
@@ -382,10 +355,10 @@ static partial_file open_partial(const char *path) {
     partial_file p = {NULL, NULL};
     if (!path) return p;
     p.tmp = malloc(strlen(path) + sizeof(".partial"));
-    if (!p.tmp) die("out of memory");
+    if (!p.tmp) be_die("out of memory");
     sprintf(p.tmp, "%s.partial", path);
     p.f = fopen(p.tmp, "wb");
-    if (!p.f) die("cannot write %s: %s", p.tmp, strerror(errno));
+    if (!p.f) be_die("cannot write %s: %s", p.tmp, strerror(errno));
     return p;
 }
 
@@ -395,7 +368,7 @@ static void close_partial(partial_file *p, const char *path) {
     int failed = ferror(p->f);
     if (fclose(p->f) != 0 || failed || rename(p->tmp, path) != 0) {
         remove(p->tmp);
-        die("cannot write %s", path);
+        be_die("cannot write %s", path);
     }
     free(p->tmp);
     p->f = NULL;
@@ -403,7 +376,7 @@ static void close_partial(partial_file *p, const char *path) {
 
 static int cmd_generate(loaded_model *lm, const options *o) {
     const be_config *c = &lm->model.config;
-    if (!o->prompt == !o->tokens) die("generate needs exactly one of -p TEXT and --tokens 1,2,3");
+    if (!o->prompt == !o->tokens) be_die("generate needs exactly one of -p TEXT and --tokens 1,2,3");
     int n_threads = single_thread_count(o);
     int n_prompt;
     int32_t *prompt = prompt_tokens(lm, o, &n_prompt);
@@ -411,23 +384,23 @@ static int cmd_generate(loaded_model *lm, const options *o) {
     int ctx = o->ctx ? o->ctx : n_prompt + n_gen;
     if (ctx > c->context_length) ctx = c->context_length;
     if (n_prompt + n_gen > ctx)
-        die("prompt (%d tokens) + %d new tokens exceed the context of %d positions", n_prompt, n_gen, ctx);
+        be_die("prompt (%d tokens) + %d new tokens exceed the context of %d positions", n_prompt, n_gen, ctx);
 
     char err[256];
     be_state state;
     int batch = o->batch ? o->batch : DEFAULT_BATCH;
-    if (build_state(&state, &lm->model, ctx, batch, n_threads, err, sizeof(err)) != 0) die("%s", err);
+    if (build_state(&state, &lm->model, ctx, batch, n_threads, err, sizeof(err)) != 0) be_die("%s", err);
     be_pool *pool = be_pool_create(n_threads);
-    if (!pool) die("cannot start %d threads", n_threads);
+    if (!pool) be_die("cannot start %d threads", n_threads);
     be_runtime rt = {&lm->model, lm->kernels, pool, &state, NULL};
     be_sampler sampler;
     be_sampler_params sp = {o->temp > 0 ? (float)o->temp : 0.0f, o->top_k, (float)o->top_p, o->seed};
-    if (build_sampler(&sampler, c->vocab_size, sp) != 0) die("out of memory for the sampler");
+    if (build_sampler(&sampler, c->vocab_size, sp) != 0) be_die("out of memory for the sampler");
 
     partial_file dump = open_partial(o->dump_logits);
     partial_file act_dump = open_partial(o->dump_activations);
     if (act_dump.f) {
-        if (be_dump_activations_header(act_dump.f, &lm->model) != 0) die("cannot write %s", act_dump.tmp);
+        if (be_dump_activations_header(act_dump.f, &lm->model) != 0) be_die("cannot write %s", act_dump.tmp);
         rt.act_dump = act_dump.f;
     }
     print_system_info(lm, n_threads);
@@ -435,7 +408,7 @@ static int cmd_generate(loaded_model *lm, const options *o) {
     int32_t *out = malloc(((size_t)n_gen + 1) * sizeof(int32_t));
     char *text = malloc(1);
     size_t text_len = 0;
-    if (!out || !text) die("out of memory");
+    if (!out || !text) be_die("out of memory");
 
     double t0 = now_ms();
     be_forward_prompt(&rt, prompt, n_prompt, 0);
@@ -445,7 +418,7 @@ static int cmd_generate(loaded_model *lm, const options *o) {
     int n_out = 0, n_eval = 0;
     for (int step = 0; step < n_gen; step++) {
         if (dump.f && fwrite(state.logits, sizeof(float), (size_t)c->vocab_size, dump.f) != (size_t)c->vocab_size)
-            die("cannot write %s", dump.tmp);
+            be_die("cannot write %s", dump.tmp);
         int token = be_sample(&sampler, state.logits);
         out[n_out++] = token;
         if (lm->tokenizer) {
@@ -453,7 +426,7 @@ static int cmd_generate(loaded_model *lm, const options *o) {
             const char *piece = be_token_piece(lm->tokenizer, token, &plen);
             if (piece && plen) {
                 char *grown = realloc(text, text_len + plen + 1);
-                if (!grown) die("out of memory");
+                if (!grown) be_die("out of memory");
                 text = grown;
                 memcpy(text + text_len, piece, plen);
                 text_len += plen;
@@ -581,13 +554,13 @@ static int cmd_bench(loaded_model *lm, const options *o) {
     const be_config *c = &lm->model.config;
     int32_t threads[MAX_THREAD_LIST];
     int n_threads_list = parse_int_list("-t", o->threads_list, threads, MAX_THREAD_LIST, 1, 1024);
-    int n_prompt = o->p_set ? (int)parse_long("-p", o->prompt, 0, 1 << 20) : 128;
+    int n_prompt = o->p_set ? (int)be_parse_long("-p", o->prompt, 0, 1 << 20) : 128;
     int n_gen = o->n_set ? o->n : 128;
-    if (n_prompt == 0 && n_gen == 0) die("bench: nothing to measure (-p 0 and -n 0)");
+    if (n_prompt == 0 && n_gen == 0) be_die("bench: nothing to measure (-p 0 and -n 0)");
     int ctx = n_prompt > n_gen ? n_prompt : n_gen;
-    if (ctx > c->context_length) die("bench: %d positions exceed the model's context of %d", ctx, c->context_length);
+    if (ctx > c->context_length) be_die("bench: %d positions exceed the model's context of %d", ctx, c->context_length);
     int32_t *tokens = malloc((size_t)ctx * sizeof(int32_t));
-    if (!tokens) die("out of memory");
+    if (!tokens) be_die("out of memory");
     for (int i = 0; i < ctx; i++) tokens[i] = (int32_t)((1 + (int64_t)i * 7919) % c->vocab_size);  /* fixed, no tokenizer */
 
     char cpu_info[256], info[512];
@@ -602,9 +575,9 @@ static int cmd_bench(loaded_model *lm, const options *o) {
         char err[256];
         be_state state;
         int batch = o->batch ? o->batch : DEFAULT_BATCH;
-        if (build_state(&state, &lm->model, ctx, batch, nt, err, sizeof(err)) != 0) die("%s", err);
+        if (build_state(&state, &lm->model, ctx, batch, nt, err, sizeof(err)) != 0) be_die("%s", err);
         be_pool *pool = be_pool_create(nt);
-        if (!pool) die("cannot start %d threads", nt);
+        if (!pool) be_die("cannot start %d threads", nt);
         be_runtime rt = {&lm->model, lm->kernels, pool, &state, NULL};
         fprintf(stderr, "system_info: n_threads = %d | kernels = %s | %s\n", nt, lm->kernels->name, info);
         for (int test = 0; test < 2; test++) {
@@ -639,29 +612,29 @@ static int cmd_bench(loaded_model *lm, const options *o) {
 
 static int cmd_perplexity(loaded_model *lm, const options *o) {
     const be_config *c = &lm->model.config;
-    if (!o->text_file) die("perplexity needs -f TEXT_FILE");
+    if (!o->text_file) be_die("perplexity needs -f TEXT_FILE");
     be_tokenizer *tok = need_tokenizer(lm, "perplexity");
     int n_threads = single_thread_count(o);
     size_t len;
     char *text = read_file(o->text_file, &len);
-    if (len > (size_t)INT_MAX / 2) die("%s is too large", o->text_file);
+    if (len > (size_t)INT_MAX / 2) be_die("%s is too large", o->text_file);
     int cap = (int)len + 8;
     int32_t *tokens = malloc((size_t)cap * sizeof(int32_t));
-    if (!tokens) die("out of memory");
+    if (!tokens) be_die("out of memory");
     int n = be_encode(tok, text, len, -1, tokens, cap);
-    if (n < 0) die("cannot tokenize %s", o->text_file);
+    if (n < 0) be_die("cannot tokenize %s", o->text_file);
     int ctx = o->ctx ? o->ctx : 512;
     if (ctx > c->context_length) ctx = c->context_length;
-    if (n < 2) die("%s has %d tokens: perplexity needs at least 2", o->text_file, n);
+    if (n < 2) be_die("%s has %d tokens: perplexity needs at least 2", o->text_file, n);
     if (ctx > n) ctx = n;
 
     char err[256];
     be_state state;
     int batch = o->batch ? o->batch : DEFAULT_BATCH;
     if (batch > ctx) batch = ctx;
-    if (build_state(&state, &lm->model, ctx, batch, n_threads, err, sizeof(err)) != 0) die("%s", err);
+    if (build_state(&state, &lm->model, ctx, batch, n_threads, err, sizeof(err)) != 0) be_die("%s", err);
     be_pool *pool = be_pool_create(n_threads);
-    if (!pool) die("cannot start %d threads", n_threads);
+    if (!pool) be_die("cannot start %d threads", n_threads);
     be_runtime rt = {&lm->model, lm->kernels, pool, &state, NULL};
     print_system_info(lm, n_threads);
 
@@ -770,7 +743,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(cmd, "bench")) run = cmd_bench;
     else if (!strcmp(cmd, "perplexity")) run = cmd_perplexity;
     else if (!strcmp(cmd, "info")) run = cmd_info;
-    else die("unknown command '%s' (commands: generate, bench, perplexity, info, serve)", cmd);
+    else be_die("unknown command '%s' (commands: generate, bench, perplexity, info, serve)", cmd);
     options o;
     parse_options(argc, argv, &o);
     loaded_model lm;

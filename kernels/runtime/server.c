@@ -11,14 +11,15 @@
 #endif
 
 #include "server.h"
+
 #include "cpu_features.h"
+#include "run_errors.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,24 +29,6 @@
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
-
-static _Noreturn void die(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("bitedge-run: error: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    exit(2);
-}
-
-static long int_option(const char *opt, const char *v, long lo, long hi) {
-    char *end;
-    errno = 0;
-    long n = strtol(v, &end, 10);
-    if (errno || end == v || *end || n < lo || n > hi) die("%s expects an integer in [%ld, %ld], got '%s'", opt, lo, hi, v);
-    return n;
-}
 
 static void parse_serve_options(int argc, char **argv, serve_ctx *s) {
     s->host = "127.0.0.1";
@@ -58,51 +41,51 @@ static void parse_serve_options(int argc, char **argv, serve_ctx *s) {
     s->send_timeout_s = 30;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
-#define VALUE() (i + 1 < argc ? argv[++i] : (die("option %s needs a value", a), (char *)NULL))
+#define VALUE() (i + 1 < argc ? argv[++i] : (be_die("option %s needs a value", a), (char *)NULL))
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) s->model_path = VALUE();
         else if (!strcmp(a, "--host")) s->host = VALUE();
-        else if (!strcmp(a, "--port")) s->port = (int)int_option(a, VALUE(), 0, 65535);
-        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) s->n_threads = (int)int_option(a, VALUE(), 1, 1024);
-        else if (!strcmp(a, "--slots") || !strcmp(a, "-np")) s->n_slots = (int)int_option(a, VALUE(), 1, 256);
-        else if (!strcmp(a, "--queue")) s->queue = (int)int_option(a, VALUE(), 0, 4096);
-        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) s->ctx = (int)int_option(a, VALUE(), 2, 1 << 24);
-        else if (!strcmp(a, "-b") || !strcmp(a, "--batch-size")) s->batch = (int)int_option(a, VALUE(), 1, 4096);
-        else if (!strcmp(a, "--timeout")) s->request_timeout_s = (double)int_option(a, VALUE(), 1, 3600);
+        else if (!strcmp(a, "--port")) s->port = (int)be_parse_long(a, VALUE(), 0, 65535);
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) s->n_threads = (int)be_parse_long(a, VALUE(), 1, 1024);
+        else if (!strcmp(a, "--slots") || !strcmp(a, "-np")) s->n_slots = (int)be_parse_long(a, VALUE(), 1, 256);
+        else if (!strcmp(a, "--queue")) s->queue = (int)be_parse_long(a, VALUE(), 0, 4096);
+        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) s->ctx = (int)be_parse_long(a, VALUE(), 2, 1 << 24);
+        else if (!strcmp(a, "-b") || !strcmp(a, "--batch-size")) s->batch = (int)be_parse_long(a, VALUE(), 1, 4096);
+        else if (!strcmp(a, "--timeout")) s->request_timeout_s = (double)be_parse_long(a, VALUE(), 1, 3600);
         else if (!strcmp(a, "--api-key")) s->api_key = VALUE();
-        else die("unknown option '%s' for serve (see bitedge-run --help)", a);
+        else be_die("unknown option '%s' for serve (see bitedge-run --help)", a);
 #undef VALUE
     }
-    if (!s->model_path) die("no model given: use -m FILE.gguf");
+    if (!s->model_path) be_die("no model given: use -m FILE.gguf");
     /* the key from the environment keeps it out of the process list (ps shows argv to every user) */
     const char *env_key = getenv("BITEDGE_API_KEY");
     if (!s->api_key && env_key && *env_key) s->api_key = env_key;
-    if (s->api_key && !*s->api_key) die("--api-key must not be empty");
+    if (s->api_key && !*s->api_key) be_die("--api-key must not be empty");
     s->max_conns = s->n_slots + s->queue + SERVE_EXTRA_CONNS;
 }
 
 static void load_model(serve_ctx *s) {
     char err[512];
     struct stat st;
-    if (stat(s->model_path, &st) != 0) die("cannot open model %s: %s", s->model_path, strerror(errno));
-    if (!(s->gguf = gguf_open(s->model_path, err, sizeof(err)))) die("%s: %s", s->model_path, err);
-    if (build_model(s->gguf, &s->model, err, sizeof(err)) != 0) die("%s: %s", s->model_path, err);
+    if (stat(s->model_path, &st) != 0) be_die("cannot open model %s: %s", s->model_path, strerror(errno));
+    if (!(s->gguf = gguf_open(s->model_path, err, sizeof(err)))) be_die("%s: %s", s->model_path, err);
+    if (build_model(s->gguf, &s->model, err, sizeof(err)) != 0) be_die("%s: %s", s->model_path, err);
     if (!(s->tok = build_tokenizer(&s->model.vocab, err, sizeof(err))))
-        die("serve needs the model's tokenizer, which cannot be used: %s", err);
+        be_die("serve needs the model's tokenizer, which cannot be used: %s", err);
     const char *forced = getenv("BITEDGE_KERNELS");
     s->kernels = forced && *forced ? be_kernels_by_name(forced) : be_kernels_select();
-    if (!s->kernels) die("BITEDGE_KERNELS=%s: no such kernel table in this build, or this CPU cannot run it", forced);
+    if (!s->kernels) be_die("BITEDGE_KERNELS=%s: no such kernel table in this build, or this CPU cannot run it", forced);
     const char *base = strrchr(s->model_path, '/');
     snprintf(s->model_id, sizeof(s->model_id), "%s", base ? base + 1 : s->model_path);
     int ctx = s->ctx ? s->ctx : s->model.config.context_length;
     if (ctx > s->model.config.context_length)
-        die("-c %d exceeds the model's context of %d positions", ctx, s->model.config.context_length);
+        be_die("-c %d exceeds the model's context of %d positions", ctx, s->model.config.context_length);
     s->ctx = ctx;
     s->slots = calloc((size_t)s->n_slots, sizeof(serve_slot));
-    if (!s->slots) die("out of memory");
+    if (!s->slots) be_die("out of memory");
     for (int i = 0; i < s->n_slots; i++)
         if (build_state(&s->slots[i].state, &s->model, ctx, s->batch, s->n_threads, err, sizeof(err)) != 0)
-            die("slot %d: %s", i, err);
-    if (!(s->pool = be_pool_create(s->n_threads))) die("cannot start %d threads", s->n_threads);
+            be_die("slot %d: %s", i, err);
+    if (!(s->pool = be_pool_create(s->n_threads))) be_die("cannot start %d threads", s->n_threads);
 }
 
 /* --host is a numeric IPv4 or IPv6 address ("localhost" means 127.0.0.1): no name lookup, so a static glibc
@@ -123,14 +106,14 @@ static int open_listener(serve_ctx *s) {
         v6->sin6_port = htons((uint16_t)s->port);
         alen = sizeof(*v6);
     } else {
-        die("--host %s: not an IP address (use e.g. 127.0.0.1, 0.0.0.0, ::1 or ::)", s->host);
+        be_die("--host %s: not an IP address (use e.g. 127.0.0.1, 0.0.0.0, ::1 or ::)", s->host);
     }
     int fd = socket(addr.ss_family, SOCK_STREAM, 0);
-    if (fd < 0) die("socket: %s", strerror(errno));
+    if (fd < 0) be_die("socket: %s", strerror(errno));
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&addr, alen) != 0) die("cannot listen on %s:%d: %s", s->host, s->port, strerror(errno));
-    if (listen(fd, 64) != 0) die("listen: %s", strerror(errno));
+    if (bind(fd, (struct sockaddr *)&addr, alen) != 0) be_die("cannot listen on %s:%d: %s", s->host, s->port, strerror(errno));
+    if (listen(fd, 64) != 0) be_die("listen: %s", strerror(errno));
     if (getsockname(fd, (struct sockaddr *)&addr, &alen) == 0)  /* --port 0: the kernel picked one; say which */
         s->port = ntohs(addr.ss_family == AF_INET6 ? v6->sin6_port : v4->sin_port);
     return fd;
