@@ -116,7 +116,7 @@ def test_cli_estimate_refuses_host(tmp_path):
 
     model = tmp_path / "m.gguf"
     model.write_bytes(b"not read: the option clash is refused first")
-    r = CliRunner().invoke(cli, ["tune", "--estimate", "--host", "pi5", "--target", "rpi5", "--model", str(model)])
+    r = CliRunner().invoke(cli, ["tune", str(model), "--estimate", "--host", "pi5", "--target", "rpi5"])
     assert r.exit_code != 0 and "--estimate" in (r.output + str(r.exception))
 
 

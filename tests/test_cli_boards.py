@@ -21,7 +21,7 @@ def ssh_args(sshd):
 
 
 def test_probe_json(sshd, capsys):
-    assert main(["probe", "board", *ssh_args(sshd), "--json"]) == 0
+    assert main(["probe", "--host", "board", *ssh_args(sshd), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["os"] == "linux" and info["cores"] >= 1
 
@@ -29,7 +29,7 @@ def test_probe_json(sshd, capsys):
 def test_probe_unknown_host_key_is_one_line_exit_2(sshd, tmp_path, capsys):
     empty = tmp_path / "kh"
     empty.write_text("")
-    rc = main(["probe", "board", "--ssh-config", str(sshd.ssh_config), "--known-hosts", str(empty)])
+    rc = main(["probe", "--host", "board", "--ssh-config", str(sshd.ssh_config), "--known-hosts", str(empty)])
     err = capsys.readouterr().err
     assert rc == 2 and "--accept-new-host-key" in err and len(err.strip().splitlines()) == 1
 
@@ -46,6 +46,6 @@ def test_report_and_export(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| pi5 | m | i2_s | 1 | pp128 | 125.00 ± 1.00 | 2.50x |" in out
     assert (tmp_path / "p" / "pp128_speedup.png").exists() and "pi5" in (tmp_path / "t.csv").read_text()
-    assert main(["results", "export", "--db", str(db), "--format", "json"]) == 0
+    assert main(["results", "export", "--db", str(db), "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 2
     assert main(["report", "--db", str(tmp_path / "empty.db")]) == 2

@@ -12,7 +12,7 @@ def test_kernels_renders_per_target_and_method(tmp_path, capsys):
     write_gguf(dummy_source("test"), model)
     for target, method, isa in (("rpi5", "tl1", "neon"), ("x86-64-avx2", "tl2", "avx2"), ("rpi4", "i2_s", "neon")):
         out = tmp_path / f"{target}-{method}"
-        assert main(["kernels", "--target", target, "--model", str(model), "--method", method, "-o", str(out), "--json"]) == 0
+        assert main(["kernels", str(model), "--target", target, "--method", method, "--out-dir", str(out), "--json"]) == 0
         info = json.loads(capsys.readouterr().out)
         names = {p.split("/")[-1] for p in info["files"]}
         tag = method.replace("_", "")
@@ -22,14 +22,14 @@ def test_kernels_renders_per_target_and_method(tmp_path, capsys):
         # specialised to the model's (padded) row lengths: 256 and 512 (TL2 pads K to a multiple of 3)
         ks = {256: 258, 512: 513} if method == "tl2" else {256: 256, 512: 512}
         assert all(f"_k{kp}_" in text for kp in ks.values()), method
-    assert main(["kernels", "--target", "nope", "--model", str(model)]) == 2
+    assert main(["kernels", str(model), "--target", "nope"]) == 2
 
 
 def test_tune_measures_and_caches(tmp_path, capsys):
     model = tmp_path / "m.gguf"
     write_gguf(dummy_source("test"), model)
     cache = tmp_path / "tuning.json"
-    rc = main(["tune", "--target", "x86-64-avx2", "--model", str(model), "--method", "tl1", "--reps", "2",
+    rc = main(["tune", str(model), "--target", "x86-64-avx2", "--method", "tl1", "--reps", "2",
                "--cache", str(cache), "--json"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)

@@ -20,7 +20,7 @@ def test_bundled_model_ships_with_its_tokenizer_and_card():
 
 @pytest.mark.skipif(shutil.which("qemu-aarch64") is None, reason="qemu-user is not installed")
 def test_demo_cli_runs_and_all_engines_agree(tmp_path, capsys):
-    rc = main(["demo", "--workdir", str(tmp_path), "-n", "24", "--json"])
+    rc = main(["demo", "--out-dir", str(tmp_path), "-n", "24", "--json"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     out = json.loads(captured.out)
@@ -37,7 +37,7 @@ def test_demo_cli_runs_and_all_engines_agree(tmp_path, capsys):
 
 
 def test_demo_refuses_a_missing_model(tmp_path, capsys):
-    rc = main(["demo", "--workdir", str(tmp_path)] + ["--model", str(tmp_path / "nope")])
+    rc = main(["demo", str(tmp_path / "nope"), "--out-dir", str(tmp_path)])
     assert rc == 2 and "Traceback" not in capsys.readouterr().err
 
 

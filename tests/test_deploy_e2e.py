@@ -55,10 +55,10 @@ def checked_tokens(deployed: dict, model: Path, prompt_tokens: list[int], n: int
 
 @pytest.mark.parametrize("board", ["x86", "arm"])
 def test_deploy_then_generate_remotely_matches_the_reference(lab, capsys, board, tmp_path):
-    first = run_json(capsys, ["deploy", board, "--model", str(lab["model"]), *ssh(lab), "--json"])
+    first = run_json(capsys, ["deploy", str(lab["model"]), "--host", board, *ssh(lab), "--json"])
     assert [u["action"] for u in first["uploads"]] in (["uploaded", "uploaded"], ["skipped", "skipped"])
     assert Path(first["binary"]).is_file() and Path(first["model"]).read_bytes() == lab["model"].read_bytes()
-    again = run_json(capsys, ["deploy", board, "--model", str(lab["model"]), *ssh(lab), "--json"])
+    again = run_json(capsys, ["deploy", str(lab["model"]), "--host", board, *ssh(lab), "--json"])
     assert [u["action"] for u in again["uploads"]] == ["skipped", "skipped"]
     if board == "arm":
         assert again["runner"][:1] == ["qemu-aarch64"]
@@ -69,7 +69,7 @@ def test_deploy_then_generate_remotely_matches_the_reference(lab, capsys, board,
 
 def test_fleet_bench_stores_results_and_the_dead_host_fails_alone(lab, capsys):
     db = lab["root"] / "results.db"
-    rc = main(["bench", str(lab["model"]), "--hosts", "x86,dead,arm", "-p", "8", "-n", "4", "-r", "2",
+    rc = main(["bench", str(lab["model"]), "--hosts", "x86,dead,arm", "--n-prompt", "8", "-n", "4", "-r", "2",
                "--db", str(db), *ssh(lab), "--json"])
     captured = capsys.readouterr()
     assert rc == 1, captured.err  # some boards failed: not a success
@@ -86,7 +86,7 @@ def test_wrong_architecture_is_refused_before_upload(lab, capsys, tmp_path):
     # a real-ARM profile (no runner) on an x86 board: the aarch64 binary must not be uploaded
     inv = tmp_path / "inv.toml"
     inv.write_text(f'[hosts.fake-pi]\nhost = "board"\ntarget = "rpi5"\nremote_dir = "{tmp_path / "r"}"\n')
-    rc = main(["deploy", "fake-pi", "--model", str(lab["model"]), "--inventory", str(inv),
+    rc = main(["deploy", str(lab["model"]), "--host", "fake-pi", "--inventory", str(inv),
                "--ssh-config", str(lab["server"].ssh_config), "--known-hosts", str(lab["server"].known_hosts)])
     err = capsys.readouterr().err
     assert rc == 2 and "built for linux/aarch64 but the board is linux/x86_64" in err
@@ -120,7 +120,7 @@ def test_fleet_goes_on_without_a_board_that_hangs(lab, capsys, tmp_path):
         watcher = threading.Thread(target=stop_when_busy, daemon=True)
         watcher.start()
         try:
-            rc = main(["bench", str(lab["model"]), "--hosts", "x86, hung", "-p", "8", "-n", "4", "-r", "1",
+            rc = main(["bench", str(lab["model"]), "--hosts", "x86, hung", "--n-prompt", "8", "-n", "4", "-r", "1",
                        "--db", str(tmp_path / "r.db"), "--inventory", str(inv), "--ssh-config", str(config),
                        "--known-hosts", str(known), "--connect-timeout", "5", "--stall-timeout", "2", "--json"])
         finally:
@@ -146,7 +146,7 @@ def test_fleet_with_a_host_that_never_speaks_ssh(lab, capsys, tmp_path):
     port = listener.getsockname()[1]
     threading.Thread(target=lambda: [listener.accept() for _ in range(8)], daemon=True).start()
     try:
-        rc = main(["bench", str(lab["model"]), "--hosts", f"x86,{lab['server'].user}@127.0.0.1:{port}", "-p", "8",
+        rc = main(["bench", str(lab["model"]), "--hosts", f"x86,{lab['server'].user}@127.0.0.1:{port}", "--n-prompt", "8",
                    "-n", "4", "-r", "1", "--target", "x86-64-avx2", "--db", str(tmp_path / "r.db"), *ssh(lab)[:6],
                    "--connect-timeout", "1"])
     finally:
@@ -162,7 +162,7 @@ def test_one_board_under_two_names_in_a_fleet(lab, capsys, tmp_path):
     inv = tmp_path / "boards.toml"
     inv.write_text("".join(f'[hosts.{name}]\nhost = "board"\ntarget = "x86-64-avx2"\nremote_dir = "{tmp_path / "shared"}"\n'
                            for name in ("one", "two")))
-    rc = main(["bench", str(lab["model"]), "--hosts", "one,two", "-p", "8", "-n", "4", "-r", "1",
+    rc = main(["bench", str(lab["model"]), "--hosts", "one,two", "--n-prompt", "8", "-n", "4", "-r", "1",
                "--db", str(tmp_path / "r.db"), "--inventory", str(inv), "--ssh-config", str(lab["server"].ssh_config),
                "--known-hosts", str(lab["server"].known_hosts), "--json"])
     captured = capsys.readouterr()

@@ -137,8 +137,8 @@ def test_cli_build_with_a_tl_model_links_the_tl_kernels(models, tmp_path):
     from bitedge.build.cache import CACHE_DIR_ENV
 
     env = {**os.environ, CACHE_DIR_ENV: str(tmp_path / "cache")}
-    proc = subprocess.run([sys.executable, "-m", "bitedge.cli", "build", "x86-64-avx2", "--model", str(models["tl1"]),
-                           "--toolchain", "gcc", "-o", str(tmp_path / "out"), "--json"],
+    proc = subprocess.run([sys.executable, "-m", "bitedge.cli", "build", str(models["tl1"]), "--target", "x86-64-avx2",
+                           "--toolchain", "gcc", "--out-dir", str(tmp_path / "out"), "--json"],
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)

@@ -43,7 +43,7 @@ def ssh(lab) -> list[str]:
 
 def test_tune_over_ssh_on_an_x86_board(lab, tmp_path, capsys):
     cache = tmp_path / "tuning.json"
-    rc = main(["tune", "--host", "x86", "--model", str(lab["model"]), "--method", "tl1", "--method", "tl2",
+    rc = main(["tune", str(lab["model"]), "--host", "x86", "--method", "tl1", "--method", "tl2",
                "--reps", "2", "--rounds", "1", "--cache", str(cache), *ssh(lab), "--json"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
@@ -109,7 +109,7 @@ def test_board_tuning_feeds_builds_made_here(tmp_path):
 
 
 def test_tune_refuses_a_binary_the_board_cannot_run(lab, tmp_path, capsys):
-    rc = main(["tune", "--host", "wrong", "--model", str(lab["model"]), "--method", "tl1", "--reps", "1",
+    rc = main(["tune", str(lab["model"]), "--host", "wrong", "--method", "tl1", "--reps", "1",
                "--rounds", "1", "--cache", str(tmp_path / "t.json"), *ssh(lab)])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1
@@ -129,11 +129,11 @@ def test_tune_refuses_a_binary_the_board_cannot_run(lab, tmp_path, capsys):
 
 
 def test_tune_on_an_unreachable_board_is_one_line(lab, tmp_path, capsys):
-    rc = main(["tune", "--host", "dead", "--model", str(lab["model"]), "--method", "tl1", *ssh(lab)])
+    rc = main(["tune", str(lab["model"]), "--host", "dead", "--method", "tl1", *ssh(lab)])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "dead" in err and "cannot connect" in err
-    rc = main(["tune", "--model", str(lab["model"])])
-    assert rc == 2 and "pass --target" in capsys.readouterr().err
+    rc = main(["tune", "--host", "x86", *ssh(lab)])
+    assert rc == 2 and "missing the MODEL argument" in capsys.readouterr().err
     with pytest.raises(BitedgeError, match="cannot run on this x86_64 machine: tune on the board over SSH"):
         tune("rpi5", [(32, 32)], ["tl1"], cache_path=tmp_path / "t.json")
     assert Path(tmp_path / "t.json").exists() is False

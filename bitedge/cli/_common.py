@@ -1,17 +1,28 @@
-"""What the bitedge commands share: the click group, option bundles (--json, the SSH options, --targets-dir), the
-board and build helpers the commands call, and small parsers. The commands themselves are in the *_commands
-modules of this package, one per group."""
+"""What the bitedge commands share: the click group, the grammar's options (each defined once here) and the one
+output helper. The work is in bitedge.api; the commands are in the *_commands modules of this package.
+
+The grammar (docs/architecture.md, "The command line"):
+- MODEL, the GGUF file a command works on, is always the first positional argument (required where the command
+  cannot work without one, optional where it can: deploy, build, demo).
+- A board is always `--host BOARD`; a fleet `--hosts a,b,c` (bench); report filters with the same two.
+- `-p` is always prompt text; `-o` always an output file; output folders are `--out-dir` (`--plots` for report's).
+- `--json` wherever a command has a result to print; `--no-progress` wherever it shows progress;
+  `--targets-dir` wherever it takes `--target`; `--db` (default $BITEDGE_RESULTS) wherever it uses results.
+- An explicit flag is never silently overridden: two flags that disagree are an error naming both, except
+  `--target` over an inventory's target, where the explicit flag wins and says so.
+"""
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
-from pathlib import Path
+from dataclasses import dataclass
 
 import click
 
 from bitedge import __version__
 from bitedge.errors import BitedgeError
-from bitedge.output import progress, write_text_atomic
+from bitedge.output import print_json, progress, write_text_atomic
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,20 +31,128 @@ def cli() -> None:
     """bitedge: ternary (BitNet b1.58) LLMs from a workstation to ARM and x86 edge boards."""
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-
 PACKINGS = ["i2_s", "tl1", "tl2", "tq2_0"]
 EMBED_TYPES = ["f16", "f32", "q8_0"]
 
 
-@contextmanager
-def _byte_progress(description: str, total: int, enabled: bool = True):
-    with progress(description, total, unit="bytes", enabled=enabled) as advance:
-        yield advance
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def deprecated(old: str, new: str) -> None:
+    """One warning line for an old spelling that still works."""
+    _say(f"bitedge: warning: {old} is deprecated: use {new}")
+
+
+def _inject(f, build):
+    """Wrap a command function: build(kwargs) pops the grammar's raw options and adds what the command takes."""
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        build(kwargs)
+        return f(*args, **kwargs)
+
+    return wrapper
+
+
+# ---- output: --json and --no-progress -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Output:
+    """How a command prints: result() is the one --json switch; say() and bar() are progress on stderr (silent
+    with --json or --no-progress)."""
+
+    json: bool
+    show_progress: bool
+
+    def result(self, data, human=None) -> None:
+        """data as JSON on stdout with --json; else human(data) prints it for people (nothing when None)."""
+        if self.json:
+            print_json(data)
+        elif human is not None:
+            human(data)
+
+    def say(self, message: str) -> None:
+        if self.show_progress:
+            _say(message)
+
+    @contextmanager
+    def bar(self, description: str, total: float | None, unit: str = ""):
+        with progress(description, total, unit=unit, enabled=self.show_progress) as advance:
+            yield advance
+
+
+def output_options(has_progress: bool = False):
+    """--json (and --no-progress when the command shows progress), given to the command as `out: Output`."""
+
+    def deco(f):
+        def build(kw):
+            as_json, no_progress = kw.pop("as_json"), kw.pop("no_progress", False)
+            kw["out"] = Output(as_json, not (as_json or no_progress))
+
+        wrapper = _inject(f, build)
+        if has_progress:
+            wrapper = click.option("--no-progress", is_flag=True, help="No progress bars or build lines on stderr.")(wrapper)
+        return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(wrapper)
+
+    return deco
+
+
+# ---- the model -----------------------------------------------------------------------------------------------------
+
+
+def model_argument(required: bool = True, exists: bool = True, dir_okay: bool = False):
+    """MODEL, the first positional argument; the old `--model FILE` still works (hidden, one warning line)."""
+
+    def deco(f):
+        def build(kw):
+            alias = kw.pop("model_alias")
+            if alias is not None:
+                if kw["model"] is not None:
+                    raise click.UsageError(f"MODEL given twice: {kw['model']} and --model {alias}")
+                deprecated("--model FILE", "the model as the first argument (MODEL)")
+                kw["model"] = alias
+            if required and kw["model"] is None:
+                raise click.UsageError("missing the MODEL argument (a .gguf file)")
+
+        wrapper = _inject(f, build)
+        path = click.Path(exists=exists, dir_okay=dir_okay)
+        wrapper = click.option("--model", "model_alias", type=path, hidden=True)(wrapper)
+        return click.argument("model", required=False, type=path, metavar="MODEL" if required else "[MODEL]")(wrapper)
+
+    return deco
+
+
+# ---- targets -------------------------------------------------------------------------------------------------------
+
+
+targets_dir_option = click.option("--targets-dir", "targets_dirs", multiple=True, type=click.Path(file_okay=False),
+                                  help="Another folder of target profiles (*.toml); repeatable.")
+
+
+def target_options(help: str):
+    """--target and --targets-dir, always together."""
+
+    def deco(f):
+        return click.option("--target", help=help)(targets_dir_option(f))
+
+    return deco
+
+
+# ---- boards --------------------------------------------------------------------------------------------------------
 
 
 def ssh_options(f):
-    """Options every command that talks to boards shares."""
+    """The options every command that talks to boards shares, given to the command as `ssh: api.SshOptions`."""
+    from bitedge.api import SshOptions
+
+    names = ("inventory", "ssh_config", "known_hosts", "accept_new_host_key", "connect_timeout", "stall_timeout")
+
+    def build(kw):
+        kw["ssh"] = SshOptions(**{n: kw.pop(n) for n in names})
+
+    f = _inject(f, build)
     f = click.option("--inventory", type=click.Path(dir_okay=False), help="bitedge inventory (TOML) of boards.")(f)
     f = click.option("--ssh-config", type=click.Path(dir_okay=False), help="ssh_config file to read instead of ~/.ssh/config.")(f)
     f = click.option("--known-hosts", type=click.Path(dir_okay=False), help="known_hosts file (default ~/.ssh/known_hosts).")(f)
@@ -45,60 +164,59 @@ def ssh_options(f):
     return f
 
 
-def _connect(spec, opts):
-    from bitedge.deploy.ssh import connect
-
-    return connect(spec, ssh_config=opts["ssh_config"], known_hosts=opts["known_hosts"],
-                   accept_new_host_key=opts["accept_new_host_key"], connect_timeout=opts["connect_timeout"],
-                   stall_timeout=opts["stall_timeout"])
+def host_option(help: str, required: bool = False):
+    return click.option("--host", required=required, help=help + " (an ssh_config alias, user@host[:port] or an "
+                        "inventory name).")
 
 
-def _hosts(names, inventory):
-    from bitedge.deploy.inventory import load_inventory, resolve_hosts
+def hosts_options(help_one: str, help_many: str, deprecated_alias: str | None = None):
+    """--host BOARD and --hosts a,b,c, given to the command as `names` (a list; empty: none given)."""
 
-    return resolve_hosts(list(names), load_inventory(inventory) if inventory else None)
+    def deco(f):
+        def build(kw):
+            one, many = kw.pop("host"), kw.pop("hosts")
+            old = kw.pop("old_boards", ())
+            if old:
+                deprecated(deprecated_alias, "--host / --hosts")
+            raw = [*([one] if one is not None else []), *old, *([many] if many is not None else [])]
+            names = [one.strip()] if one is not None else []
+            names += [h.strip() for h in old]
+            names += [h.strip() for h in many.split(",")] if many is not None else []
+            if not all(names):
+                raise BitedgeError(f"--host/--hosts: an empty board name in {raw}")
+            kw["names"] = names
 
+        wrapper = _inject(f, build)
+        if deprecated_alias:
+            wrapper = click.option(deprecated_alias, "old_boards", multiple=True, hidden=True)(wrapper)
+        wrapper = click.option("--hosts", help=help_many)(wrapper)
+        return click.option("--host", help=help_one)(wrapper)
 
-targets_dir_option = click.option("--targets-dir", "targets_dirs", multiple=True, type=click.Path(file_okay=False),
-                                  help="Another folder of target profiles (*.toml).")
-
-
-def _say(message: str) -> None:
-    click.echo(message, err=True)
-
-
-def build_for(target_name: str | None, *, clean: bool = False, quiet: bool = False, model=None, **kw):
-    """(Target, BuildResult) for a target name, or for this machine when None; with a model, the TL kernels are
-    specialised to its shapes (every build runs every packing)."""
-    from bitedge.build.compile import build_runtime
-    from bitedge.board import host_target_id
-    from bitedge.targets import get_target
-
-    target = get_target(target_name or host_target_id(), kw.pop("targets_dirs", ()))
-    return target, build_runtime(target, model=model, clean=clean, progress=None if quiet else _say, **kw)
-
-
-def _local_runner(target) -> list[str] | None:
-    return list(target.runner) if target.emulated else None
+    return deco
 
 
-def _deploy_to(spec, target_name, model, opts, quiet=False):
-    """Connect, build for the board's target, deploy (skipping unchanged files). Returns (conn, target, deployment)."""
-    from bitedge.deploy.remote import deploy as deploy_files
+# ---- results -------------------------------------------------------------------------------------------------------
 
-    target_name = spec.target or target_name
-    if not target_name:
-        raise BitedgeError(f"{spec.name}: which target profile? pass --target (bitedge probe {spec.name} suggests one)")
-    target, result = build_for(target_name, quiet=quiet, model=model)
-    conn = _connect(spec, opts)
-    try:
-        size = result.binary.stat().st_size + (Path(model).stat().st_size if model else 0)
-        with progress(f"upload → {spec.name}", size, unit="bytes", enabled=not quiet) as advance:
-            dep = deploy_files(conn, spec, result.binary, model, runner=_local_runner(target), progress=advance)
-    except BaseException:
-        conn.close()
-        raise
-    return conn, target, dep, result
+
+def db_option(writes: bool):
+    """--db PATH, given to the command as `store: ResultStore`. A command that only reads refuses a database that
+    does not exist (a mistyped --db must not look like an empty one); a command that writes creates it."""
+    from bitedge.results.store import DEFAULT_DB
+
+    def deco(f):
+        def build(kw):
+            from bitedge.results.store import ResultStore
+
+            kw["store"] = ResultStore(kw.pop("db") or DEFAULT_DB, create=writes)
+
+        wrapper = _inject(f, build)
+        return click.option("--db", type=click.Path(dir_okay=False),
+                            help=f"Results database (default $BITEDGE_RESULTS or {DEFAULT_DB}).")(wrapper)
+
+    return deco
+
+
+# ---- small parsers -------------------------------------------------------------------------------------------------
 
 
 def _thread_list(ctx, param, value: str) -> str:
@@ -121,24 +239,6 @@ def _prompt_text(prompt: str) -> str:
             raise BitedgeError(f"-p: the prompt is not valid UTF-8 (byte {raw[e.start]:#04x} at offset {e.start})") from None
         return raw.decode("utf-8")
     return prompt
-
-
-def _packing_of(model: str) -> str:
-    from bitedge.gguf_read import read_metadata
-
-    return str(read_metadata(model).get("kv", {}).get("bitedge.weight_packing", "unknown"))
-
-
-def _null():
-    from contextlib import nullcontext
-
-    return nullcontext()
-
-
-def _suggest_targets(info: dict) -> list[str]:
-    from bitedge.targets import suggest_targets
-
-    return suggest_targets(info)
 
 
 def _write_text(path, text: str) -> None:

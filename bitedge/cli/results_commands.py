@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-
 import click
 
-from bitedge.cli._common import _write_text, cli, json_option
+from bitedge.cli._common import _write_text, cli, db_option, deprecated, hosts_options, output_options
 from bitedge.errors import BitedgeError
-from bitedge.output import print_json
 
 
 @cli.group()
@@ -16,45 +14,50 @@ def results():
 
 
 @results.command("export")
-@click.option("--db", type=click.Path(dir_okay=False), help="Results database (default ~/.local/share/bitedge/results.db).")
-@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
-def results_export(db, fmt, output):
-    """Export every stored benchmark run as CSV or JSON."""
-    from bitedge.results.store import DEFAULT_DB, ResultStore
-
-    text = ResultStore(db or DEFAULT_DB).export(fmt)
-    _write_text(output, text)
+@db_option(writes=False)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
+@click.option("--format", "old_format", type=click.Choice(["csv", "json"]), hidden=True)
+@output_options()
+def results_export(store, output, old_format, out):
+    """Export every stored benchmark run: CSV, or JSON with --json."""
+    if old_format:
+        deprecated(f"--format {old_format}", "--json for JSON (CSV is the default)")
+    _write_text(output, store.export("json" if out.json or old_format == "json" else "csv"))
 
 
 @cli.command()
-@click.option("--db", type=click.Path(dir_okay=False), help="Results database (default ~/.local/share/bitedge/results.db).")
-@click.option("--baseline", help="A board or kernel method to compute speedups against.")
-@click.option("--board", "boards", multiple=True, help="Only these boards.")
-@click.option("--model", "models", multiple=True, help="Only these models.")
+@click.argument("models", nargs=-1, metavar="[MODEL]...")
+@db_option(writes=False)
+@click.option("--baseline", help="A board or kernel method to compute speedups against (methods pair rows by the "
+              "source model, so TL1 and I2_S files of one model compare).")
+@hosts_options("Only this board.", "Only these boards (comma-separated).", deprecated_alias="--board")
+@click.option("--model", "old_models", multiple=True, hidden=True)
 @click.option("--all-runs", is_flag=True, help="Every run over time, not just the newest per board/model/method/threads/test.")
-@click.option("--csv", "csv_out", type=click.Path(dir_okay=False), help="Also write the table as CSV.")
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False), help="Also write the table as CSV to this file.")
 @click.option("--plots", type=click.Path(file_okay=False), help="Write PNG plots into this folder.")
-@json_option
-def report(db, baseline, boards, models, all_runs, csv_out, plots, as_json):
-    """Compare boards, models and kernel methods: markdown table, CSV and PNG plots."""
+@output_options()
+def report(models, store, baseline, names, old_models, all_runs, csv_out, plots, out):
+    """Compare boards, models and kernel methods: markdown table, CSV and PNG plots.
+
+    MODEL...: only these models (file names or paths)."""
     from dataclasses import asdict
+    from pathlib import Path
 
     from bitedge.results.report import csv_table, latest, markdown_table, plot, with_speedup
-    from bitedge.results.store import DEFAULT_DB, ResultStore
 
-    rows = ResultStore(db or DEFAULT_DB).rows()
-    rows = [r for r in rows if (not boards or r.board in boards) and (not models or r.model in models)]
+    if old_models:
+        deprecated("--model NAME", "the model names as arguments (MODEL...)")
+    wanted = {Path(m).name for m in (*models, *old_models)}
+    rows = [r for r in store.rows() if (not names or r.board in names) and (not wanted or r.model in wanted)]
     if not rows:
-        raise BitedgeError("no benchmark results stored yet (run bitedge bench first)")
+        raise BitedgeError(f"{store.path}: no benchmark results stored" + (" for these boards/models" if names or wanted
+                                                                           else " yet (run bitedge bench first)"))
     if not all_runs:
         rows = latest(rows)
     if csv_out:
         _write_text(csv_out, csv_table(rows, baseline))
     written = plot(rows, plots, baseline) if plots else []
-    if as_json:
-        print_json([{**asdict(r), "speedup": sp} for r, sp in with_speedup(rows, baseline)])
-        return
-    click.echo(markdown_table(rows, baseline), nl=False)
+    out.result([{**asdict(r), "speedup": sp} for r, sp in with_speedup(rows, baseline)],
+               lambda _: click.echo(markdown_table(rows, baseline), nl=False))
     for path in written:
         click.echo(f"plot: {path}", err=True)

@@ -163,6 +163,8 @@ def dummy_source(preset: str, seed: int = 0) -> ModelSource:
         tensors=tensors,
         tokenizer=dummy_tokenizer(config.vocab_size),
         source=f"dummy:{preset}:seed={seed}",
+        # the weights are a function of (preset, seed): their identity, shared by every packing written from them
+        source_sha256=hashlib.sha256(f"dummy:{preset}:seed={seed}".encode()).hexdigest(),
         metadata={"dummy.preset": preset, "dummy.seed": seed},
     )
 

@@ -25,7 +25,7 @@ class BenchRow:
     cpu: str
     target: str
     model: str
-    model_sha256: str
+    model_sha256: str  # of the GGUF file
     method: str  # kernel method: i2_s, tl1, tl2
     threads: int
     test: str  # "pp128", "tg128"
@@ -43,6 +43,9 @@ class BenchRow:
     bitedge_version: str = __version__
     time: float = 0.0
     run_id: str = ""
+    # the source model's identity, the same for every packing converted from it (the weights' sha256 the converter
+    # recorded, else the file's own): `report --baseline METHOD` pairs rows by it, not by file name
+    source_sha256: str = ""
 
 
 COLUMNS = [f.name for f in fields(BenchRow)]
@@ -51,10 +54,16 @@ _TYPES = {"threads": "INTEGER", "n_prompt": "INTEGER", "n_gen": "INTEGER", "reps
 
 
 class ResultStore:
-    def __init__(self, path: str | Path = DEFAULT_DB):
+    """create=False (commands that only read): a path with no database is an error naming it, never a new empty
+    database. An older bitedge's database gains the new columns (source_sha256 filled from model_sha256)."""
+
+    def __init__(self, path: str | Path = DEFAULT_DB, create: bool = True):
         self.path = Path(path)
         if self.path.is_dir():
             raise BitedgeError(f"{self.path}: is a folder, not a results database")
+        if not create and not self.path.exists():
+            raise BitedgeError(f"{self.path}: no results database there (check --db / $BITEDGE_RESULTS; "
+                               f"bitedge bench creates one)")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -72,6 +81,8 @@ class ResultStore:
             with self.db:
                 for c in missing:
                     self.db.execute(f"ALTER TABLE runs ADD COLUMN {c} {_TYPES.get(c, 'TEXT')}")
+                if "source_sha256" in missing:  # rows from before it: each file is its own source
+                    self.db.execute("UPDATE runs SET source_sha256 = model_sha256 WHERE source_sha256 IS NULL")
             missing = []
         if missing:
             raise BitedgeError(f"{self.path}: a database of another schema: its table runs lacks "
@@ -118,6 +129,7 @@ def rows_from_bench(result: dict, **context) -> list[BenchRow]:
         raise BitedgeError("benchmark output has no result rows")
     ctx = dict(context)
     ctx_cpu = ctx.pop("cpu", "")
+    ctx["source_sha256"] = ctx.get("source_sha256") or ctx.get("model_sha256", "")
     energy = result.get("energy_j") if isinstance(result, dict) else None
     default_kernels = result.get("kernels", "") if isinstance(result, dict) else ""
     out = []
