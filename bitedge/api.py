@@ -170,14 +170,15 @@ class OnBoard:
 
 
 def deploy(spec, ssh: SshOptions, model: Model | None = None, *, target: str | None = None, targets_dirs=(),
-           say: Say = _quiet, show_progress: bool = False) -> OnBoard:
-    """Connect, resolve the board's target (board_target), build for it (cached), upload runtime and model
-    (sha256-checked, resumable, unchanged files skipped) and check they run."""
+           say: Say = _quiet, note: Say = _quiet, show_progress: bool = False) -> OnBoard:
+    """Connect, resolve the board's target (board_target: which one it took goes to note), build for it (cached;
+    build lines to say), upload runtime and model (sha256-checked, resumable, unchanged files skipped) and check
+    they run."""
     from bitedge.deploy.remote import deploy as deploy_files
 
     conn = connect(spec, ssh)
     try:
-        t = board_target(spec, conn, target, targets_dirs, say)
+        t = board_target(spec, conn, target, targets_dirs, note)
         result = build(t, model, say=say)
         size = result.binary.stat().st_size + (model.path.stat().st_size if model else 0)
         with progress_bar(f"upload → {spec.name}", size, unit="bytes", enabled=show_progress) as advance:
@@ -276,7 +277,7 @@ def bench_here(target, model: Model, plan: BenchPlan, say: Say = _quiet) -> list
 
 
 def bench_fleet(specs, ssh: SshOptions, model: Model, plan: BenchPlan, *, target: str | None = None,
-                targets_dirs=(), say: Say = _quiet) -> list:
+                targets_dirs=(), note: Say = _quiet) -> list:
     """Deploy and bench on every board in parallel: HostOutcomes (a board that fails fails alone), each ok one
     holding its BenchRows (not stored)."""
     from bitedge.deploy.fleet import run_fleet
@@ -286,7 +287,7 @@ def bench_fleet(specs, ssh: SshOptions, model: Model, plan: BenchPlan, *, target
     context = _row_context(model, plan)
 
     def job(spec):
-        with deploy(spec, ssh, model, target=target, targets_dirs=targets_dirs, say=say) as board:
+        with deploy(spec, ssh, model, target=target, targets_dirs=targets_dirs, note=note) as board:
             out = remote_bench(board.conn, board.deployment, n_prompt=plan.n_prompt, n_gen=plan.n_gen,
                                threads=plan.threads, reps=plan.reps)
         return rows_from_bench(out, board=spec.name, target=board.target.id, toolchain=board.build.toolchain.id,

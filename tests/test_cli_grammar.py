@@ -302,3 +302,37 @@ def test_an_old_database_gains_the_source_column(tmp_path):
     con.close()
     rows = ResultStore(db, create=False).rows()
     assert len(rows) == 1 and rows[0].source_sha256 == "abc"
+
+
+# ---- a board without --target: its profile is probed ----------------------------------------------------------------
+
+
+def test_generate_and_bench_on_a_board_without_target_use_the_probed_profile(model, tmp_path, capsys):
+    """The loopback sshd is this machine: no inventory target and no --target, so generate --host and bench --hosts
+    take the profile bitedge probe suggests (and say so), as deploy does."""
+    import json
+
+    from _sshd import make_sshd
+    from bitedge.board import probe_local
+    from bitedge.targets import suggest_targets
+
+    expected = suggest_targets(probe_local().as_dict())[0]
+    server = make_sshd(tmp_path / "sshd").start()
+    try:
+        inv = tmp_path / "inv.toml"
+        inv.write_text(f'[hosts.b]\nhost = "board"\nremote_dir = "{tmp_path / "remote"}"\n')
+        ssh = ["--inventory", str(inv), "--ssh-config", str(server.ssh_config), "--known-hosts",
+               str(server.known_hosts), "--connect-timeout", "10"]
+        assert main(["generate", str(model), "--host", "b", "-p", "hi", "-n", "2", *ssh, "--json"]) == 0
+        captured = capsys.readouterr()
+        assert f"b: using target {expected} (from bitedge probe)" in captured.err
+        assert len(json.loads(captured.out)["tokens"]) >= 1
+        db = tmp_path / "r.db"
+        assert main(["bench", str(model), "--hosts", "b", "--n-prompt", "4", "-n", "2", "-r", "1", "--db", str(db),
+                     *ssh, "--json"]) == 0
+        captured = capsys.readouterr()
+        rows = json.loads(captured.out)["rows"]
+        assert rows and {r["target"] for r in rows} == {expected}
+        assert f"b: using target {expected} (from bitedge probe)" in captured.err
+    finally:
+        server.stop()

@@ -366,7 +366,7 @@ class DoctorRow:
     target: str
     os: str
     arch: str
-    toolchain: str | None  # what `bitedge build TARGET` would use, None if nothing fits
+    toolchain: str | None  # what `bitedge build --target TARGET` would use, None if nothing fits
     version: str
     usable: tuple[str, ...]  # every toolchain here that can build it
     static: bool | None

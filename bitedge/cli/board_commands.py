@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from bitedge.cli._common import (_thread_list, cli, db_option, host_option, hosts_options, model_argument,
+from bitedge.cli._common import (_say, _thread_list, cli, db_option, host_option, hosts_options, model_argument,
                                  output_options, ssh_options, target_options)
 
 
@@ -22,7 +22,7 @@ def deploy(model, host, target, targets_dirs, ssh, out):
 
     m = api.Model.read(model) if model else None
     spec = api.boards([host], ssh)[0]
-    with api.deploy(spec, ssh, m, target=target, targets_dirs=targets_dirs, say=out.say,
+    with api.deploy(spec, ssh, m, target=target, targets_dirs=targets_dirs, say=out.say, note=_say,
                     show_progress=out.show_progress) as board:
         dep, t = board.deployment, board.target
 
@@ -66,7 +66,8 @@ def bench(model, n_prompt, old_p, n_gen, threads, reps, target, targets_dirs, na
         rows = api.bench_here(api.resolve_target(target, targets_dirs), m, plan, say=out.say)
         outcomes = []
     else:
-        outcomes = api.bench_fleet(api.boards(names, ssh), ssh, m, plan, target=target, targets_dirs=targets_dirs)
+        outcomes = api.bench_fleet(api.boards(names, ssh), ssh, m, plan, target=target, targets_dirs=targets_dirs,
+                                   note=_say)
         rows = [r for o in outcomes if o.ok for r in o.result]
     store.add(rows)
     out.result({"rows": [asdict(r) for r in rows], "failed": {o.host: o.error for o in outcomes if not o.ok}},

@@ -174,7 +174,7 @@ def tune(model, target, targets_dirs, methods, host, estimate, cache, reps, roun
         result = api.tune(t, m, methods, cache=cache, reps=reps, rounds=rounds, show_progress=out.show_progress)
     else:
         with api.connect(spec, ssh) as conn:
-            t = api.board_target(spec, conn, target, targets_dirs, out.say)
+            t = api.board_target(spec, conn, target, targets_dirs, _say)
             result = api.tune(t, m, methods, spec=spec, conn=conn, cache=cache, reps=reps, rounds=rounds,
                               show_progress=out.show_progress)
     fastest = fastest_method(result, m.shape_counts)

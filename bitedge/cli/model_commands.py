@@ -118,7 +118,7 @@ def generate(model, prompt, n, greedy, temp, top_k, top_p, seed, ignore_eos, eng
         result = api.generate_reference(m, prompt, n, sampling)
     elif host:
         spec = api.boards([host], ssh)[0]
-        with api.deploy(spec, ssh, m, target=target, targets_dirs=targets_dirs, say=out.say) as board:
+        with api.deploy(spec, ssh, m, target=target, targets_dirs=targets_dirs, say=out.say, note=_say) as board:
             result = api.generate_on(board, prompt, n, sampling, threads)
     else:
         result = api.generate_here(api.resolve_target(target, targets_dirs), m, prompt, n, sampling, threads, out.say)

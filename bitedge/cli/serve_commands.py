@@ -7,7 +7,7 @@ import time
 
 import click
 
-from bitedge.cli._common import cli, host_option, model_argument, output_options, ssh_options, target_options
+from bitedge.cli._common import _say, cli, host_option, model_argument, output_options, ssh_options, target_options
 from bitedge.errors import BitedgeError
 
 
@@ -58,7 +58,7 @@ def serve(model, host, port, listen, forward_port, stop, threads, slots, ctx, ap
     if port == 0:
         raise BitedgeError("--port 0 is for a local server: a board's server needs a fixed port")
     spec = api.boards([host], ssh)[0]
-    with api.deploy(spec, ssh, m, target=target, targets_dirs=targets_dirs, say=out.say,
+    with api.deploy(spec, ssh, m, target=target, targets_dirs=targets_dirs, say=out.say, note=_say,
                     show_progress=out.show_progress) as board:
         conn, dep = board.conn, board.deployment
         command = dep.command(*srv.server_args(dep.model, **args))

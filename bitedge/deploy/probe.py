@@ -41,5 +41,5 @@ def check_binary_runs_on(binary: str | Path, board: BoardInfo, runner: list[str]
     if (os_name, arch) != (board.os, board.arch):
         raise BitedgeError(
             f"{Path(binary).name} is built for {os_name}/{arch} but the board is {board.os}/{board.arch}: "
-            f"build for the right target (bitedge probe HOST suggests one)"
+            f"build for the right target (bitedge probe --host HOST suggests one)"
         )

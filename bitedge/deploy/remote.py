@@ -151,7 +151,7 @@ class BoardTimer:
         self.emulated = bool(self.prefix)
         if not self.prefix and (target.os, target.arch) != (self.board.os, self.board.arch):
             raise BitedgeError(f"{spec.name} is {self.board.os}/{self.board.arch} but profile {target.id} builds for "
-                               f"{target.os}/{target.arch}: pick the board's profile (bitedge probe {spec.name} suggests one)")
+                               f"{target.os}/{target.arch}: pick the board's profile (bitedge probe --host {spec.name} suggests one)")
         # under the profile's runner the board's CPU is the emulated one, named as a local run under it is
         self.cpu = (cpu_model(target) if self.emulated
                     else self.board.cpu or self.board.board or f"{self.board.os}/{self.board.arch}")

@@ -240,7 +240,7 @@ int be_cpu_check_build(char *err, size_t cap) {
         be_cpu_name(name, sizeof(name));
         snprintf(err, cap,
                  "this build of bitedge-run was compiled to use %s, which this CPU (%s) does not have; "
-                 "rebuild for this board's profile (bitedge build TARGET, or bitedge probe HOST to find it)",
+                 "rebuild for this board's profile (bitedge build --target TARGET, or bitedge probe --host HOST to find it)",
                  missing, name);
     }
     return -1;
