@@ -132,7 +132,7 @@ def test_tcp_without_ssh_is_one_line(tmp_path):
     port = listener.getsockname()[1]
     accepted = []
     threading.Thread(target=lambda: [accepted.append(listener.accept()) for _ in range(8)], daemon=True).start()
-    proc = subprocess.run([sys.executable, "-m", "bitedge.cli", "probe", f"root@127.0.0.1:{port}",
+    proc = subprocess.run([sys.executable, "-m", "bitedge.cli", "probe", "--host", f"root@127.0.0.1:{port}",
                            "--connect-timeout", "1", "--known-hosts", str(tmp_path / "kh")],
                           capture_output=True, text=True, timeout=60, env={**os.environ, "HOME": str(tmp_path)})
     listener.close()
