@@ -59,6 +59,14 @@ def test_every_command_follows_the_grammar(path, cmd):
         assert "BITEDGE_RESULTS" in opts["--db"].help
     if not isinstance(cmd, click.Group) and path != ("results",):
         assert "--json" in opts, "--json wherever a command prints a result"
+    from click.testing import CliRunner
+
+    r = CliRunner().invoke(cli, [*path, "--help"])
+    assert r.exit_code == 0 and f"Usage: cli {' '.join(path)}" in r.output
+    for o in opts:  # every option (and its help) shows in --help; the hidden old spellings do not
+        assert o in r.output
+    for o in set(options(cmd)) - set(opts):
+        assert not re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", r.output.split("Options:")[-1])
 
 
 # commands that show progress (bars, build lines, spinners)

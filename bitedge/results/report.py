@@ -155,8 +155,8 @@ def draw(spec: PlotSpec):
     fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(spec.groups) * max(1, len(series))), 4))
     for method in series:
         bs = [b for b in spec.bars if b.method == method]
-        ax.bar([b.x for b in bs], [b.y for b in bs], spec.width, yerr=[b.err for b in bs], label=method,
-               color=bs[0].color, capsize=3)
+        errors = [b.err for b in bs] if any(b.err for b in bs) else None  # speedups have none
+        ax.bar([b.x for b in bs], [b.y for b in bs], spec.width, yerr=errors, label=method, color=bs[0].color, capsize=3)
     ax.set_xticks(range(len(spec.groups)), spec.groups, fontsize=8)
     ax.set_ylabel(spec.ylabel)
     ax.set_title(spec.title)
