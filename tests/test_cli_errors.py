@@ -105,6 +105,8 @@ def cases():
         ("build-two-targets", ["build", "--target", "rpi5", "rpi4", "--out-dir", "{d}/b"], "{d}/b"),
         ("build-model-not-a-target", ["build", "nothing-here", "--out-dir", "{d}/b"], "{d}/b"),
         ("deploy-no-host", ["deploy", "{d}/good.gguf"], None),
+        ("deploy-host-as-model", ["deploy", "pi5"], None),
+        ("generate-host-as-model", ["generate", "pi5"], None),
         ("probe-no-host", ["probe"], None),
         ("probe-positional-host", ["probe", "bx"], None),
         ("dummy-no-output", ["dummy", "--preset", "test"], None),

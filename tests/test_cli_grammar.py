@@ -344,3 +344,15 @@ def test_generate_and_bench_on_a_board_without_target_use_the_probed_profile(mod
         assert f"b: using target {expected} (from bitedge probe)" in captured.err
     finally:
         server.stop()
+
+
+def test_the_old_deploy_spelling_is_read_with_one_warning(tmp_path, capsys):
+    """`deploy HOST --model FILE` still names the board: one warning, then the same work (here: the file is refused
+    before any connection)."""
+    bad = tmp_path / "bad.gguf"
+    bad.write_text("not a model\n")
+    assert main(["deploy", "pi5", "--model", str(bad)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and "deprecated: use FILE --host pi5" in lines[0] and str(bad) in lines[1]
+    assert main(["deploy", "pi5"]) == 2
+    assert "a board is --host pi5" in capsys.readouterr().err

@@ -15,6 +15,7 @@ The grammar (docs/architecture.md, "The command line"):
 from __future__ import annotations
 
 import functools
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -107,21 +108,35 @@ def model_argument(required: bool = True, exists: bool = True, dir_okay: bool = 
 
     def deco(f):
         def build(kw):
-            alias = kw.pop("model_alias")
+            alias, model = kw.pop("model_alias"), kw["model"]
+            # the old `deploy HOST --model FILE`: a first argument that is no file, and no --host
+            old_host = model is not None and kw.get("host", "") is None and not _looks_like_a_file(model)
+            if alias is not None and old_host:
+                deprecated("HOST --model FILE", f"FILE --host {model}")
+                kw["host"], model = model, None
             if alias is not None:
-                if kw["model"] is not None:
-                    raise click.UsageError(f"MODEL given twice: {kw['model']} and --model {alias}")
-                deprecated("--model FILE", "the model as the first argument (MODEL)")
-                kw["model"] = alias
-            if required and kw["model"] is None:
+                if model is not None:
+                    raise click.UsageError(f"MODEL given twice: {model} and --model {alias}")
+                if not old_host:
+                    deprecated("--model FILE", "the model as the first argument (MODEL)")
+                model = alias
+            if required and model is None:
                 raise click.UsageError("missing the MODEL argument (a .gguf file)")
+            if exists and model is not None and not os.path.exists(model):
+                hint = f" (a board is --host {model})" if old_host else ""
+                raise click.BadParameter(f"{model!r} does not exist{hint}", param_hint="'MODEL'")
+            kw["model"] = model
 
         wrapper = _inject(f, build)
-        path = click.Path(exists=exists, dir_okay=dir_okay)
+        path = click.Path(dir_okay=dir_okay)
         wrapper = click.option("--model", "model_alias", type=path, hidden=True)(wrapper)
         return click.argument("model", required=False, type=path, metavar="MODEL" if required else "[MODEL]")(wrapper)
 
     return deco
+
+
+def _looks_like_a_file(name: str) -> bool:
+    return os.path.exists(name) or "/" in name or name.endswith(".gguf")
 
 
 # ---- targets -------------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from bitedge.cli._common import (_say, _thread_list, cli, db_option, host_option
 
 @cli.command()
 @model_argument(required=False)
-@host_option("The board", required=True)
+@host_option("The board (required)")
 @target_options("Target profile of the board (default: the inventory's, else bitedge probe's suggestion; an "
                 "explicit --target wins over the inventory's).")
 @ssh_options
@@ -20,6 +20,8 @@ def deploy(model, host, target, targets_dirs, ssh, out):
     check they run."""
     from bitedge import api
 
+    if not host:
+        raise click.UsageError("which board? give --host BOARD")
     m = api.Model.read(model) if model else None
     spec = api.boards([host], ssh)[0]
     with api.deploy(spec, ssh, m, target=target, targets_dirs=targets_dirs, say=out.say, note=_say,
