@@ -356,3 +356,4 @@ def test_the_old_deploy_spelling_is_read_with_one_warning(tmp_path, capsys):
     assert len(lines) == 2 and "deprecated: use FILE --host pi5" in lines[0] and str(bad) in lines[1]
     assert main(["deploy", "pi5"]) == 2
     assert "a board is --host pi5" in capsys.readouterr().err
+

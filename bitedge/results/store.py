@@ -70,20 +70,24 @@ class ResultStore:
             raise BitedgeError(f"{self.path}: cannot create its folder: {e.strerror or e}") from None
         try:
             self.db = sqlite3.connect(self.path)
+            if not create and not self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone():
+                self.db.close()
+                raise BitedgeError(f"{self.path}: not a bitedge results database (no table runs in it)")
             cols = ", ".join(f"{c} {_TYPES.get(c, 'TEXT')}" for c in COLUMNS)
             self.db.execute(f"CREATE TABLE IF NOT EXISTS runs (id INTEGER PRIMARY KEY, {cols})")
             self.db.commit()
             have = {row[1] for row in self.db.execute("PRAGMA table_info(runs)")}
+            missing = [c for c in COLUMNS if c not in have]
+            if missing and {"board", "model", "test", "avg_ts"} <= have:  # an older bitedge's: add the new columns
+                with self.db:
+                    for c in missing:
+                        self.db.execute(f"ALTER TABLE runs ADD COLUMN {c} {_TYPES.get(c, 'TEXT')}")
+                    if "source_sha256" in missing:  # rows from before it: each file is its own source
+                        self.db.execute("UPDATE runs SET source_sha256 = model_sha256 WHERE source_sha256 IS NULL")
+                missing = []
         except sqlite3.DatabaseError as e:
-            raise BitedgeError(f"{self.path}: not a bitedge results database ({e})") from None
-        missing = [c for c in COLUMNS if c not in have]
-        if missing and {"board", "model", "test", "avg_ts"} <= have:  # an older bitedge's database: add the new columns
-            with self.db:
-                for c in missing:
-                    self.db.execute(f"ALTER TABLE runs ADD COLUMN {c} {_TYPES.get(c, 'TEXT')}")
-                if "source_sha256" in missing:  # rows from before it: each file is its own source
-                    self.db.execute("UPDATE runs SET source_sha256 = model_sha256 WHERE source_sha256 IS NULL")
-            missing = []
+            raise BitedgeError(f"{self.path}: not a bitedge results database, or one this bitedge cannot upgrade "
+                               f"({e})") from None
         if missing:
             raise BitedgeError(f"{self.path}: a database of another schema: its table runs lacks "
                                f"{', '.join(missing[:5])}{' …' if len(missing) > 5 else ''} (not a bitedge results database?)")
