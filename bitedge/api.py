@@ -124,13 +124,14 @@ def connect(spec, ssh: SshOptions):
                        stall_timeout=ssh.stall_timeout)
 
 
-def probe(conn) -> dict:
-    """The board's OS, architecture, CPU and features, plus the shipped profiles that fit it (best first)."""
+def probe(conn, targets_dirs=()) -> dict:
+    """The board's OS, architecture, CPU and features, plus the profiles that fit it (best first; shipped ones and
+    those in targets_dirs)."""
     from bitedge.deploy.probe import probe as probe_board
     from bitedge.targets import suggest_targets
 
     info = probe_board(conn).as_dict()
-    info["suggested_targets"] = suggest_targets(info)
+    info["suggested_targets"] = suggest_targets(info, targets_dirs)
     return info
 
 
@@ -141,7 +142,7 @@ def board_target(spec, conn, target: str | None, targets_dirs=(), say: Say = _qu
         say(f"{spec.name}: using --target {target} (the inventory says {spec.target})")
     name = target or spec.target
     if not name:
-        suggested = probe(conn)["suggested_targets"]
+        suggested = probe(conn, targets_dirs)["suggested_targets"]
         if not suggested:
             raise BitedgeError(f"{spec.name}: no shipped target profile fits this board: pass --target or add a "
                                f"profile (docs/targets.md)")
