@@ -315,9 +315,9 @@ def test_an_old_database_gains_the_source_column(tmp_path):
 # ---- a board without --target: its profile is probed ----------------------------------------------------------------
 
 
-def test_generate_and_bench_on_a_board_without_target_use_the_probed_profile(model, tmp_path, capsys):
+def test_generate_bench_and_tune_on_a_board_without_target_use_the_probed_profile(model, tmp_path, capsys):
     """The loopback sshd is this machine: no inventory target and no --target, so generate --host and bench --hosts
-    take the profile bitedge probe suggests (and say so), as deploy does."""
+    take the profile bitedge probe suggests (and say so), as deploy does; so does tune --host."""
     import json
 
     from _sshd import make_sshd
@@ -341,6 +341,13 @@ def test_generate_and_bench_on_a_board_without_target_use_the_probed_profile(mod
         captured = capsys.readouterr()
         rows = json.loads(captured.out)["rows"]
         assert rows and {r["target"] for r in rows} == {expected}
+        assert f"b: using target {expected} (from bitedge probe)" in captured.err
+        cache = tmp_path / "tuning.json"
+        assert main(["tune", str(model), "--host", "b", "--method", "tl1", "--reps", "1", "--rounds", "1",
+                     "--cache", str(cache), *ssh, "--json"]) == 0
+        captured = capsys.readouterr()
+        out = json.loads(captured.out)
+        assert out["target"] == expected and out["results"]
         assert f"b: using target {expected} (from bitedge probe)" in captured.err
     finally:
         server.stop()
