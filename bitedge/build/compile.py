@@ -139,75 +139,78 @@ def build_runtime(
     tc = select_toolchain(target, toolchain, cc)
     out = Path(out_dir if out_dir is not None else Path("build") / target.id).resolve()
     cache = BuildCache(cache_dir)
-    if sources is None:
-        shapes = list(shapes)
-        if model is not None:
-            from bitedge.render import model_shapes
+    # one build into a folder at a time: threads of one fleet and other processes building the same target
+    # share the first one's result (a cache hit) instead of racing on its files
+    with cache.build_lock(out, waiting=lambda: say(f"{target.id}: waiting for another build into {out}")):
+        if sources is None:
+            shapes = list(shapes)
+            if model is not None:
+                from bitedge.render import model_shapes
 
-            shapes += model_shapes(model)
-        kernels_dir = out / "kernels"
-        srcs = [*runtime_sources(), *render_tl_kernels(target, shapes, kernels_dir, tuning_cache, progress)]
-        extra_include_dirs = [kernels_dir, *extra_include_dirs]
-    else:
-        srcs = [Path(s).resolve() for s in sources]
-    srcs += [Path(s).resolve() for s in extra_sources]
-    if not srcs:
-        raise BitedgeError("nothing to build: no C sources given")
-    for s in srcs:
-        if not s.is_file():
-            raise BitedgeError(f"{s}: source file not found")
-    include_dirs = [RUNTIME_DIR.resolve(), *(Path(d).resolve() for d in extra_include_dirs)]
-    include_dirs += sorted({s.parent for s in srcs} - set(include_dirs))
-    for d in include_dirs:
-        if not d.is_dir():
-            raise BitedgeError(f"{d}: include folder not found")
+                shapes += model_shapes(model)
+            kernels_dir = out / "kernels"
+            srcs = [*runtime_sources(), *render_tl_kernels(target, shapes, kernels_dir, tuning_cache, progress)]
+            extra_include_dirs = [kernels_dir, *extra_include_dirs]
+        else:
+            srcs = [Path(s).resolve() for s in sources]
+        srcs += [Path(s).resolve() for s in extra_sources]
+        if not srcs:
+            raise BitedgeError("nothing to build: no C sources given")
+        for s in srcs:
+            if not s.is_file():
+                raise BitedgeError(f"{s}: source file not found")
+        include_dirs = [RUNTIME_DIR.resolve(), *(Path(d).resolve() for d in extra_include_dirs)]
+        include_dirs += sorted({s.parent for s in srcs} - set(include_dirs))
+        for d in include_dirs:
+            if not d.is_dir():
+                raise BitedgeError(f"{d}: include folder not found")
 
-    # _POSIX_C_SOURCE hides BSD parts of the macOS headers (struct rusage's ru_maxrss); _DARWIN_C_SOURCE restores them
-    os_flags = ["-D_DARWIN_C_SOURCE"] if target.os == "macos" else []
-    common_flags = [target.optimize, *BASE_CFLAGS, *os_flags, *_prefix_maps(include_dirs), *target.feature_defines(),
-                    *(_define(d) for d in defines), *extra_cflags, *(f"-I{d}" for d in include_dirs)]
-    compile_flags = [*tc.compile_flags(target), *common_flags]
-    baseline_flags = [*tc.baseline_compile_flags(target), *common_flags]
-    link_flags = [*tc.link_flags(target), *LINK_LIBS]  # the libraries go after the objects
-    inputs = _inputs(srcs, include_dirs)
-    key = cache_key({"builder": BUILDER_VERSION, "inputs": inputs, "profile": target.as_dict(),
-                     "toolchain": tc.describe(), "compile_flags": compile_flags, "baseline_flags": baseline_flags,
-                     "link_flags": link_flags})
-    binary, manifest_path = out / BINARY_NAME, out / MANIFEST_NAME
+        # _POSIX_C_SOURCE hides BSD parts of the macOS headers (struct rusage's ru_maxrss); _DARWIN_C_SOURCE restores them
+        os_flags = ["-D_DARWIN_C_SOURCE"] if target.os == "macos" else []
+        common_flags = [target.optimize, *BASE_CFLAGS, *os_flags, *_prefix_maps(include_dirs), *target.feature_defines(),
+                        *(_define(d) for d in defines), *extra_cflags, *(f"-I{d}" for d in include_dirs)]
+        compile_flags = [*tc.compile_flags(target), *common_flags]
+        baseline_flags = [*tc.baseline_compile_flags(target), *common_flags]
+        link_flags = [*tc.link_flags(target), *LINK_LIBS]  # the libraries go after the objects
+        inputs = _inputs(srcs, include_dirs)
+        key = cache_key({"builder": BUILDER_VERSION, "inputs": inputs, "profile": target.as_dict(),
+                         "toolchain": tc.describe(), "compile_flags": compile_flags, "baseline_flags": baseline_flags,
+                         "link_flags": link_flags})
+        binary, manifest_path = out / BINARY_NAME, out / MANIFEST_NAME
 
-    if not clean:
-        hit = _out_dir_hit(binary, manifest_path, key)
-        if hit:
-            say(f"{target.id}: up to date ({binary})")
-            return BuildResult(binary, manifest_path, True, tc, key)
-        stored = cache.get(key, BINARY_NAME)
-        if stored:
-            out.mkdir(parents=True, exist_ok=True)
-            copy_atomic(stored[0], binary)
-            write_text_atomic(manifest_path, json.dumps(stored[1], indent=2) + "\n")
-            say(f"{target.id}: from the build cache ({binary})")
-            return BuildResult(binary, manifest_path, True, tc, key)
+        if not clean:
+            hit = _out_dir_hit(binary, manifest_path, key)
+            if hit:
+                say(f"{target.id}: up to date ({binary})")
+                return BuildResult(binary, manifest_path, True, tc, key)
+            stored = cache.get(key, BINARY_NAME)
+            if stored:
+                out.mkdir(parents=True, exist_ok=True)
+                copy_atomic(stored[0], binary)
+                write_text_atomic(manifest_path, json.dumps(stored[1], indent=2) + "\n")
+                say(f"{target.id}: from the build cache ({binary})")
+                return BuildResult(binary, manifest_path, True, tc, key)
 
-    out.mkdir(parents=True, exist_ok=True)
-    _compile_and_link(target, tc, srcs, compile_flags, baseline_flags, link_flags, out, say)
-    manifest = {
-        "bitedge_build": BUILDER_VERSION,
-        "target": target.id,
-        "profile": target.as_dict(),
-        "profile_sha256": target.content_sha256(),
-        "toolchain": {**tc.describe(), "static": target.os == "linux" and tc.static_linux,
-                      "reproducible": tc.reproducible},
-        "compile_flags": compile_flags,
-        "baseline_flags": {"files": [s.name for s in srcs if s.name in BASELINE_SOURCES], "flags": baseline_flags},
-        "link_flags": link_flags,
-        "inputs": inputs,
-        "cache_key": key,
-        "output": {"file": BINARY_NAME, "sha256": file_sha256(binary), "size": binary.stat().st_size},
-    }
-    write_text_atomic(manifest_path, json.dumps(manifest, indent=2) + "\n")
-    cache.put(key, binary, manifest_path)
-    say(f"{target.id}: built {binary} with {tc.id} {tc.version}")
-    return BuildResult(binary, manifest_path, False, tc, key)
+        out.mkdir(parents=True, exist_ok=True)
+        _compile_and_link(target, tc, srcs, compile_flags, baseline_flags, link_flags, out, say)
+        manifest = {
+            "bitedge_build": BUILDER_VERSION,
+            "target": target.id,
+            "profile": target.as_dict(),
+            "profile_sha256": target.content_sha256(),
+            "toolchain": {**tc.describe(), "static": target.os == "linux" and tc.static_linux,
+                          "reproducible": tc.reproducible},
+            "compile_flags": compile_flags,
+            "baseline_flags": {"files": [s.name for s in srcs if s.name in BASELINE_SOURCES], "flags": baseline_flags},
+            "link_flags": link_flags,
+            "inputs": inputs,
+            "cache_key": key,
+            "output": {"file": BINARY_NAME, "sha256": file_sha256(binary), "size": binary.stat().st_size},
+        }
+        write_text_atomic(manifest_path, json.dumps(manifest, indent=2) + "\n")
+        cache.put(key, binary, manifest_path)
+        say(f"{target.id}: built {binary} with {tc.id} {tc.version}")
+        return BuildResult(binary, manifest_path, False, tc, key)
 
 
 def _out_dir_hit(binary: Path, manifest_path: Path, key: str) -> bool:
