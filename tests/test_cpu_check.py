@@ -44,7 +44,7 @@ UNCHECKED_ARM = {
     "__ARM_FEATURE_SVE_BF16", "__ARM_FEATURE_SVE2_AES", "__ARM_FEATURE_SVE2_BITPERM", "__ARM_FEATURE_SVE2_SHA3",
     "__ARM_FEATURE_SVE2_SM4", "__ARM_FEATURE_SVE_BITS", "__ARM_FEATURE_SVE_VECTOR_OPERATORS",
     "__ARM_FEATURE_SVE_PREDICATE_OPERATORS", "__ARM_NEON_SVE_BRIDGE", "__ARM_FEATURE_BTI", "__ARM_FEATURE_BTI_DEFAULT",
-    "__ARM_FEATURE_PAC_DEFAULT", "__ARM_FEATURE_FP8", "__ARM_FEATURE_LOCALLY_STREAMING",
+    "__ARM_FEATURE_PAC_DEFAULT", "__ARM_FEATURE_PAUTH", "__ARM_FEATURE_FP8", "__ARM_FEATURE_LOCALLY_STREAMING",
 }
 X86_MARCHES = ["x86-64-v2", "x86-64-v3", "x86-64-v4", "haswell", "skylake-avx512", "icelake-server", "tigerlake",
                "alderlake", "sapphirerapids", "cooperlake", "knl", "znver1", "znver3", "bdver4", "btver2",
@@ -81,7 +81,7 @@ def predefined(cc: list[str], flags: list[str]) -> set[str] | None:
 
 
 def isa_macros(macros: set[str], arch: str) -> set[str]:
-    if arch == "x86_64":  # __AVX2__, __SSE4_1__, ...: not CPU names (__znver3__, __tune_*), __FP_FAST_FMA, __FLT16_MAX__
+    if arch == "x86_64":  # __AVX2__, __SSE4_1__, ...: not CPU names (__znver3__, __tune_*), __FP_FAST_FMA, __FLT16_*
         return {m for m in macros if re.fullmatch(r"__[A-Z][A-Z0-9_]*__", m) and not m.startswith(("__FP_", "__FLT16_"))
                 } | ({"__GCC_HAVE_SYNC_COMPARE_AND_SWAP_16"} & macros)
     return {m for m in macros if m.startswith("__ARM_FEATURE_") or m == "__ARM_NEON_SVE_BRIDGE"}

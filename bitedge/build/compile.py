@@ -165,10 +165,12 @@ def build_runtime(
             if not d.is_dir():
                 raise BitedgeError(f"{d}: include folder not found")
 
-        # _POSIX_C_SOURCE hides BSD parts of the macOS headers (struct rusage's ru_maxrss); _DARWIN_C_SOURCE restores them
+        # _POSIX_C_SOURCE hides BSD parts of the macOS headers (struct rusage's ru_maxrss); _DARWIN_C_SOURCE
+        # restores them
         os_flags = ["-D_DARWIN_C_SOURCE"] if target.os == "macos" else []
-        common_flags = [target.optimize, *BASE_CFLAGS, *os_flags, *_prefix_maps(include_dirs), *target.feature_defines(),
-                        *(_define(d) for d in defines), *extra_cflags, *(f"-I{d}" for d in include_dirs)]
+        common_flags = [target.optimize, *BASE_CFLAGS, *os_flags, *_prefix_maps(include_dirs),
+                        *target.feature_defines(), *(_define(d) for d in defines), *extra_cflags,
+                        *(f"-I{d}" for d in include_dirs)]
         compile_flags = [*tc.compile_flags(target), *common_flags]
         baseline_flags = [*tc.baseline_compile_flags(target), *common_flags]
         link_flags = [*tc.link_flags(target), *LINK_LIBS]  # the libraries go after the objects

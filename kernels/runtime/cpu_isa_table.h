@@ -25,8 +25,9 @@
  *   LOCALLY_STREAMING (SME code runs only in functions marked for it, which bitedge-run has none of), the
  *   SVE matrix and crypto extras (SVE_MATMUL_*, SVE_BF16, SVE2_AES, SVE2_BITPERM, SVE2_SHA3, SVE2_SM4), SVE's
  *   properties rather than instructions (SVE_BITS, SVE_VECTOR_OPERATORS, SVE_PREDICATE_OPERATORS,
- *   __ARM_NEON_SVE_BRIDGE), BTI and return-address signing hints (NOPs on older cores: BTI, BTI_DEFAULT,
- *   PAC_DEFAULT), and the ARMv8.0 baseline (NEON, FMA, CLZ, IDIV, ...).
+ *   __ARM_NEON_SVE_BRIDGE), BTI and return-address signing (BTI, BTI_DEFAULT, PAC_DEFAULT, PAUTH: emitted only
+ *   under -mbranch-protection, which bitedge builds do not pass, and mostly as hints that older cores run as NOPs),
+ *   and the ARMv8.0 baseline (NEON, FMA, CLZ, IDIV, ...).
  * A macro a newer compiler adds goes here or there: tests/test_cpu_check.py fails until it does.
  *
  * Entries run most important first: a refusal names every missing one in this order. */
@@ -137,7 +138,6 @@
     X("FCMA", __ARM_FEATURE_COMPLEX, 1, BE_HWCAP_BIT(14), "hw.optional.arm.FEAT_FCMA")                        \
     X("FRINTTS", __ARM_FEATURE_FRINT, 2, BE_HWCAP_BIT(8), "hw.optional.arm.FEAT_FRINTTS")                     \
     X("RCPC", __ARM_FEATURE_RCPC, 1, BE_HWCAP_BIT(15), "hw.optional.arm.FEAT_LRCPC")                          \
-    X("PAUTH", __ARM_FEATURE_PAUTH, 1, BE_HWCAP_BIT(30), "hw.optional.arm.FEAT_PAuth")                        \
     X("MOPS", __ARM_FEATURE_MOPS, 2, BE_HWCAP_BIT(43), NULL)                                                 \
     X("CSSC", __ARM_FEATURE_CSSC, 2, BE_HWCAP_BIT(34), NULL)
 
