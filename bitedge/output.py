@@ -43,7 +43,10 @@ def write_text_atomic(path, text: str) -> None:
         raise BitedgeError(f"{target}: is a folder, not a file to write")
     if not target.parent.is_dir():
         raise BitedgeError(f"{target}: cannot write it: the folder {target.parent} does not exist")
-    tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    import threading
+
+    # pid and thread: two threads writing the same file never share a temporary name
+    tmp = target.with_name(f".{target.name}.partial-{os.getpid()}-{threading.get_ident()}")
     try:
         tmp.write_text(text)
         os.replace(tmp, target)

@@ -238,3 +238,81 @@ def test_runtime_for_macos_is_macho_arm64(tmp_path):
     res = build_runtime("apple-m1", out_dir=tmp_path, cache_dir=tmp_path / "c")
     assert_macho_arm64(res.binary)
     assert json.loads(res.manifest.read_text())["toolchain"]["static"] is False
+
+
+def test_two_threads_building_one_target_take_turns(tmp_path, monkeypatch):
+    """A fleet of two boards on one profile, first build: two threads of one process build the same target into
+    the same work folder against an empty cache (issue #17: they collided on the manifest's temporary name). One
+    compiles, the other waits and is a cache hit; no compile overlaps another, nothing half-written is left."""
+    if host_arch() != "x86_64" or detect_toolchain("gcc") is None:
+        pytest.skip("needs an x86-64 host with gcc")
+    import threading
+    import time
+
+    from bitedge import api
+
+    monkeypatch.setenv("BITEDGE_BUILD_CACHE", str(tmp_path / "cache"))
+    inside, most = [0], [0]
+    guard = threading.Lock()
+    real = compile_mod._compile_and_link
+
+    def counted(*args, **kw):  # the real compile and link, noting how many run at once
+        with guard:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        try:
+            time.sleep(1.0)  # both threads are surely in by now, were they not kept apart
+            return real(*args, **kw)
+        finally:
+            with guard:
+                inside[0] -= 1
+
+    monkeypatch.setattr(compile_mod, "_compile_and_link", counted)
+    start = threading.Barrier(2)
+    results, errors, said = [None, None], [], []
+
+    def build(i):
+        try:
+            start.wait(timeout=30)
+            results[i] = api.build(api.resolve_target("x86-64-avx2"), None, say=said.append, toolchain="gcc")
+        except BaseException as e:  # noqa: BLE001 - the test reports it
+            errors.append(e)
+
+    threads = [threading.Thread(target=build, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert not errors, errors
+    assert most[0] == 1, "two builds into one folder ran at once"
+    assert sorted(r.cached for r in results) == [False, True]
+    assert results[0].binary == results[1].binary and results[0].key == results[1].key
+    assert json.loads(results[0].manifest.read_text())["output"]["sha256"] == compile_mod.file_sha256(results[0].binary)
+    assert any("waiting for another build" in m for m in said), said
+    assert not list((tmp_path / "cache").rglob("*partial*"))
+    proc = subprocess.run([str(results[0].binary), "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "usage: bitedge-run" in proc.stdout, proc.stderr
+
+
+def test_the_build_lock_keeps_another_process_out(tmp_path):
+    """Another process building into the same folder (two bitedge commands at once) is waited for: an flock on a
+    file in the cache, released when that process lets go (or dies)."""
+    import sys
+    import time
+
+    from bitedge.build.cache import BuildCache
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom bitedge.build.cache import BuildCache\n"
+         f"with BuildCache({str(tmp_path / 'cache')!r}).build_lock({str(tmp_path / 'out')!r}):\n"
+         "    print('held', flush=True)\n    time.sleep(2)\n"],
+        stdout=subprocess.PIPE, text=True, cwd=str(compile_mod.REPO))
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        waited, t0 = [], time.monotonic()
+        with BuildCache(tmp_path / "cache").build_lock(tmp_path / "out", waiting=lambda: waited.append(1)):
+            held_after = time.monotonic() - t0
+        assert waited == [1] and held_after > 0.5  # it waited for the other process
+    finally:
+        holder.wait(timeout=30)
+    assert holder.returncode == 0

@@ -50,6 +50,7 @@ def files(tmp_path_factory):
     other.close()
     (d / "bad.toml").write_text("[hosts.a\n")
     (d / "ssh_config").write_text("Host bx\n  HostName 127.0.0.1\n  Port notaport\n")
+    (d / "ssh_config_unparsable").write_text("Host bx\n  HostName 127.0.0.1\n\n  Port\n")  # no value: paramiko raises
     (d / "file").write_text("a file, not a folder\n")
     return d
 
@@ -128,6 +129,8 @@ def cases():
         ("kernels-o-is-a-file", ["kernels", "{d}/good.gguf", "--target", "x86-64-avx2", "-o", "{d}/k"], "{d}/k"),
         ("probe-ssh-config-missing", ["probe", "--host", "bx", "--ssh-config", "{d}/missing"], None),
         ("probe-ssh-config-bad-port", ["probe", "--host", "bx", "--ssh-config", "{d}/ssh_config"], None),
+        ("probe-ssh-config-unparsable", ["probe", "--host", "bx", "--ssh-config", "{d}/ssh_config_unparsable"], None),
+        ("deploy-ssh-config-unparsable", ["deploy", "--host", "bx", "--ssh-config", "{d}/ssh_config_unparsable"], None),
         ("probe-inventory-missing", ["probe", "--host", "a", "--inventory", "{d}/missing.toml"], None),
         ("probe-inventory-bad", ["probe", "--host", "a", "--inventory", "{d}/bad.toml"], None),
         ("probe-host-bad", ["probe", "--host", "user@[::1"], None),
@@ -165,6 +168,21 @@ def test_bad_input_is_one_line_exit_2(files, capsys, argv, must_not_exist):
     leftovers = {p.name for p in files.iterdir()} - before - {"walk.db"}
     assert not leftovers, f"left behind: {leftovers}"
     assert not [p for p in files.rglob("*partial*")]
+
+
+def test_an_unparsable_ssh_config_line_is_named_by_file_and_line(files, capsys, tmp_path, monkeypatch):
+    """paramiko's ConfigParseError says what, not where, and was a traceback (issue #17): the file and line."""
+    config = files / "ssh_config_unparsable"
+    assert main(["probe", "--host", "bx", "--ssh-config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"bitedge: error: ssh_config {config} line 4: cannot parse 'Port' (a setting is 'Keyword value')\n"
+    # the same in the user's own ~/.ssh/config, read when no --ssh-config is given
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "config").write_text("Host *\n  ServerAliveInterval 30\n=oops\n")
+    assert main(["probe", "--host", "bx"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bitedge: error: ssh_config ~/.ssh/config line 3: cannot parse '=oops'") and err.count("\n") == 1
 
 
 def test_convert_warns_about_a_model_without_tokenizer(files, tmp_path, capsys):

@@ -170,3 +170,54 @@ def test_fleet_one_dead_host_fails_alone(sshd, tmp_path):
     assert outcomes[0].result == os.uname().machine
     assert "dead" in summary_line(outcomes) and "2/3 hosts succeeded" in summary_line(outcomes)
     assert "cannot connect" in outcomes[1].error or "timed out" in outcomes[1].error
+
+
+# ------------------------------------------------------------------------------------------------------------
+# a runtime-only deploy (no model): the board runs the runtime's CPU check alone (issue #17)
+
+
+def _deploy_cli(sshd, tmp_path, capsys, *args):
+    from _sshd import write_board_inventory
+    from bitedge.cli import main
+
+    inventory = write_board_inventory(tmp_path / "boards.toml", sshd, {"x86": "x86-64-avx2"})
+    rc = main(["deploy", *args, "--inventory", str(inventory), "--ssh-config", str(sshd.ssh_config),
+               "--known-hosts", str(sshd.known_hosts), "--connect-timeout", "5", "--no-progress"])
+    return rc, capsys.readouterr()
+
+
+def test_runtime_only_deploy_runs_the_cpu_check_on_the_board(sshd, tmp_path, capsys):
+    if os.uname().machine != "x86_64":
+        pytest.skip("the loopback board is this machine: x86-64 here")
+    rc, out = _deploy_cli(sshd, tmp_path, capsys, "--host", "x86", "--target", "x86-64-avx2", "--json")
+    assert rc == 0, out.err
+    import json
+
+    dep = json.loads(out.out)
+    assert dep["model"] is None and [u["action"] for u in dep["uploads"]] == ["uploaded"]
+    assert dep["check"].startswith("ok: this CPU (") and "runs this build for x86-64-avx2" in dep["check"], dep
+    # the installed runtime answers the same check there, with a JSON form
+    proc = subprocess.run([dep["binary"], "check", "--json"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["target"] == "x86-64-avx2", proc.stderr
+    rc, out = _deploy_cli(sshd, tmp_path, capsys, "--host", "x86", "--target", "x86-64-avx2")  # again: skipped
+    assert rc == 0 and "runs this build" in out.out and "skipped" in out.out, out.err
+
+
+def test_runtime_only_deploy_of_a_build_the_board_cannot_run_names_what_it_lacks(sshd, tmp_path, capsys):
+    """The board here is this machine under qemu-x86_64 -cpu Haswell (the profile's runner): an alderlake build
+    (AVX-VNNI) is refused by the CPU check in one line, and nothing is installed."""
+    if os.uname().machine != "x86_64" or not subprocess.run(["which", "qemu-x86_64"], capture_output=True).stdout:
+        pytest.skip("needs an x86-64 host with qemu-x86_64")
+    targets = tmp_path / "targets"
+    targets.mkdir()
+    (targets / "haswell-board.toml").write_text(
+        'id = "haswell-board"\nname = "an alderlake build on an emulated Haswell"\nos = "linux"\narch = "x86_64"\n'
+        'libc = "glibc"\ncpu_flags = ["-march=alderlake"]\nisa = []\ncores = 2\nmemory_mb = 1024\n'
+        'toolchains = ["gcc"]\nrunner = ["qemu-x86_64", "-cpu", "Haswell"]\n\n[kernel]\nmethod = "i2_s"\n'
+        'measured = false\n')
+    rc, out = _deploy_cli(sshd, tmp_path, capsys, "--host", "x86", "--target", "haswell-board",
+                          "--targets-dir", str(targets))
+    assert rc != 0
+    lines = [ln for ln in out.err.splitlines() if ln.startswith("bitedge: error:")]
+    assert len(lines) == 1 and "does not run on the board" in lines[0] and "AVXVNNI" in lines[0], out.err
+    assert not (tmp_path / "remote-x86" / "bin" / "bitedge-run").exists()

@@ -4,6 +4,8 @@ key = sha256 of (the builder's version, every source and header's sha256, the re
 target profile's content, the toolchain's id, command and version, the compile and link flags). A build whose
 key is in the store is a copy, not a compile. Store layout: <root>/<key[:2]>/<key>/{bitedge-run, manifest.json};
 an entry is written under a temporary name and renamed when complete, and checked by sha256 when read.
+Builds into one folder take turns (build_lock: a thread lock and an flock on <root>/locks/<hash>.lock), so the
+second of two concurrent builds of one target is a cache hit, never a race on the folder's files.
 """
 
 from __future__ import annotations
@@ -13,7 +15,15 @@ import json
 import os
 import shutil
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: builds of one process are still serialised by the thread lock
+    fcntl = None
 
 CACHE_DIR_ENV = "BITEDGE_BUILD_CACHE"
 
@@ -40,7 +50,7 @@ def cache_key(parts: dict) -> str:
 
 def copy_atomic(src: Path, dst: Path) -> None:
     """Copy src to dst through a temporary name in dst's folder (keeps the mode bits)."""
-    tmp = dst.with_name(f".{dst.name}.partial-{os.getpid()}")
+    tmp = dst.with_name(f".{dst.name}.partial-{os.getpid()}-{threading.get_ident()}")
     try:
         shutil.copy2(src, tmp)
         os.replace(tmp, dst)
@@ -48,11 +58,46 @@ def copy_atomic(src: Path, dst: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+# one lock per build folder for the threads of this process (a fleet's boards on one profile build in threads)
+_folder_locks: dict[str, threading.Lock] = {}
+_folder_locks_guard = threading.Lock()
+
+
 class BuildCache:
     """Finished binaries by cache key."""
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else default_cache_dir()
+
+    @contextmanager
+    def build_lock(self, folder: Path, waiting: Callable[[], None] = lambda: None) -> Iterator[None]:
+        """Hold the build folder for one build at a time: a thread lock for this process and an flock on
+        <root>/locks/<folder's hash>.lock for other processes (in the cache, not in the folder: the folder holds
+        only the build's own files). waiting() is called once if another build holds it."""
+        name = hashlib.sha256(str(Path(folder).resolve()).encode()).hexdigest()[:32]
+        with _folder_locks_guard:
+            thread_lock = _folder_locks.setdefault(name, threading.Lock())
+        if not thread_lock.acquire(blocking=False):
+            waiting()
+            thread_lock.acquire()
+        fd = None
+        try:
+            try:
+                (self.root / "locks").mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.root / "locks" / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:
+                fd = None  # a cache folder we cannot write: other processes are not kept out, this one's threads are
+            if fd is not None and fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    waiting()
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            if fd is not None:
+                os.close(fd)  # releases the flock
+            thread_lock.release()
 
     def entry(self, key: str) -> Path:
         return self.root / key[:2] / key

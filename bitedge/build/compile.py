@@ -32,10 +32,13 @@ REPO = KERNELS_DIR.parent
 BINARY_NAME = "bitedge-run"
 MANIFEST_NAME = f"{BINARY_NAME}.manifest.json"
 LOG_NAME = "build.log"
-BUILDER_VERSION = 1  # bump when the way flags are made changes: invalidates every cached build
+BUILDER_VERSION = 2  # bump when the way flags are made changes: invalidates every cached build
 # the runtime's flags (the one place they are written); -g0: no debug info (no paths in the binary); -ffp-contract=off: float rounding as the reference
 BASE_CFLAGS = ("-std=c11", "-Wall", "-Wextra", "-ffp-contract=off", "-D_POSIX_C_SOURCE=200809L", "-pthread", "-g0")
 LINK_LIBS = ("-pthread", "-lm")
+# compiled for the architecture's baseline CPU, not the profile's: the check that runs before main() and refuses a
+# CPU without the build's instruction sets (exit 3, never SIGILL) must not use them itself (cpu_isa_table.h)
+BASELINE_SOURCES = ("cpu_features.c",)
 
 
 @dataclass(frozen=True)
@@ -135,73 +138,81 @@ def build_runtime(
     say = progress or (lambda msg: None)
     tc = select_toolchain(target, toolchain, cc)
     out = Path(out_dir if out_dir is not None else Path("build") / target.id).resolve()
-    if sources is None:
-        shapes = list(shapes)
-        if model is not None:
-            from bitedge.render import model_shapes
-
-            shapes += model_shapes(model)
-        kernels_dir = out / "kernels"
-        srcs = [*runtime_sources(), *render_tl_kernels(target, shapes, kernels_dir, tuning_cache, progress)]
-        extra_include_dirs = [kernels_dir, *extra_include_dirs]
-    else:
-        srcs = [Path(s).resolve() for s in sources]
-    srcs += [Path(s).resolve() for s in extra_sources]
-    if not srcs:
-        raise BitedgeError("nothing to build: no C sources given")
-    for s in srcs:
-        if not s.is_file():
-            raise BitedgeError(f"{s}: source file not found")
-    include_dirs = [RUNTIME_DIR.resolve(), *(Path(d).resolve() for d in extra_include_dirs)]
-    include_dirs += sorted({s.parent for s in srcs} - set(include_dirs))
-    for d in include_dirs:
-        if not d.is_dir():
-            raise BitedgeError(f"{d}: include folder not found")
-
-    # _POSIX_C_SOURCE hides BSD parts of the macOS headers (struct rusage's ru_maxrss); _DARWIN_C_SOURCE restores them
-    os_flags = ["-D_DARWIN_C_SOURCE"] if target.os == "macos" else []
-    compile_flags = [*tc.compile_flags(target), target.optimize, *BASE_CFLAGS, *os_flags, *_prefix_maps(include_dirs),
-                     *target.feature_defines(), *(_define(d) for d in defines), *extra_cflags,
-                     *(f"-I{d}" for d in include_dirs)]
-    link_flags = [*tc.link_flags(target), *LINK_LIBS]  # the libraries go after the objects
-    inputs = _inputs(srcs, include_dirs)
-    key = cache_key({"builder": BUILDER_VERSION, "inputs": inputs, "profile": target.as_dict(),
-                     "toolchain": tc.describe(), "compile_flags": compile_flags, "link_flags": link_flags})
-    binary, manifest_path = out / BINARY_NAME, out / MANIFEST_NAME
     cache = BuildCache(cache_dir)
+    # one build into a folder at a time: threads of one fleet and other processes building the same target
+    # share the first one's result (a cache hit) instead of racing on its files
+    with cache.build_lock(out, waiting=lambda: say(f"{target.id}: waiting for another build into {out}")):
+        if sources is None:
+            shapes = list(shapes)
+            if model is not None:
+                from bitedge.render import model_shapes
 
-    if not clean:
-        hit = _out_dir_hit(binary, manifest_path, key)
-        if hit:
-            say(f"{target.id}: up to date ({binary})")
-            return BuildResult(binary, manifest_path, True, tc, key)
-        stored = cache.get(key, BINARY_NAME)
-        if stored:
-            out.mkdir(parents=True, exist_ok=True)
-            copy_atomic(stored[0], binary)
-            write_text_atomic(manifest_path, json.dumps(stored[1], indent=2) + "\n")
-            say(f"{target.id}: from the build cache ({binary})")
-            return BuildResult(binary, manifest_path, True, tc, key)
+                shapes += model_shapes(model)
+            kernels_dir = out / "kernels"
+            srcs = [*runtime_sources(), *render_tl_kernels(target, shapes, kernels_dir, tuning_cache, progress)]
+            extra_include_dirs = [kernels_dir, *extra_include_dirs]
+        else:
+            srcs = [Path(s).resolve() for s in sources]
+        srcs += [Path(s).resolve() for s in extra_sources]
+        if not srcs:
+            raise BitedgeError("nothing to build: no C sources given")
+        for s in srcs:
+            if not s.is_file():
+                raise BitedgeError(f"{s}: source file not found")
+        include_dirs = [RUNTIME_DIR.resolve(), *(Path(d).resolve() for d in extra_include_dirs)]
+        include_dirs += sorted({s.parent for s in srcs} - set(include_dirs))
+        for d in include_dirs:
+            if not d.is_dir():
+                raise BitedgeError(f"{d}: include folder not found")
 
-    out.mkdir(parents=True, exist_ok=True)
-    _compile_and_link(target, tc, srcs, compile_flags, link_flags, out, say)
-    manifest = {
-        "bitedge_build": BUILDER_VERSION,
-        "target": target.id,
-        "profile": target.as_dict(),
-        "profile_sha256": target.content_sha256(),
-        "toolchain": {**tc.describe(), "static": target.os == "linux" and tc.static_linux,
-                      "reproducible": tc.reproducible},
-        "compile_flags": compile_flags,
-        "link_flags": link_flags,
-        "inputs": inputs,
-        "cache_key": key,
-        "output": {"file": BINARY_NAME, "sha256": file_sha256(binary), "size": binary.stat().st_size},
-    }
-    write_text_atomic(manifest_path, json.dumps(manifest, indent=2) + "\n")
-    cache.put(key, binary, manifest_path)
-    say(f"{target.id}: built {binary} with {tc.id} {tc.version}")
-    return BuildResult(binary, manifest_path, False, tc, key)
+        # _POSIX_C_SOURCE hides BSD parts of the macOS headers (struct rusage's ru_maxrss); _DARWIN_C_SOURCE
+        # restores them
+        os_flags = ["-D_DARWIN_C_SOURCE"] if target.os == "macos" else []
+        common_flags = [target.optimize, *BASE_CFLAGS, *os_flags, *_prefix_maps(include_dirs),
+                        *target.feature_defines(), *(_define(d) for d in defines), *extra_cflags,
+                        *(f"-I{d}" for d in include_dirs)]
+        compile_flags = [*tc.compile_flags(target), *common_flags]
+        baseline_flags = [*tc.baseline_compile_flags(target), *common_flags]
+        link_flags = [*tc.link_flags(target), *LINK_LIBS]  # the libraries go after the objects
+        inputs = _inputs(srcs, include_dirs)
+        key = cache_key({"builder": BUILDER_VERSION, "inputs": inputs, "profile": target.as_dict(),
+                         "toolchain": tc.describe(), "compile_flags": compile_flags, "baseline_flags": baseline_flags,
+                         "link_flags": link_flags})
+        binary, manifest_path = out / BINARY_NAME, out / MANIFEST_NAME
+
+        if not clean:
+            hit = _out_dir_hit(binary, manifest_path, key)
+            if hit:
+                say(f"{target.id}: up to date ({binary})")
+                return BuildResult(binary, manifest_path, True, tc, key)
+            stored = cache.get(key, BINARY_NAME)
+            if stored:
+                out.mkdir(parents=True, exist_ok=True)
+                copy_atomic(stored[0], binary)
+                write_text_atomic(manifest_path, json.dumps(stored[1], indent=2) + "\n")
+                say(f"{target.id}: from the build cache ({binary})")
+                return BuildResult(binary, manifest_path, True, tc, key)
+
+        out.mkdir(parents=True, exist_ok=True)
+        _compile_and_link(target, tc, srcs, compile_flags, baseline_flags, link_flags, out, say)
+        manifest = {
+            "bitedge_build": BUILDER_VERSION,
+            "target": target.id,
+            "profile": target.as_dict(),
+            "profile_sha256": target.content_sha256(),
+            "toolchain": {**tc.describe(), "static": target.os == "linux" and tc.static_linux,
+                          "reproducible": tc.reproducible},
+            "compile_flags": compile_flags,
+            "baseline_flags": {"files": [s.name for s in srcs if s.name in BASELINE_SOURCES], "flags": baseline_flags},
+            "link_flags": link_flags,
+            "inputs": inputs,
+            "cache_key": key,
+            "output": {"file": BINARY_NAME, "sha256": file_sha256(binary), "size": binary.stat().st_size},
+        }
+        write_text_atomic(manifest_path, json.dumps(manifest, indent=2) + "\n")
+        cache.put(key, binary, manifest_path)
+        say(f"{target.id}: built {binary} with {tc.id} {tc.version}")
+        return BuildResult(binary, manifest_path, False, tc, key)
 
 
 def _out_dir_hit(binary: Path, manifest_path: Path, key: str) -> bool:
@@ -225,7 +236,7 @@ def _run_logged(cmd: list[str], env: dict, log: list[str]) -> subprocess.Complet
 
 
 def _compile_and_link(target: Target, tc: Toolchain, srcs: list[Path], compile_flags: list[str],
-                      link_flags: list[str], out: Path, say: Callable[[str], None]) -> None:
+                      baseline_flags: list[str], link_flags: list[str], out: Path, say: Callable[[str], None]) -> None:
     env = {**os.environ, **tc.env()}
     work = Path(tempfile.mkdtemp(dir=out, prefix=".work-"))
     log: list[str] = [f"# bitedge build {target.id} with {tc.id} {tc.version}\n"]
@@ -236,7 +247,8 @@ def _compile_and_link(target: Target, tc: Toolchain, srcs: list[Path], compile_f
         def compile_one(i: int) -> tuple[int, subprocess.CompletedProcess, str]:
             say(f"{target.id}: compile {srcs[i].name}")
             entry: list[str] = []
-            proc = _run_logged([*tc.command, *compile_flags, "-c", "-o", str(objects[i]), str(srcs[i])], env, entry)
+            flags = baseline_flags if srcs[i].name in BASELINE_SOURCES else compile_flags
+            proc = _run_logged([*tc.command, *flags, "-c", "-o", str(objects[i]), str(srcs[i])], env, entry)
             return i, proc, entry[0]
 
         with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:

@@ -14,6 +14,7 @@ CC=... or --cc, which needs no file. Five kinds:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import platform
@@ -30,6 +31,8 @@ from bitedge.errors import BitedgeError
 from bitedge.targets import TOOLCHAIN_IDS, Target, load_targets
 
 ZIG_CACHE_ENV = "BITEDGE_ZIG_CACHE"
+# what every CPU of an architecture runs (zig spells them -mcpu=x86_64 / -mcpu=generic)
+BASELINE_CPU_FLAGS = {"x86_64": ("-march=x86-64",), "aarch64": ("-march=armv8-a",)}
 ZIG_LOCAL_CACHE_ENV = "BITEDGE_ZIG_LOCAL_CACHE"  # tests: a fresh one forces zig to really compile
 
 
@@ -85,6 +88,11 @@ class Toolchain:
     def compile_flags(self, target: "Target") -> list[str]:
         """Target selection and CPU flags for compiling one source file."""
         return list(target.cpu_flags)
+
+    def baseline_compile_flags(self, target: "Target") -> list[str]:
+        """compile_flags for the architecture's baseline CPU instead of the profile's: for the code that checks the
+        CPU before anything else runs (cpu_features.c), which must not itself use what it checks for."""
+        return self.compile_flags(dataclasses.replace(target, cpu_flags=BASELINE_CPU_FLAGS.get(target.arch, target.cpu_flags)))
 
     def link_flags(self, target: "Target") -> list[str]:
         return ["-static"] if target.os == "linux" and self.static_linux else []

@@ -31,6 +31,8 @@ def deploy(model, host, target, targets_dirs, ssh, out):
     def human(_):
         for up in dep.uploads:
             click.echo(f"{up.action:>8}  {up.remote_path}  ({up.size / 1e6:.1f} MB, sha256 {up.sha256[:12]}…)")
+        if dep.check and not dep.model:  # a runtime-only deploy: what the board's CPU check said
+            click.echo(f"{host}: {dep.check}")
         click.echo(f"{host}: bitedge-run for {t.id} is ready in {dep.remote_dir}")
 
     out.result({"target": t.id, **dep.as_dict()}, human)

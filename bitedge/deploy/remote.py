@@ -37,6 +37,7 @@ class Deployment:
     model: str | None  # remote path of the model
     runner: list[str] = field(default_factory=list)
     uploads: list[UploadResult] = field(default_factory=list)
+    check: str = ""  # what the runtime's start check said on the board (`check`: the CPU; `info -m`: the model)
 
     def command(self, *args: str) -> list[str]:
         return [*self.runner, self.binary, *args]
@@ -45,7 +46,7 @@ class Deployment:
         return {
             "host": self.spec.name, "board": self.board.as_dict(), "remote_dir": self.remote_dir,
             "binary": self.binary, "model": self.model, "runner": self.runner,
-            "uploads": [u.__dict__ for u in self.uploads],
+            "uploads": [u.__dict__ for u in self.uploads], "check": self.check,
         }
 
 
@@ -65,7 +66,8 @@ def deploy(conn: Connection, spec: HostSpec, binary: str | Path, model: str | Pa
         remote_model = posixpath.join(remote_dir, "models", Path(model).name)
         uploads.append(upload_file(conn, model, remote_model, progress=progress))
     installed = posixpath.join(remote_dir, "bin", "bitedge-run")
-    check = ["info", "-m", remote_model] if remote_model else ["--help"]
+    # with a model: load it; without one (a runtime-only deploy): the runtime's CPU check alone
+    check = ["info", "-m", remote_model] if remote_model else ["check"]
     digest = sha256_file(binary)
     with remote_lock(conn, installed):  # one check-and-swap at a time (one board under two names in a fleet)
         if remote_sha256(conn, installed) == digest:
@@ -90,6 +92,8 @@ def deploy(conn: Connection, spec: HostSpec, binary: str | Path, model: str | Pa
         result = run(conn, dep.command(*check), timeout=300, check=False)
         if result.exited != 0:
             raise BitedgeError(f"{spec.name}: bitedge-run does not start on the board: {_last_line(result)}")
+        lines = (result.stdout or "").strip().splitlines()
+        dep.check = lines[0] if lines else ""
     return dep
 
 

@@ -111,6 +111,27 @@ def _secure(conn: Connection, known_hosts: Path | None, accept_new: bool) -> Non
         _secure(conn.gateway, known_hosts, accept_new)
 
 
+def ssh_config_parse_error(paths, error: Exception) -> str:
+    """'ssh_config FILE line N: ...' for the first of paths (fabric reads the user's, then the system's) that
+    paramiko cannot parse: the line found by parsing the file one line longer at a time (paramiko says what,
+    not where)."""
+    for path in paths:
+        file = Path(path).expanduser()
+        try:
+            lines = file.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for n in range(1, len(lines) + 1):
+            try:
+                paramiko.SSHConfig.from_text("\n".join(lines[:n]))
+            except paramiko.ConfigParseError as e:
+                line = lines[n - 1].strip()
+                what = f"cannot parse {line!r} (a setting is 'Keyword value')" if str(e).startswith("Unparsable") \
+                    else f"{e} (in {line!r})"
+                return f"ssh_config {path} line {n}: {what}"
+    return f"ssh_config {' or '.join(map(str, paths))}: {error}"
+
+
 def connect(
     spec: HostSpec,
     *,
@@ -132,6 +153,9 @@ def connect(
                   else Config(overrides={"load_ssh_configs": True, "runners": runners}))
         if ssh_config:
             config.load_ssh_config()
+    except paramiko.ConfigParseError as e:  # a line paramiko cannot parse: name the file and the line
+        paths = [ssh_config] if ssh_config else ["~/.ssh/config", "/etc/ssh/ssh_config"]
+        raise BitedgeError(ssh_config_parse_error(paths, e)) from None
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise BitedgeError(f"{ssh_config or '~/.ssh/config'}: cannot read it as an ssh_config: {e}") from None
     kwargs = {}

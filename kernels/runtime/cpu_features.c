@@ -12,6 +12,9 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "cpu_isa_table.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -196,45 +199,79 @@ void be_system_info(char *buf, size_t cap) {
              f->i8mm, f->sve, f->sse3, f->ssse3);
 }
 
+/* ----------------------------------------------------------------------------------------------------------
+ * the build check: the one table in cpu_isa_table.h, what the compiler was told (be_build_isa_values, from
+ * cpu_build_isa.c) against what this CPU says. Read straight from cpuid / HWCAP, not from be_cpu_features:
+ * that struct is for kernel dispatch, this for every instruction set the build may hold. */
+
+#ifdef BE_ISA_TABLE
+/* This file's own view, for programs that link cpu_features.c without cpu_build_isa.c (the kernel tests, the
+ * tuner's drivers: every file compiled with the same flags). A real build links cpu_build_isa.c, whose strong
+ * definition wins: there this file is compiled for the baseline and its own macros say nothing. */
+__attribute__((weak)) const char *const be_build_isa_values[] = BE_ISA_BUILT_VALUES;
+
+#define BE_ISA_MACRO_NAME(name, macro, ...) #macro,
+#define BE_ISA_LABEL(name, ...) name,
+static const char *const isa_macro_names[] = {BE_ISA_TABLE(BE_ISA_MACRO_NAME) NULL};
+static const char *const isa_labels[] = {BE_ISA_TABLE(BE_ISA_LABEL) NULL};
+#endif
+
+#if defined(__x86_64__) || defined(__i386__)
+#define BE_ISA_PROBE(name, macro, leaf, subleaf, reg, bit, xcr0) {leaf, subleaf, reg, bit, xcr0},
+static const struct { unsigned leaf, subleaf, reg, bit, xcr0; } isa_probes[] = {BE_ISA_TABLE(BE_ISA_PROBE)};
+
+static int cpu_has_isa(size_t i) {
+    unsigned r[4] = {0, 0, 0, 0};
+    const unsigned leaf = isa_probes[i].leaf;
+    if ((unsigned)__get_cpuid_max(leaf & 0x80000000u, NULL) < leaf) return 0;
+    if (leaf == 7 && isa_probes[i].subleaf > 0) {
+        __cpuid_count(7, 0, r[0], r[1], r[2], r[3]);
+        if (r[0] < isa_probes[i].subleaf) return 0;  /* leaf 7's EAX: the highest subleaf */
+    }
+    __cpuid_count(leaf, isa_probes[i].subleaf, r[0], r[1], r[2], r[3]);
+    if (!((r[isa_probes[i].reg] >> isa_probes[i].bit) & 1)) return 0;
+    if (isa_probes[i].xcr0) {
+        __cpuid(1, r[0], r[1], r[2], r[3]);
+        if (!((r[2] >> 27) & 1)) return 0;  /* no OSXSAVE: the OS saves no extended state */
+        if ((read_xcr0() & isa_probes[i].xcr0) != isa_probes[i].xcr0) return 0;
+    }
+    return 1;
+}
+#elif defined(__aarch64__)
+#define BE_ISA_PROBE(name, macro, word, bits, sysctl) {word, bits, sysctl},
+static const struct { int word; unsigned long bits; const char *sysctl; } isa_probes[] = {BE_ISA_TABLE(BE_ISA_PROBE)};
+
+static int cpu_has_isa(size_t i) {
+#if defined(__linux__)
+    const unsigned long hw = getauxval(isa_probes[i].word == 2 ? AT_HWCAP2 : AT_HWCAP);
+    return (hw & isa_probes[i].bits) == isa_probes[i].bits;
+#elif defined(__APPLE__)
+    int v = 0;
+    size_t len = sizeof(v);
+    if (!isa_probes[i].sysctl || sysctlbyname(isa_probes[i].sysctl, &v, &len, NULL, 0) != 0) return 1;  /* unknown */
+    return v != 0;
+#else
+    (void)i;
+    return 1;  /* no way to ask this OS: do not refuse */
+#endif
+}
+#endif
+
 int be_cpu_check_build(char *err, size_t cap) {
-    const be_cpu_features *f = be_cpu_get();
-    const char *missing = NULL;
-    (void)f;
-    /* what the compiler was told it may use anywhere in the program (-m..., -march=...) */
-#if defined(__AVX512VNNI__)
-    if (!f->avx512_vnni) missing = "AVX512-VNNI";
+    char missing[768];  /* not "= {0}": a build that compiles this file with -mavx512f would zero it with ZMM stores */
+    size_t used = 0;
+    missing[0] = '\0';
+    int n_missing = 0;
+#ifdef BE_ISA_TABLE
+    for (size_t i = 0; isa_macro_names[i]; i++) {
+        /* the build's value of the macro differs from its name exactly when the compiler defined it */
+        if (!strcmp(be_build_isa_values[i], isa_macro_names[i]) || cpu_has_isa(i)) continue;
+        int w = snprintf(missing + used, sizeof(missing) - used, "%s%s", n_missing ? ", " : "", isa_labels[i]);
+        if (w > 0) used = used + (size_t)w < sizeof(missing) ? used + (size_t)w : sizeof(missing) - 1;
+        n_missing++;
+    }
 #endif
-#if defined(__AVX512VL__)
-    if (!f->avx512vl) missing = "AVX-512VL";
-#endif
-#if defined(__AVX512BW__)
-    if (!f->avx512bw) missing = "AVX-512BW";
-#endif
-#if defined(__AVX512F__)
-    if (!f->avx512f) missing = "AVX-512F";
-#endif
-#if defined(__AVX2__)
-    if (!f->avx2) missing = "AVX2";
-#endif
-#if defined(__FMA__)
-    if (!f->fma) missing = "FMA";
-#endif
-#if defined(__F16C__)
-    if (!f->f16c) missing = "F16C";
-#endif
-#if defined(__AVX__)
-    if (!f->avx) missing = "AVX";
-#endif
-#if defined(__aarch64__) && defined(__ARM_FEATURE_DOTPROD)
-    if (!f->dotprod) missing = "the dot-product extension (DOTPROD)";
-#endif
-#if defined(__aarch64__) && defined(__ARM_FEATURE_MATMUL_INT8)
-    if (!f->i8mm) missing = "the int8 matrix-multiply extension (I8MM)";
-#endif
-#if defined(__aarch64__) && defined(__ARM_FEATURE_SVE)
-    if (!f->sve) missing = "SVE";
-#endif
-    if (!missing) return 0;
+    if (!n_missing) return 0;
     if (cap) {
         char name[128];
         be_cpu_name(name, sizeof(name));
@@ -244,4 +281,14 @@ int be_cpu_check_build(char *err, size_t cap) {
                  missing, name);
     }
     return -1;
+}
+
+/* Before main() and before any other file's code runs: those files are compiled for the build's ISA and may use
+ * it anywhere, main() included. */
+__attribute__((constructor)) static void check_build_before_main(void) {
+    char err[1024];
+    if (be_cpu_check_build(err, sizeof(err)) == 0) return;
+    fprintf(stderr, "bitedge-run: error: %s\n", err);
+    fflush(stderr);
+    _exit(3);  /* EXIT_CPU_MISMATCH (main.c); no atexit handlers: nothing has started */
 }

@@ -260,6 +260,7 @@ static void usage(FILE *f) {
           "  bench      [-p N_PROMPT=128] [-n N_GEN=128] [-t 1,2,...] [-r REPS=5] [-b BATCH] [--json]\n"
           "  perplexity -f TEXT_FILE [-c CTX=512] [-t THREADS] [-b BATCH] [--json]\n"
           "  info       [--json]\n"
+          "  check      [--json]   no model: exit 0 if this CPU runs this build, 3 naming what it lacks if not\n"
           "  serve      [--host 127.0.0.1] [--port 8080] [-t THREADS] [--slots 4] [--queue 16] [-c CTX]\n"
           "             [--api-key KEY] [--timeout SEC] [-b BATCH]   (OpenAI-compatible HTTP: docs/serve.md)\n"
           "environment: BITEDGE_KERNELS=scalar|avx2|avx512-vnni|neon|neon-dotprod forces a kernel table\n",
@@ -721,13 +722,47 @@ static int cmd_info(loaded_model *lm, const options *o) {
     return 0;
 }
 
+/* `bitedge-run check`: the CPU check alone, for a runtime deployed without a model (bitedge deploy --host BOARD).
+ * A CPU that lacks the build's instruction sets never gets here: cpu_features.c refused it before main(). */
+static int cmd_check(int argc, char **argv) {
+    int json = 0;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--json")) json = 1;
+        else be_die("check: unknown option '%s' (check takes only --json)", argv[i]);
+    }
+    char cpu[128], info[512];
+    be_cpu_name(cpu, sizeof(cpu));
+    be_system_info(info, sizeof(info));
+    const be_kernels *k = pick_kernels();
+#ifdef BITEDGE_TARGET
+    const char *target = BITEDGE_TARGET;
+#else
+    const char *target = "";
+#endif
+    if (json) {
+        printf("{\"ok\": true, \"target\": ");
+        json_string(stdout, target, strlen(target));
+        printf(", \"cpu\": ");
+        json_string(stdout, cpu, strlen(cpu));
+        printf(", \"kernels\": ");
+        json_string(stdout, k->name, strlen(k->name));
+        printf(", \"system_info\": ");
+        json_string(stdout, info, strlen(info));
+        printf("}\n");
+    } else {
+        printf("ok: this CPU (%s) runs this build%s%s; kernels %s\n", cpu, *target ? " for " : "", target, k->name);
+    }
+    return 0;
+}
+
 /* ----------------------------------------------------------------------------------------------------------
  * main */
 
 #ifndef BITEDGE_NO_MAIN
 int main(int argc, char **argv) {
-    char err[256];
-    /* before anything else: a build for an ISA this CPU lacks must say so, not die of SIGILL */
+    char err[1024];
+    /* cpu_features.c's constructor refuses a build for an ISA this CPU lacks before main() (never SIGILL); this
+     * repeats it for a link that drops constructors */
     if (be_cpu_check_build(err, sizeof(err)) != 0) {
         fprintf(stderr, "bitedge-run: error: %s\n", err);
         return EXIT_CPU_MISMATCH;
@@ -738,12 +773,13 @@ int main(int argc, char **argv) {
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "serve")) return be_serve_main(argc, argv);  /* its own options: server.c */
+    if (!strcmp(cmd, "check")) return cmd_check(argc, argv);
     int (*run)(loaded_model *, const options *) = NULL;
     if (!strcmp(cmd, "generate")) run = cmd_generate;
     else if (!strcmp(cmd, "bench")) run = cmd_bench;
     else if (!strcmp(cmd, "perplexity")) run = cmd_perplexity;
     else if (!strcmp(cmd, "info")) run = cmd_info;
-    else be_die("unknown command '%s' (commands: generate, bench, perplexity, info, serve)", cmd);
+    else be_die("unknown command '%s' (commands: generate, bench, perplexity, info, serve, check)", cmd);
     options o;
     parse_options(argc, argv, &o);
     loaded_model lm;
