@@ -1,7 +1,7 @@
 /* bitedge-run serve: options, model, sockets, connection threads, routes, slots (see server.h, docs/serve.md).
  *
  *   bitedge-run serve -m FILE [--host 127.0.0.1] [--port 8080] [-t THREADS] [--slots 4] [--queue 16] [-c CTX]
- *                     [--api-key KEY] [--timeout 10] [-b BATCH]
+ *                     [--api-key KEY] [--timeout 10] [-b BATCH] [--decode-batch SLOTS]
  * The API key may instead come from the environment variable BITEDGE_API_KEY.
  *
  * Bad options or an unloadable model: one line "bitedge-run: error: ..." and exit status 2, as the other
@@ -50,6 +50,7 @@ static void parse_serve_options(int argc, char **argv, serve_ctx *s) {
         else if (!strcmp(a, "--queue")) s->queue = (int)be_parse_long(a, VALUE(), 0, 4096);
         else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) s->ctx = (int)be_parse_long(a, VALUE(), 2, 1 << 24);
         else if (!strcmp(a, "-b") || !strcmp(a, "--batch-size")) s->batch = (int)be_parse_long(a, VALUE(), 1, 4096);
+        else if (!strcmp(a, "--decode-batch")) s->decode_batch = (int)be_parse_long(a, VALUE(), 1, 256);
         else if (!strcmp(a, "--timeout")) s->request_timeout_s = (double)be_parse_long(a, VALUE(), 1, 3600);
         else if (!strcmp(a, "--api-key")) s->api_key = VALUE();
         else be_die("unknown option '%s' for serve (see bitedge-run --help)", a);
@@ -61,6 +62,8 @@ static void parse_serve_options(int argc, char **argv, serve_ctx *s) {
     if (!s->api_key && env_key && *env_key) s->api_key = env_key;
     if (s->api_key && !*s->api_key) be_die("--api-key must not be empty");
     s->max_conns = s->n_slots + s->queue + SERVE_EXTRA_CONNS;
+    /* more than the slots could never fill */
+    if (!s->decode_batch || s->decode_batch > s->n_slots) s->decode_batch = s->n_slots;
 }
 
 static void load_model(serve_ctx *s) {
@@ -85,6 +88,9 @@ static void load_model(serve_ctx *s) {
     for (int i = 0; i < s->n_slots; i++)
         if (build_state(&s->slots[i].state, &s->model, ctx, s->batch, s->n_threads, err, sizeof(err)) != 0)
             be_die("slot %d: %s", i, err);
+    if (s->decode_batch > 1 &&
+        build_batch_state(&s->batch_state, &s->model, ctx, s->decode_batch, s->n_threads, err, sizeof(err)) != 0)
+        be_die("decode batch: %s", err);
     if (!(s->pool = be_pool_create(s->n_threads))) be_die("cannot start %d threads", s->n_threads);
 }
 
@@ -160,25 +166,113 @@ serve_slot *serve_acquire_slot(serve_conn *c, int *status) {
 void serve_release_slot(serve_ctx *s, serve_slot *slot, int cancelled) {
     pthread_mutex_lock(&s->mutex);
     slot->busy = 0;
+    slot->decoding = slot->late = 0;
     s->n_busy--;
     if (cancelled) s->n_cancelled++;
     else s->n_completed++;
     pthread_cond_broadcast(&s->slot_freed);
+    pthread_cond_broadcast(&s->step);  /* a gathering batch need not wait for this slot */
     pthread_mutex_unlock(&s->mutex);
 }
 
-void serve_turn_begin(serve_ctx *s) {
+/* How many decoding slots have asked for their next token, and how many are decoding and not late. */
+static void count_decoders(const serve_ctx *s, int *asked, int *expected) {
+    *asked = *expected = 0;
+    for (int i = 0; i < s->n_slots; i++) {
+        const serve_slot *sl = &s->slots[i];
+        *asked += sl->want == SERVE_DECODE;
+        *expected += sl->busy && sl->decoding && (sl->want == SERVE_DECODE || !sl->late);
+    }
+}
+
+/* Runs the oldest asked-for step (mutex held on entry and exit, released during the forward pass): a prompt chunk
+ * alone, or a decode step together with every other pending one, oldest first, up to decode_batch. */
+static void run_step(serve_ctx *s) {
+    serve_slot *first = NULL;
+    for (int i = 0; i < s->n_slots; i++)
+        if (s->slots[i].want && (!first || s->slots[i].ticket < first->ticket)) first = &s->slots[i];
+    s->running = 1;
+    if (first->want == SERVE_PREFILL) {
+        pthread_mutex_unlock(&s->mutex);
+        be_runtime rt = {&s->model, s->kernels, s->pool, &first->state, NULL};
+        be_forward(&rt, first->tokens, first->n_tokens, first->pos, 0);
+        pthread_mutex_lock(&s->mutex);
+        first->want = SERVE_NO_STEP;
+        s->n_prefill_chunks++;
+    } else {
+        /* gather: the slots that are decoding may still be sampling their last token; wait a little for them */
+        int asked, expected;
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += SERVE_GATHER_MS * 1000000L;
+        if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+        count_decoders(s, &asked, &expected);
+        while (asked < s->decode_batch && asked < expected &&
+               pthread_cond_timedwait(&s->step, &s->mutex, &until) == 0)
+            count_decoders(s, &asked, &expected);
+        serve_slot *batch[256];
+        int32_t tokens[256];
+        int positions[256], nb = 0;
+        be_state *states[256];
+        while (nb < s->decode_batch) {  /* oldest first */
+            serve_slot *next = NULL;
+            for (int i = 0; i < s->n_slots; i++) {
+                serve_slot *sl = &s->slots[i];
+                if (sl->want == SERVE_DECODE && (!next || sl->ticket < next->ticket)) {
+                    int taken = 0;
+                    for (int j = 0; j < nb && !taken; j++) taken = batch[j] == sl;
+                    if (!taken) next = sl;
+                }
+            }
+            if (!next) break;
+            batch[nb] = next;
+            tokens[nb] = next->tokens[0];
+            positions[nb] = next->pos;
+            states[nb] = &next->state;
+            nb++;
+        }
+        for (int i = 0; i < s->n_slots; i++)  /* who did not make it this time is not waited for next time */
+            s->slots[i].late = s->slots[i].decoding && s->slots[i].want != SERVE_DECODE;
+        pthread_mutex_unlock(&s->mutex);
+        if (nb == 1) {
+            be_runtime rt = {&s->model, s->kernels, s->pool, states[0], NULL};
+            be_forward(&rt, tokens, 1, positions[0], 0);
+        } else {
+            be_runtime rt = {&s->model, s->kernels, s->pool, &s->batch_state, NULL};
+            be_forward_seqs(&rt, nb, tokens, positions, states);
+        }
+        pthread_mutex_lock(&s->mutex);
+        for (int j = 0; j < nb; j++) batch[j]->want = SERVE_NO_STEP;
+        s->n_decode_steps++;
+        s->n_decoded += (unsigned long)nb;
+        if ((unsigned long)nb > s->largest_batch) s->largest_batch = (unsigned long)nb;
+    }
+    s->running = 0;
+    pthread_cond_broadcast(&s->step);
+}
+
+static void ask_step(serve_ctx *s, serve_slot *slot, int kind, const int32_t *tokens, int n, int pos) {
     pthread_mutex_lock(&s->mutex);
-    unsigned long ticket = s->next_ticket++;
-    while (ticket != s->serving) pthread_cond_wait(&s->turn, &s->mutex);
+    slot->want = kind;
+    slot->tokens = tokens;
+    slot->n_tokens = n;
+    slot->pos = pos;
+    slot->ticket = s->next_ticket++;
+    if (kind == SERVE_DECODE) slot->decoding = 1, slot->late = 0;
+    pthread_cond_broadcast(&s->step);  /* a gathering batch may be waiting for this one */
+    while (slot->want) {
+        if (!s->running) run_step(s);  /* the pool is idle: run the oldest request (perhaps another slot's) */
+        else pthread_cond_wait(&s->step, &s->mutex);
+    }
     pthread_mutex_unlock(&s->mutex);
 }
 
-void serve_turn_end(serve_ctx *s) {
-    pthread_mutex_lock(&s->mutex);
-    s->serving++;
-    pthread_cond_broadcast(&s->turn);
-    pthread_mutex_unlock(&s->mutex);
+void serve_prefill(serve_ctx *s, serve_slot *slot, const int32_t *tokens, int n, int pos0) {
+    ask_step(s, slot, SERVE_PREFILL, tokens, n, pos0);
+}
+
+void serve_decode(serve_ctx *s, serve_slot *slot, const int32_t *token, int pos) {
+    ask_step(s, slot, SERVE_DECODE, token, 1, pos);
 }
 
 /* ----------------------------------------------------------------------------------------------------------
@@ -218,9 +312,10 @@ static void answer_health(serve_conn *c) {
     jbuf b = {0};
     pthread_mutex_lock(&s->mutex);
     jb_printf(&b, "{\"status\": \"ok\", \"slots_idle\": %d, \"slots_busy\": %d, \"queued\": %d, \"requests\": %lu, "
-                  "\"completed\": %lu, \"cancelled\": %lu, \"rejected\": %lu}\n",
+                  "\"completed\": %lu, \"cancelled\": %lu, \"rejected\": %lu, \"decode_batch\": %d, "
+                  "\"prefill_chunks\": %lu, \"decode_steps\": %lu, \"tokens_decoded\": %lu, \"largest_batch\": %lu}\n",
               s->n_slots - s->n_busy, s->n_busy, s->n_waiting, s->n_requests, s->n_completed, s->n_cancelled,
-              s->n_rejected);
+              s->n_rejected, s->decode_batch, s->n_prefill_chunks, s->n_decode_steps, s->n_decoded, s->largest_batch);
     pthread_mutex_unlock(&s->mutex);
     serve_json(c, 200, &b);
 }
@@ -365,13 +460,13 @@ int be_serve_main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);  /* a client gone mid-answer is a failed send, not the end of the server */
     pthread_mutex_init(&s.mutex, NULL);
     pthread_cond_init(&s.slot_freed, NULL);
-    pthread_cond_init(&s.turn, NULL);
+    pthread_cond_init(&s.step, NULL);
     int lfd = open_listener(&s);
     char info[512];
     be_system_info(info, sizeof(info));
     fprintf(stderr, "system_info: n_threads = %d | kernels = %s | %s\n", s.n_threads, s.kernels->name, info);
-    fprintf(stderr, "model %s: context %d, %d slots, queue %d%s\n", s.model_id, s.ctx, s.n_slots, s.queue,
-            s.api_key ? ", API key required" : "");
+    fprintf(stderr, "model %s: context %d, %d slots, decode batch %d, queue %d%s\n", s.model_id, s.ctx, s.n_slots,
+            s.decode_batch, s.queue, s.api_key ? ", API key required" : "");
     fprintf(stderr, "listening on http://%s%s%s:%d\n", strchr(s.host, ':') ? "[" : "", s.host,
             strchr(s.host, ':') ? "]" : "", s.port);
     fflush(stderr);
