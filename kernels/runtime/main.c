@@ -261,7 +261,8 @@ static void usage(FILE *f) {
           "  perplexity -f TEXT_FILE [-c CTX=512] [-t THREADS] [-b BATCH] [--json]\n"
           "  info       [--json]\n"
           "  serve      [--host 127.0.0.1] [--port 8080] [-t THREADS] [--slots 4] [--queue 16] [-c CTX]\n"
-          "             [--api-key KEY] [--timeout SEC] [-b BATCH]   (OpenAI-compatible HTTP: docs/serve.md)\n"
+          "             [--api-key KEY] [--timeout SEC] [-b BATCH] [--decode-batch N]\n"
+          "             (OpenAI-compatible HTTP: docs/serve.md)\n"
           "environment: BITEDGE_KERNELS=scalar|avx2|avx512-vnni|neon|neon-dotprod forces a kernel table\n",
           f);
 }
