@@ -319,8 +319,9 @@ static void output_logits(be_runtime *rt, int row0, int n_rows, float *logits) {
 /* ----------------------------------------------------------------------------------------------------------
  * the forward pass */
 
-/* Every layer for the nb tokens in s->x (embedded), each at its place; dump_pos0 < 0: no activation dump. */
-static void forward_layers(be_runtime *rt, int nb, const token_places *places, int dump_pos0) {
+/* Every layer for the nb tokens in s->x (embedded), each at its place. pos0: one sequence's first position (the
+ * activation dump says where its records are), or -1 for several sequences (no dump). */
+static void forward_layers(be_runtime *rt, int nb, const token_places *places, int pos0) {
     const be_model *m = rt->model;
     const be_config *c = &m->config;
     be_state *s = rt->state;
@@ -338,7 +339,7 @@ static void forward_layers(be_runtime *rt, int nb, const token_places *places, i
             {L->attn_k, L->attn_k_scale, kv_dim, s->k},
             {L->attn_v, L->attn_v_scale, kv_dim, s->v},
         };
-        ternary_matmuls(rt, s->xb, hidden, nb, qkv, 3, (act_site){l, BE_ACT_ATTN_IN, dump_pos0});
+        ternary_matmuls(rt, s->xb, hidden, nb, qkv, 3, (act_site){l, BE_ACT_ATTN_IN, pos0});
         for (int b = 0; b < nb; b++) {
             int pos = place_pos(places, b);
             const float *cos_row = s->rope_cos + (size_t)pos * half, *sin_row = s->rope_sin + (size_t)pos * half;
@@ -355,7 +356,7 @@ static void forward_layers(be_runtime *rt, int nb, const token_places *places, i
             for (int b = 0; b < nb; b++)
                 rmsnorm(s->xb + (size_t)b * q_dim, s->xb + (size_t)b * q_dim, L->attn_sub_norm, q_dim, eps);
         ternary_job o[1] = {{L->attn_output, L->attn_output_scale, hidden, s->xb2}};
-        ternary_matmuls(rt, s->xb, q_dim, nb, o, 1, (act_site){l, BE_ACT_ATTN_OUT, dump_pos0});
+        ternary_matmuls(rt, s->xb, q_dim, nb, o, 1, (act_site){l, BE_ACT_ATTN_OUT, pos0});
         for (size_t i = 0; i < (size_t)nb * hidden; i++) s->x[i] += s->xb2[i];
 
         /* feed-forward block */
@@ -365,7 +366,7 @@ static void forward_layers(be_runtime *rt, int nb, const token_places *places, i
             {L->ffn_gate, L->ffn_gate_scale, ffn, s->hb},
             {L->ffn_up, L->ffn_up_scale, ffn, s->hb2},
         };
-        ternary_matmuls(rt, s->xb, hidden, nb, gate_up, 2, (act_site){l, BE_ACT_FFN_IN, dump_pos0});
+        ternary_matmuls(rt, s->xb, hidden, nb, gate_up, 2, (act_site){l, BE_ACT_FFN_IN, pos0});
         for (size_t i = 0; i < (size_t)nb * ffn; i++) {
             float g = s->hb[i];
             if (c->ffn_act == BE_ACT_SILU) {
@@ -379,7 +380,7 @@ static void forward_layers(be_runtime *rt, int nb, const token_places *places, i
             for (int b = 0; b < nb; b++)
                 rmsnorm(s->hb + (size_t)b * ffn, s->hb + (size_t)b * ffn, L->ffn_sub_norm, ffn, eps);
         ternary_job down[1] = {{L->ffn_down, L->ffn_down_scale, hidden, s->xb2}};
-        ternary_matmuls(rt, s->hb, ffn, nb, down, 1, (act_site){l, BE_ACT_FFN_OUT, dump_pos0});
+        ternary_matmuls(rt, s->hb, ffn, nb, down, 1, (act_site){l, BE_ACT_FFN_OUT, pos0});
         for (size_t i = 0; i < (size_t)nb * hidden; i++) s->x[i] += s->xb2[i];
     }
 }

@@ -1,4 +1,5 @@
-/* server.h: bitedge-run serve, the OpenAI-compatible HTTP server (internal interface of server.c, serve_gen.c).
+/* server.h: bitedge-run serve, the OpenAI-compatible HTTP server (internal interface of server.c, serve_slots.c,
+ * serve_gen.c).
  *
  * Threads: the main thread accepts; each connection gets a detached thread (at most max_conns at once, beyond
  * that an immediate 503) that reads and checks the request under a deadline, then, for a completion, waits for
@@ -83,7 +84,7 @@ typedef struct {
  * client went away. */
 int serve_completion(serve_conn *c, api_request *r);
 
-/* server.c helpers used by serve_gen.c */
+/* serve_slots.c (slots and steps) and server.c (answers) helpers used by serve_gen.c */
 int serve_error(serve_conn *c, int status, const char *message, const char *type, const char *param, const char *code);
 int serve_json(serve_conn *c, int status, jbuf *body);
 serve_slot *serve_acquire_slot(serve_conn *c, int *status);  /* NULL: *status 503 (queue full) or 0 (client gone) */
