@@ -2,7 +2,8 @@
 
 - be_forward_seqs in C (kernels/tests/forward_seqs_main.c, built from the runtime's sources): for 1..8 sequences at
   different positions, in batches of changing membership, every sequence's logits and KV cache are bit-identical
-  (memcmp) to running it alone; I2_S, TL1 and TL2, the best kernel table and the scalar one, 1 and 2 threads.
+  (memcmp) to running it alone; I2_S, TL1 and TL2, the best kernel table and the scalar one, 1 and 2 threads; also
+  under ASan + UBSan, and a deliberately broken forward.c must fail the check.
 - bitedge-run serve with --decode-batch: concurrent openai clients, started staggered so their slots sit at
   different positions, each get exactly their greedy answer alone (= `bitedge-run generate`), while /health shows
   that batches of more than one sequence ran; --decode-batch 1 runs none; the ThreadSanitizer build stays quiet.
@@ -71,6 +72,16 @@ def test_batched_steps_equal_each_sequence_alone(driver, seq_models, packing, ke
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # 1 + 2 + ... : every sequence of every count compared at every step it took part in
     assert proc.stdout.startswith("ok: ") and int(proc.stdout.split()[1]) > 150, proc.stdout
+
+
+def test_batched_steps_under_address_sanitizer(tmp_path, seq_models):
+    # every buffer of a batch (activations of n sequences, each cache, logits copied out) within bounds: ASan + UBSan
+    sources = [p for p in runtime_c_sources(tmp_path / "kernels") if p.name != "main.c"] + [DRIVER]
+    exe = compile_c(sources, tmp_path / "forward_seqs_asan", flags=("-ffp-contract=off", "-pthread"), sanitize=True,
+                    include_dirs=(RUNTIME, tmp_path / "kernels"))
+    for packing in ("i2_s", "tl2"):
+        proc = run_binary(exe, [str(seq_models[packing]), "scalar", "2"], timeout=600)
+        assert proc.returncode == 0 and proc.stdout.startswith("ok: "), proc.stdout + proc.stderr[-3000:]
 
 
 def test_driver_catches_a_difference(tmp_path, seq_models):
