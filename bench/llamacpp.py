@@ -1,9 +1,10 @@
-"""Build llama.cpp's llama-bench from the source vendored in the llama-cpp-python sdist (the baseline).
+"""Build llama.cpp's llama-bench (or llama-server) from the source vendored in the llama-cpp-python sdist.
 
 The sdist comes from the package index (`pip download --no-binary :all: llama-cpp-python`), so no other
 network access is needed. The build is cached in build/llamacpp/<version>/ and reused.
 
-    python3 bench/llamacpp.py            # prints the path of llama-bench
+    python3 bench/llamacpp.py                      # prints the path of llama-bench
+    python3 bench/llamacpp.py --tool llama-server  # the same build with the HTTP server (bench/bench_serve.py)
 """
 
 from __future__ import annotations
@@ -31,13 +32,15 @@ def fetch_sdist(version: str | None) -> Path:
     return sorted(CACHE.glob("llama_cpp_python-*.tar.gz"))[-1]
 
 
-def build_llama_bench(version: str | None = None, jobs: int = 2) -> Path:
+def build_llama_bench(version: str | None = None, jobs: int = 2, tool: str = "llama-bench") -> Path:
+    """Build `tool` (llama-bench, which brings llama-completion too, or llama-server) once; return its path."""
     sdist = fetch_sdist(version)
     name = sdist.name.removesuffix(".tar.gz")
     out = CACHE / name
-    exe = out / "bin" / "llama-bench"
+    exe = out / "bin" / tool
     if exe.exists():
         return exe
+    targets = ["llama-server"] if tool == "llama-server" else ["llama-bench", "llama-completion"]
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         with tarfile.open(sdist) as tar:
             tar.extractall(tmp, filter="data")
@@ -45,14 +48,14 @@ def build_llama_bench(version: str | None = None, jobs: int = 2) -> Path:
         bld = Path(tmp) / "build"
         subprocess.run(["cmake", "-S", str(src), "-B", str(bld), "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON",
                         "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
-                        "-DLLAMA_BUILD_SERVER=OFF", "-DBUILD_SHARED_LIBS=OFF", "-DGGML_OPENMP=OFF"],
+                        f"-DLLAMA_BUILD_SERVER={'ON' if tool == 'llama-server' else 'OFF'}", "-DBUILD_SHARED_LIBS=OFF", "-DGGML_OPENMP=OFF"],
                        check=True, stdout=subprocess.DEVNULL)
-        subprocess.run(["cmake", "--build", str(bld), "-j", str(jobs), "--target", "llama-bench", "llama-completion"],
+        subprocess.run(["cmake", "--build", str(bld), "-j", str(jobs), "--target", *targets],
                        check=True, stdout=subprocess.DEVNULL)
         (out / "bin").mkdir(parents=True, exist_ok=True)
-        for tool in ("llama-bench", "llama-completion"):
-            if (bld / "bin" / tool).exists():
-                shutil.copy2(bld / "bin" / tool, out / "bin" / tool)
+        for built in targets:
+            if (bld / "bin" / built).exists():
+                shutil.copy2(bld / "bin" / built, out / "bin" / built)
     return exe
 
 
@@ -60,5 +63,6 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--version", help="llama-cpp-python version (default: newest on the index)")
     ap.add_argument("-j", "--jobs", type=int, default=2)
+    ap.add_argument("--tool", choices=("llama-bench", "llama-server"), default="llama-bench")
     a = ap.parse_args()
-    print(build_llama_bench(a.version, a.jobs))
+    print(build_llama_bench(a.version, a.jobs, a.tool))

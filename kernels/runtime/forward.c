@@ -8,6 +8,10 @@
  *   h   = rmsnorm(h, ffn_sub_norm) if present;  x += down(quantize(h))
  * then logits = output_norm(x) · E^T.
  *
+ * Where the tokens sit: be_forward's nb tokens are one sequence, at positions pos0.. in rt->state's KV cache;
+ * be_forward_seqs' are one token each of nb sequences, token b at positions[b] in seqs[b]'s cache. Everything
+ * but RoPE, the cache writes and attention is per token either way, so both share the layers below.
+ *
  * Determinism: each float reduction (a norm, one attention head of one token, one output row) is computed by a
  * single thread in a fixed order, so -t 1 and -t N give bit-identical logits. */
 #include "forward.h"
@@ -28,82 +32,22 @@
 #endif
 
 static int pad128(int k) { return (k + 127) / 128 * 128; }
-static int max_int(int a, int b) { return a > b ? a : b; }
 
-/* ----------------------------------------------------------------------------------------------------------
- * state */
+/* where token b of a batch sits: its position and the KV cache it reads and extends */
+typedef struct {
+    be_state *state;           /* one sequence: token b at pos0 + b in state's cache */
+    int pos0;
+    const int *positions;      /* several sequences (NULL: one): token b at positions[b] ... */
+    be_state *const *seqs;     /* ... in seqs[b]'s cache */
+} token_places;
 
-int build_state(be_state *s, const be_model *m, int ctx, int max_batch, int n_threads, char *err, size_t errlen) {
-    const be_config *c = &m->config;
-    memset(s, 0, sizeof(*s));
-    if (ctx <= 0 || ctx > c->context_length) ctx = c->context_length;
-    if (max_batch <= 0) max_batch = 1;
-    if (n_threads <= 0) n_threads = 1;
-    int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
-    s->ctx = ctx;
-    s->max_batch = max_batch;
-    s->n_threads = n_threads;
-    s->kp_max = pad128(max_int(max_int(c->hidden, q_dim), c->ffn));
-    size_t tables = 0;  /* TL: bytes of one token's look-up tables */
-    /* tables grow with kp, so the widest input's fit every matmul */
-    int k_max = max_int(max_int(c->hidden, q_dim), c->ffn), kp_tl = 0;
-    if (c->packing == BE_PACK_TL1) kp_tl = be_tl1_kp(k_max), tables = be_tl1_tables_bytes(kp_tl);
-    if (c->packing == BE_PACK_TL2) kp_tl = be_tl2_kp(k_max), tables = be_tl2_tables_bytes(kp_tl);
-    /* TL rows of xq are kp_tl long: more than pad128 when K % 128 == 0 and K % 3 != 0 (4096 -> 4098) */
-    s->kp_max = max_int(s->kp_max, kp_tl);
-    int acc_rows = max_int(max_int(q_dim + 2 * kv_dim, 2 * c->ffn), c->hidden);
-    size_t B = (size_t)max_batch, half = (size_t)c->head_dim / 2;
-    size_t kv = (size_t)c->n_layers * (size_t)ctx * (size_t)kv_dim;
+static int place_pos(const token_places *p, int b) { return p->positions ? p->positions[b] : p->pos0 + b; }
 
-    s->x = calloc(B * c->hidden, sizeof(float));
-    s->xb = calloc(B * max_int(c->hidden, q_dim), sizeof(float));
-    s->xb2 = calloc(B * c->hidden, sizeof(float));
-    s->hb = calloc(B * c->ffn, sizeof(float));
-    s->hb2 = calloc(B * c->ffn, sizeof(float));
-    s->q = calloc(B * q_dim, sizeof(float));
-    s->k = calloc(B * kv_dim, sizeof(float));
-    s->v = calloc(B * kv_dim, sizeof(float));
-    s->xq = calloc(B * s->kp_max, sizeof(int8_t));
-    s->act_scale = calloc(B, sizeof(float));
-    s->acc = calloc(B * acc_rows, sizeof(int32_t));
-    if (tables) {
-        s->tl_tables_stride = (tables + 63) / 64 * 64;  /* 64-byte strides keep each token's tables apart */
-        s->tl_tables = calloc(B, s->tl_tables_stride);
-    }
-    s->att = calloc((size_t)n_threads * ctx, sizeof(float));
-    s->rope_cos = calloc((size_t)ctx * half, sizeof(float));
-    s->rope_sin = calloc((size_t)ctx * half, sizeof(float));
-    s->logits = calloc(B * c->vocab_size, sizeof(float));
-    s->key_cache = calloc(kv, sizeof(float));
-    s->value_cache = calloc(kv, sizeof(float));
-    if (!s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 || !s->q || !s->k || !s->v || !s->xq || !s->act_scale ||
-        !s->acc || (tables && !s->tl_tables) || !s->att || !s->rope_cos || !s->rope_sin || !s->logits ||
-        !s->key_cache || !s->value_cache) {
-        snprintf(err, errlen, "out of memory for the run state (context %d: KV cache %.1f MiB)", ctx,
-                 2.0 * (double)kv * sizeof(float) / 1048576.0);
-        free_state(s);
-        return -1;
-    }
-
-    /* RoPE tables as the reference builds them: inv_freq = 1 / theta^(2i/d) and angle = pos * inv_freq in fp32 */
-    for (size_t i = 0; i < half; i++) {
-        float exponent = (float)(2 * i) / (float)c->head_dim;
-        float inv_freq = 1.0f / powf(c->rope_theta, exponent);
-        for (int pos = 0; pos < ctx; pos++) {
-            float angle = (float)pos * inv_freq;
-            s->rope_cos[(size_t)pos * half + i] = (float)cos((double)angle);
-            s->rope_sin[(size_t)pos * half + i] = (float)sin((double)angle);
-        }
-    }
-    return 0;
-}
-
-void free_state(be_state *s) {
-    free(s->x); free(s->xb); free(s->xb2); free(s->hb); free(s->hb2);
-    free(s->q); free(s->k); free(s->v); free(s->xq); free(s->act_scale); free(s->acc); free(s->att);
-    free(s->tl_tables);
-    free(s->rope_cos); free(s->rope_sin); free(s->logits); free(s->key_cache); free(s->value_cache);
-    memset(s, 0, sizeof(*s));
+/* layer l of token b's key (value = 0) or value (value = 1) cache: [ctx][kv_dim] */
+static float *place_cache(const token_places *p, int b, int l, int kv_dim, int value) {
+    const be_state *owner = p->positions ? p->seqs[b] : p->state;
+    float *cache = value ? owner->value_cache : owner->key_cache;
+    return cache + (size_t)l * owner->ctx * kv_dim;
 }
 
 /* ----------------------------------------------------------------------------------------------------------
@@ -202,7 +146,7 @@ static void tl_prepare_worker(void *ctx, int ith, int nth) {
 typedef struct {
     int layer;
     be_act_site site;
-    int pos0;
+    int pos0;  /* -1: several sequences (be_forward_seqs), not dumped */
 } act_site;
 
 int be_dump_activations_header(FILE *f, const be_model *m) {
@@ -238,7 +182,7 @@ static void ternary_matmuls(be_runtime *rt, const float *x, int k, int nb, const
         t.kp = be_tl2_kp(k);
     }
     quantize_rows(s, x, k, t.kp, nb);
-    if (rt->act_dump) dump_activations(rt->act_dump, where, x, s->xq, s->act_scale, k, t.kp, nb);
+    if (rt->act_dump && where.pos0 >= 0) dump_activations(rt->act_dump, where, x, s->xq, s->act_scale, k, t.kp, nb);
     t.xq = s->xq;
     t.act_scale = s->act_scale;
     t.acc = s->acc;
@@ -256,10 +200,9 @@ static void ternary_matmuls(be_runtime *rt, const float *x, int k, int nb, const
 
 typedef struct {
     const be_config *c;
-    be_state *s;
-    const float *key_cache;    /* this layer: [ctx][kv_dim] */
-    const float *value_cache;  /* this layer: [ctx][kv_dim] */
-    int nb, pos0;
+    be_state *s;               /* q, xb, att */
+    const token_places *places;
+    int nb, layer;
 } attention_task;
 
 /* a . b over n floats in eight interleaved partial sums, added pairwise at the end: independent chains instead of
@@ -301,13 +244,15 @@ static void attention_worker(void *ctx, int ith, int nth) {
     be_split_range(t->nb * c->n_heads, ith, nth, 1, &i0, &i1);
     for (int item = i0; item < i1; item++) {
         int b = item / c->n_heads, h = item % c->n_heads;
-        int pos = t->pos0 + b;
+        int pos = place_pos(t->places, b);
+        const float *key_cache = place_cache(t->places, b, t->layer, kv_dim, 0);
+        const float *value_cache = place_cache(t->places, b, t->layer, kv_dim, 1);
         const float *q = t->s->q + (size_t)b * q_dim + (size_t)h * hd;
         size_t kv_off = (size_t)(h / group) * hd;  /* GQA: kv head j serves query heads j*group .. */
         /* scores, causal: positions 0..pos */
         float maxv = -INFINITY;
         for (int p = 0; p <= pos; p++) {
-            att[p] = dot_f32(q, t->key_cache + (size_t)p * kv_dim + kv_off, hd) * scale;
+            att[p] = dot_f32(q, key_cache + (size_t)p * kv_dim + kv_off, hd) * scale;
             if (att[p] > maxv) maxv = att[p];
         }
         float sum = 0.0f;
@@ -318,7 +263,7 @@ static void attention_worker(void *ctx, int ith, int nth) {
         for (int p = 0; p <= pos; p++) att[p] /= sum;
         float *out = t->s->xb + (size_t)b * q_dim + (size_t)h * hd;
         /* out[i] = sum over p ascending of att[p] * v_p[i]: 32 columns at a time, then 8, then 1 */
-        const float *v0 = t->value_cache + kv_off;
+        const float *v0 = value_cache + kv_off;
         int i0 = 0;
         for (; i0 + 32 <= hd; i0 += 32) weighted_column_sums(att, v0 + i0, kv_dim, pos + 1, 32, out + i0);
         for (; i0 + 8 <= hd; i0 += 8) weighted_column_sums(att, v0 + i0, kv_dim, pos + 1, 8, out + i0);
@@ -327,47 +272,64 @@ static void attention_worker(void *ctx, int ith, int nth) {
 }
 
 /* ----------------------------------------------------------------------------------------------------------
- * logits: float gemv over the output rows, split over the pool */
+ * logits: the float output matrix times nb rows, split over the pool by output rows */
 
 typedef struct {
     const be_kernels *kern;
     const void *w;
-    int type, n, k;
-    const float *x;
-    float *y;
-} float_gemv_task;
+    int type, n, k, nb;
+    const float *x;  /* [nb][k] */
+    float *y;        /* [nb][n] */
+} float_gemm_task;
 
-static void float_gemv_worker(void *ctx, int ith, int nth) {
-    float_gemv_task *t = ctx;
+/* Each output row of each token is one float_gemv call on that row, so its bits are the single-token ones whatever
+ * nb; several tokens go block by block (about 16 KiB of weights), so a block read from memory serves all of them
+ * from cache: one pass over the matrix per step instead of one per token. */
+static void float_gemm_worker(void *ctx, int ith, int nth) {
+    float_gemm_task *t = ctx;
     int n0, n1;
     be_split_range(t->n, ith, nth, 16, &n0, &n1);
-    if (n1 > n0) t->kern->float_gemv(t->w, t->type, t->x, t->y, n0, n1, t->k);
+    if (n1 <= n0) return;
+    if (t->nb == 1) {
+        t->kern->float_gemv(t->w, t->type, t->x, t->y, n0, n1, t->k);
+        return;
+    }
+    size_t row_bytes = be_float_row_bytes(t->type, t->k);
+    int block = row_bytes >= 16384 ? 1 : (int)(16384 / row_bytes);
+    for (int r0 = n0; r0 < n1; r0 += block) {
+        int r1 = n1 - r0 < block ? n1 : r0 + block;
+        for (int b = 0; b < t->nb; b++)
+            t->kern->float_gemv(t->w, t->type, t->x + (size_t)b * t->k, t->y + (size_t)b * t->n, r0, r1, t->k);
+    }
+}
+
+/* logits[i] = output_norm(x[row0 + i]) . E^T for i < n_rows, the normed rows in s->xb */
+static void output_logits(be_runtime *rt, int row0, int n_rows, float *logits) {
+    const be_model *m = rt->model;
+    const be_config *c = &m->config;
+    be_state *s = rt->state;
+    for (int i = 0; i < n_rows; i++)
+        rmsnorm(s->xb + (size_t)i * c->hidden, s->x + (size_t)(row0 + i) * c->hidden, m->output_norm, c->hidden,
+                c->rms_eps);
+    float_gemm_task ft = {rt->kernels, m->output ? m->output : m->token_embd, c->embed_type, c->vocab_size,
+                          c->hidden, n_rows, s->xb, logits};
+    be_pool_run(rt->pool, float_gemm_worker, &ft);
 }
 
 /* ----------------------------------------------------------------------------------------------------------
  * the forward pass */
 
-void be_forward(be_runtime *rt, const int32_t *tokens, int nb, int pos0, int all_logits) {
+/* Every layer for the nb tokens in s->x (embedded), each at its place. pos0: one sequence's first position (the
+ * activation dump says where its records are), or -1 for several sequences (no dump). */
+static void forward_layers(be_runtime *rt, int nb, const token_places *places, int pos0) {
     const be_model *m = rt->model;
     const be_config *c = &m->config;
     be_state *s = rt->state;
     int hidden = c->hidden, ffn = c->ffn, hd = c->head_dim, half = hd / 2;
     int q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
     float eps = c->rms_eps;
-    if (nb < 1 || nb > s->max_batch || pos0 < 0 || pos0 + nb > s->ctx) {
-        /* a caller bug, not bad input: main.c checks the context before it runs anything */
-        fprintf(stderr, "be_forward: %d tokens at position %d do not fit (batch %d, context %d)\n", nb, pos0,
-                s->max_batch, s->ctx);
-        abort();
-    }
-
-    for (int b = 0; b < nb; b++)
-        be_dequantize_row(m->token_embd, c->embed_type, tokens[b], hidden, s->x + (size_t)b * hidden);
-
     for (int l = 0; l < c->n_layers; l++) {
         const be_layer *L = &m->layers[l];
-        float *key_cache = s->key_cache + (size_t)l * s->ctx * kv_dim;
-        float *value_cache = s->value_cache + (size_t)l * s->ctx * kv_dim;
 
         /* attention block */
         for (int b = 0; b < nb; b++)
@@ -379,14 +341,16 @@ void be_forward(be_runtime *rt, const int32_t *tokens, int nb, int pos0, int all
         };
         ternary_matmuls(rt, s->xb, hidden, nb, qkv, 3, (act_site){l, BE_ACT_ATTN_IN, pos0});
         for (int b = 0; b < nb; b++) {
-            int pos = pos0 + b;
+            int pos = place_pos(places, b);
             const float *cos_row = s->rope_cos + (size_t)pos * half, *sin_row = s->rope_sin + (size_t)pos * half;
             for (int h = 0; h < c->n_heads; h++) rope_head(s->q + (size_t)b * q_dim + (size_t)h * hd, cos_row, sin_row, hd);
             for (int h = 0; h < c->n_kv_heads; h++) rope_head(s->k + (size_t)b * kv_dim + (size_t)h * hd, cos_row, sin_row, hd);
-            memcpy(key_cache + (size_t)pos * kv_dim, s->k + (size_t)b * kv_dim, (size_t)kv_dim * sizeof(float));
-            memcpy(value_cache + (size_t)pos * kv_dim, s->v + (size_t)b * kv_dim, (size_t)kv_dim * sizeof(float));
+            memcpy(place_cache(places, b, l, kv_dim, 0) + (size_t)pos * kv_dim, s->k + (size_t)b * kv_dim,
+                   (size_t)kv_dim * sizeof(float));
+            memcpy(place_cache(places, b, l, kv_dim, 1) + (size_t)pos * kv_dim, s->v + (size_t)b * kv_dim,
+                   (size_t)kv_dim * sizeof(float));
         }
-        attention_task at = {c, s, key_cache, value_cache, nb, pos0};
+        attention_task at = {c, s, places, nb, l};
         be_pool_run(rt->pool, attention_worker, &at);
         if (L->attn_sub_norm)
             for (int b = 0; b < nb; b++)
@@ -419,16 +383,49 @@ void be_forward(be_runtime *rt, const int32_t *tokens, int nb, int pos0, int all
         ternary_matmuls(rt, s->hb, ffn, nb, down, 1, (act_site){l, BE_ACT_FFN_OUT, pos0});
         for (size_t i = 0; i < (size_t)nb * hidden; i++) s->x[i] += s->xb2[i];
     }
+}
 
-    /* final norm and logits: every token, or only the last one into logits[0] */
-    int first = all_logits ? 0 : nb - 1;
-    for (int b = first; b < nb; b++) {
-        float *xb = s->xb + (size_t)(b - first) * hidden;
-        rmsnorm(xb, s->x + (size_t)b * hidden, m->output_norm, hidden, eps);
-        float_gemv_task ft = {rt->kernels, m->output ? m->output : m->token_embd, c->embed_type, c->vocab_size,
-                              hidden, xb, s->logits + (size_t)(b - first) * c->vocab_size};
-        be_pool_run(rt->pool, float_gemv_worker, &ft);
+void be_forward(be_runtime *rt, const int32_t *tokens, int nb, int pos0, int all_logits) {
+    const be_config *c = &rt->model->config;
+    be_state *s = rt->state;
+    if (nb < 1 || nb > s->max_batch || pos0 < 0 || pos0 + nb > s->ctx || !s->key_cache) {
+        /* a caller bug, not bad input: main.c checks the context before it runs anything */
+        fprintf(stderr, "be_forward: %d tokens at position %d do not fit (batch %d, context %d%s)\n", nb, pos0,
+                s->max_batch, s->ctx, s->key_cache ? "" : ", no KV cache");
+        abort();
     }
+    for (int b = 0; b < nb; b++)
+        be_dequantize_row(rt->model->token_embd, c->embed_type, tokens[b], c->hidden, s->x + (size_t)b * c->hidden);
+    token_places places = {s, pos0, NULL, NULL};
+    forward_layers(rt, nb, &places, pos0);
+    /* logits of every token, or only the last one into logits[0] */
+    int first = all_logits ? 0 : nb - 1;
+    output_logits(rt, first, nb - first, s->logits);
+}
+
+void be_forward_seqs(be_runtime *rt, int n_seqs, const int32_t *tokens, const int *positions,
+                     be_state *const *seqs) {
+    const be_config *c = &rt->model->config;
+    be_state *s = rt->state;
+    int bad = n_seqs < 1 || n_seqs > s->max_batch;
+    for (int b = 0; b < n_seqs && !bad; b++) {
+        bad = positions[b] < 0 || positions[b] >= seqs[b]->ctx || seqs[b]->ctx > s->ctx || !seqs[b]->key_cache;
+        for (int j = 0; j < b && !bad; j++) bad = seqs[j] == seqs[b];  /* two tokens of one cache: not a step */
+    }
+    if (bad) {
+        fprintf(stderr, "be_forward_seqs: %d sequences do not fit (batch %d, context %d) or share a cache\n",
+                n_seqs, s->max_batch, s->ctx);
+        abort();
+    }
+    for (int b = 0; b < n_seqs; b++)
+        be_dequantize_row(rt->model->token_embd, c->embed_type, tokens[b], c->hidden, s->x + (size_t)b * c->hidden);
+    token_places places = {NULL, 0, positions, seqs};
+    forward_layers(rt, n_seqs, &places, -1);
+    output_logits(rt, 0, n_seqs, s->logits);
+    /* each sequence's logits where be_forward leaves them (s may be one of seqs: row 0 is copied first) */
+    for (int b = 0; b < n_seqs; b++)
+        if (seqs[b]->logits != s->logits + (size_t)b * c->vocab_size)
+            memcpy(seqs[b]->logits, s->logits + (size_t)b * c->vocab_size, (size_t)c->vocab_size * sizeof(float));
 }
 
 void be_forward_prompt(be_runtime *rt, const int32_t *tokens, int n, int pos0) {

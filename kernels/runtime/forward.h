@@ -40,8 +40,11 @@ typedef struct {
     float *value_cache; /* [n_layers][ctx][kv_dim] */
 } be_state;
 
-/* ctx <= 0 means the model's context_length. Returns 0 or -1 (message in err). */
+/* ctx <= 0 means the model's context_length. Returns 0 or -1 (message in err). (forward_state.c) */
 int build_state(be_state *s, const be_model *m, int ctx, int max_batch, int n_threads, char *err, size_t errlen);
+/* The same without a KV cache (key_cache = value_cache = NULL): the activations of be_forward_seqs' batches. */
+int build_batch_state(be_state *s, const be_model *m, int ctx, int max_batch, int n_threads, char *err,
+                      size_t errlen);
 void free_state(be_state *s);
 
 typedef struct {
@@ -75,6 +78,15 @@ int be_dump_activations_header(FILE *f, const be_model *m);
  * TL1 / TL2 (rendered kernels, always linked): per token, its look-up tables are built once per shared input (q/k/v, gate/up),
  * then the rendered gemv runs on row ranges (multiples of 32) over the pool. */
 void be_forward(be_runtime *rt, const int32_t *tokens, int n, int pos0, int all_logits);
+
+/* One decode step of n_seqs independent sequences (continuous batching): token tokens[i] at position positions[i]
+ * of sequence i, whose KV cache is seqs[i]'s; afterwards seqs[i]->logits[0] holds its logits. The activations are
+ * rt->state's (a build_batch_state, or any state; n_seqs <= its max_batch, every seqs[i]->ctx <= its ctx; it may be
+ * one of seqs). The ternary matmuls run as one gemm over the n_seqs rows (one pass over the weights), so does the
+ * output matrix; attention runs per sequence against its own cache. Every step of it is per token, so
+ * seqs[i]->logits[0] is bit for bit what be_forward(&tokens[i], 1, positions[i]) on seqs[i] alone leaves
+ * (kernels/tests/forward_seqs_main.c checks it). No activation dump. Bad arguments abort (a caller bug). */
+void be_forward_seqs(be_runtime *rt, int n_seqs, const int32_t *tokens, const int *positions, be_state *const *seqs);
 
 /* Feeds a whole prompt in chunks of max_batch starting at pos0; leaves the last token's logits in s->logits. */
 void be_forward_prompt(be_runtime *rt, const int32_t *tokens, int n, int pos0);

@@ -137,17 +137,22 @@ static BE_AVX2 void i2s_gemm_avx2(const uint8_t *w, const int8_t *q, int32_t *ac
         for (int t = t0; t < t1; t++) qsum[t - t0] = sum_q(q + (size_t)t * kp, kp);
         for (int n = n0; n < n1; n++) {
             const uint8_t *row = w + (size_t)n * row_bytes;
+            /* a decode batch of a few tokens streams the weights from DRAM like a gemv: prefetch as it does */
+            if (t1 - t0 <= 2 * GEMM_TOKENS) prefetch_row_ahead(row, row_bytes);
             int t = t0;
             for (; t + GEMM_TOKENS <= t1; t += GEMM_TOKENS) {
                 int32_t s[GEMM_TOKENS];
                 row_tokens_dot(row, q + (size_t)t * kp, kp, GEMM_TOKENS, s);
                 for (int i = 0; i < GEMM_TOKENS; i++) acc[(size_t)(t + i) * ldacc + n] = s[i] - qsum[t + i - t0];
             }
-            for (; t < t1; t++) {
-                int32_t s[1];
-                row_tokens_dot(row, q + (size_t)t * kp, kp, 1, s);
-                acc[(size_t)t * ldacc + n] = s[0] - qsum[t - t0];
-            }
+            /* the 1..3 tokens left in one pass too (a constant T each, so the accumulators stay in registers):
+             * a decode batch of 2 or 3 unpacks each weight block once, not per token */
+            int32_t s[GEMM_TOKENS];
+            const int rest = t1 - t;
+            if (rest == 3) row_tokens_dot(row, q + (size_t)t * kp, kp, 3, s);
+            else if (rest == 2) row_tokens_dot(row, q + (size_t)t * kp, kp, 2, s);
+            else if (rest == 1) row_tokens_dot(row, q + (size_t)t * kp, kp, 1, s);
+            for (int i = 0; i < rest; i++) acc[(size_t)(t + i) * ldacc + n] = s[i] - qsum[t + i - t0];
         }
     }
 }

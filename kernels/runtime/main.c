@@ -262,7 +262,8 @@ static void usage(FILE *f) {
           "  info       [--json]\n"
           "  check      [--json]   no model: exit 0 if this CPU runs this build, 3 naming what it lacks if not\n"
           "  serve      [--host 127.0.0.1] [--port 8080] [-t THREADS] [--slots 4] [--queue 16] [-c CTX]\n"
-          "             [--api-key KEY] [--timeout SEC] [-b BATCH]   (OpenAI-compatible HTTP: docs/serve.md)\n"
+          "             [--api-key KEY] [--timeout SEC] [-b BATCH] [--decode-batch N]\n"
+          "             (OpenAI-compatible HTTP: docs/serve.md)\n"
           "environment: BITEDGE_KERNELS=scalar|avx2|avx512-vnni|neon|neon-dotprod forces a kernel table\n",
           f);
 }

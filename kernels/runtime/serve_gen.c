@@ -3,7 +3,8 @@
  *
  * The loop is generate's (main.c): the prompt in chunks of the batch size, then sample, append the piece, stop
  * at an end-of-generation token, a stop sequence or max_tokens, else feed the token. So a greedy answer here is
- * token for token `bitedge-run generate --temp 0` on the same prompt. */
+ * token for token `bitedge-run generate --temp 0` on the same prompt: a decode step batched with other slots'
+ * gives bit for bit the logits of the step alone (forward.h, be_forward_seqs). */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #endif
@@ -197,14 +198,11 @@ static int32_t *prompt_tokens(gen *g, int *n_out) {
 
 static const char *generate(gen *g, serve_slot *slot, const int32_t *prompt, be_sampler *sampler) {
     serve_ctx *s = g->c->s;
-    be_runtime rt = {&s->model, s->kernels, s->pool, &slot->state, NULL};
     int fd = g->c->fd;
     for (int i = 0; i < g->n_prompt; i += s->batch) {
         if (http_peer_closed(fd)) return NULL;
         int nb = g->n_prompt - i < s->batch ? g->n_prompt - i : s->batch;
-        serve_turn_begin(s);
-        be_forward(&rt, prompt + i, nb, i, 0);
-        serve_turn_end(s);
+        serve_prefill(s, slot, prompt + i, nb, i);
     }
     for (int step = 0;; step++) {
         int32_t token = be_sample(sampler, slot->state.logits);
@@ -224,9 +222,7 @@ static const char *generate(gen *g, serve_slot *slot, const int32_t *prompt, be_
             if (ready > g->sent && send_chunk(g, ready, NULL) != 0) return NULL;
         }
         if (http_peer_closed(fd)) return NULL;
-        serve_turn_begin(s);
-        be_forward(&rt, &token, 1, g->n_prompt + step, 0);
-        serve_turn_end(s);
+        serve_decode(s, slot, &token, g->n_prompt + step);
     }
 }
 

@@ -1,7 +1,7 @@
 /* bitedge-run serve: options, model, sockets, connection threads, routes, slots (see server.h, docs/serve.md).
  *
  *   bitedge-run serve -m FILE [--host 127.0.0.1] [--port 8080] [-t THREADS] [--slots 4] [--queue 16] [-c CTX]
- *                     [--api-key KEY] [--timeout 10] [-b BATCH]
+ *                     [--api-key KEY] [--timeout 10] [-b BATCH] [--decode-batch SLOTS]
  * The API key may instead come from the environment variable BITEDGE_API_KEY.
  *
  * Bad options or an unloadable model: one line "bitedge-run: error: ..." and exit status 2, as the other
@@ -50,6 +50,7 @@ static void parse_serve_options(int argc, char **argv, serve_ctx *s) {
         else if (!strcmp(a, "--queue")) s->queue = (int)be_parse_long(a, VALUE(), 0, 4096);
         else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) s->ctx = (int)be_parse_long(a, VALUE(), 2, 1 << 24);
         else if (!strcmp(a, "-b") || !strcmp(a, "--batch-size")) s->batch = (int)be_parse_long(a, VALUE(), 1, 4096);
+        else if (!strcmp(a, "--decode-batch")) s->decode_batch = (int)be_parse_long(a, VALUE(), 1, 256);
         else if (!strcmp(a, "--timeout")) s->request_timeout_s = (double)be_parse_long(a, VALUE(), 1, 3600);
         else if (!strcmp(a, "--api-key")) s->api_key = VALUE();
         else be_die("unknown option '%s' for serve (see bitedge-run --help)", a);
@@ -61,6 +62,8 @@ static void parse_serve_options(int argc, char **argv, serve_ctx *s) {
     if (!s->api_key && env_key && *env_key) s->api_key = env_key;
     if (s->api_key && !*s->api_key) be_die("--api-key must not be empty");
     s->max_conns = s->n_slots + s->queue + SERVE_EXTRA_CONNS;
+    /* more than the slots could never fill */
+    if (!s->decode_batch || s->decode_batch > s->n_slots) s->decode_batch = s->n_slots;
 }
 
 static void load_model(serve_ctx *s) {
@@ -85,6 +88,9 @@ static void load_model(serve_ctx *s) {
     for (int i = 0; i < s->n_slots; i++)
         if (build_state(&s->slots[i].state, &s->model, ctx, s->batch, s->n_threads, err, sizeof(err)) != 0)
             be_die("slot %d: %s", i, err);
+    if (s->decode_batch > 1 &&
+        build_batch_state(&s->batch_state, &s->model, ctx, s->decode_batch, s->n_threads, err, sizeof(err)) != 0)
+        be_die("decode batch: %s", err);
     if (!(s->pool = be_pool_create(s->n_threads))) be_die("cannot start %d threads", s->n_threads);
 }
 
@@ -117,68 +123,6 @@ static int open_listener(serve_ctx *s) {
     if (getsockname(fd, (struct sockaddr *)&addr, &alen) == 0)  /* --port 0: the kernel picked one; say which */
         s->port = ntohs(addr.ss_family == AF_INET6 ? v6->sin6_port : v4->sin_port);
     return fd;
-}
-
-/* ----------------------------------------------------------------------------------------------------------
- * slots and turns */
-
-serve_slot *serve_acquire_slot(serve_conn *c, int *status) {
-    serve_ctx *s = c->s;
-    pthread_mutex_lock(&s->mutex);
-    if (s->n_busy == s->n_slots && s->n_waiting >= s->queue) {
-        s->n_rejected++;
-        pthread_mutex_unlock(&s->mutex);
-        *status = 503;
-        return NULL;
-    }
-    s->n_waiting++;
-    while (s->n_busy == s->n_slots) {
-        /* wake up now and then to notice a waiting client that gave up */
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 200000000L;
-        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
-        pthread_cond_timedwait(&s->slot_freed, &s->mutex, &ts);
-        if (s->n_busy == s->n_slots && http_peer_closed(c->fd)) {
-            s->n_waiting--;
-            s->n_cancelled++;
-            pthread_mutex_unlock(&s->mutex);
-            *status = 0;
-            return NULL;
-        }
-    }
-    s->n_waiting--;
-    serve_slot *slot = NULL;
-    for (int i = 0; i < s->n_slots && !slot; i++)
-        if (!s->slots[i].busy) slot = &s->slots[i];
-    slot->busy = 1;
-    s->n_busy++;
-    pthread_mutex_unlock(&s->mutex);
-    return slot;
-}
-
-void serve_release_slot(serve_ctx *s, serve_slot *slot, int cancelled) {
-    pthread_mutex_lock(&s->mutex);
-    slot->busy = 0;
-    s->n_busy--;
-    if (cancelled) s->n_cancelled++;
-    else s->n_completed++;
-    pthread_cond_broadcast(&s->slot_freed);
-    pthread_mutex_unlock(&s->mutex);
-}
-
-void serve_turn_begin(serve_ctx *s) {
-    pthread_mutex_lock(&s->mutex);
-    unsigned long ticket = s->next_ticket++;
-    while (ticket != s->serving) pthread_cond_wait(&s->turn, &s->mutex);
-    pthread_mutex_unlock(&s->mutex);
-}
-
-void serve_turn_end(serve_ctx *s) {
-    pthread_mutex_lock(&s->mutex);
-    s->serving++;
-    pthread_cond_broadcast(&s->turn);
-    pthread_mutex_unlock(&s->mutex);
 }
 
 /* ----------------------------------------------------------------------------------------------------------
@@ -218,9 +162,10 @@ static void answer_health(serve_conn *c) {
     jbuf b = {0};
     pthread_mutex_lock(&s->mutex);
     jb_printf(&b, "{\"status\": \"ok\", \"slots_idle\": %d, \"slots_busy\": %d, \"queued\": %d, \"requests\": %lu, "
-                  "\"completed\": %lu, \"cancelled\": %lu, \"rejected\": %lu}\n",
+                  "\"completed\": %lu, \"cancelled\": %lu, \"rejected\": %lu, \"decode_batch\": %d, "
+                  "\"prefill_chunks\": %lu, \"decode_steps\": %lu, \"tokens_decoded\": %lu, \"largest_batch\": %lu}\n",
               s->n_slots - s->n_busy, s->n_busy, s->n_waiting, s->n_requests, s->n_completed, s->n_cancelled,
-              s->n_rejected);
+              s->n_rejected, s->decode_batch, s->n_prefill_chunks, s->n_decode_steps, s->n_decoded, s->largest_batch);
     pthread_mutex_unlock(&s->mutex);
     serve_json(c, 200, &b);
 }
@@ -365,13 +310,13 @@ int be_serve_main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);  /* a client gone mid-answer is a failed send, not the end of the server */
     pthread_mutex_init(&s.mutex, NULL);
     pthread_cond_init(&s.slot_freed, NULL);
-    pthread_cond_init(&s.turn, NULL);
+    pthread_cond_init(&s.step, NULL);
     int lfd = open_listener(&s);
     char info[512];
     be_system_info(info, sizeof(info));
     fprintf(stderr, "system_info: n_threads = %d | kernels = %s | %s\n", s.n_threads, s.kernels->name, info);
-    fprintf(stderr, "model %s: context %d, %d slots, queue %d%s\n", s.model_id, s.ctx, s.n_slots, s.queue,
-            s.api_key ? ", API key required" : "");
+    fprintf(stderr, "model %s: context %d, %d slots, decode batch %d, queue %d%s\n", s.model_id, s.ctx, s.n_slots,
+            s.decode_batch, s.queue, s.api_key ? ", API key required" : "");
     fprintf(stderr, "listening on http://%s%s%s:%d\n", strchr(s.host, ':') ? "[" : "", s.host,
             strchr(s.host, ':') ? "]" : "", s.port);
     fflush(stderr);
