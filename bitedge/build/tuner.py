@@ -33,7 +33,8 @@ from bitedge.render.tune import DEFAULT_CANDIDATES, cache_key, cpu_model, load_c
 from bitedge.targets import Target, get_target
 
 # the runtime's hand-written I2_S kernels and what they need (linked into the driver for method i2_s)
-I2S_SOURCES = ("kernels.c", "kernels_avx2.c", "kernels_avx512vnni.c", "kernels_neon.c", "cpu_features.c")
+I2S_SOURCES = ("kernels.c", "kernels_avx2.c", "kernels_avx512vnni.c", "kernels_neon.c", "kernels_neon_i8mm.c",
+               "cpu_features.c")
 
 
 # ---------------------------------------------------------------------------------------------------------
