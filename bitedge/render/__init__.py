@@ -33,8 +33,10 @@ DRIVER_SOURCE = "bitedge_kernel_driver.c"
 
 # Rendered ISA variants (C suffix) -> the be_kernels table names (kernels.h) whose CPUs may run them; the last
 # name is the variant's own. TL1/TL2 have no dotprod variant (they multiply nothing: see docs/kernels.md), so NEON
-# serves neon-dotprod, and AVX2 serves the avx512-vnni table (no VNNI or AVX-512 TL kernels are rendered).
-ISA_ALIASES = {"avx2": ("avx512-vnni", "avx2"), "neon_dotprod": ("neon-dotprod",), "neon": ("neon-dotprod", "neon"),
+# serves neon-dotprod and neon-i8mm, and AVX2 serves the avx512-vnni table (no VNNI or AVX-512 TL kernels are
+# rendered).
+ISA_ALIASES = {"avx2": ("avx512-vnni", "avx2"), "neon_dotprod": ("neon-dotprod",),
+               "neon": ("neon-i8mm", "neon-dotprod", "neon"),
                "scalar": ("scalar",)}
 
 # Per method: weights per group, largest |table entry| (q in [-128, 127]) and the tile defaults.
@@ -284,7 +286,7 @@ def render_driver(methods: Iterable[str], out_dir: str | os.PathLike, isa_names:
     """Write the test / timing driver (kernel_driver.c.j2) for rendered (TL) methods; runtime_i2s adds method
     "i2_s-runtime" (the runtime's hand-written I2_S: link bitedge.build.tuner.I2S_SOURCES)."""
     methods = [check_render_method(m) for m in methods]
-    names = list(isa_names) or ["avx2", "neon-dotprod", "neon", "scalar"]
+    names = list(isa_names) or ["avx2", "neon-i8mm", "neon-dotprod", "neon", "scalar"]
     return write_if_changed(Path(out_dir) / DRIVER_SOURCE,
                             render_template("kernel_driver.c.j2", methods=methods, isa_names=names,
                                             runtime_i2s=runtime_i2s))
