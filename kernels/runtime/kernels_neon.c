@@ -103,9 +103,13 @@ static inline __attribute__((always_inline)) void rows_codes_neon(const uint8_t 
                                                                    int32_t *out) {
     int32x4_t acc[GEMV_ROWS];
     for (int r = 0; r < nrows; r++) acc[r] = vdupq_n_s32(0);
+    /* the rows are unrolled, the blocks are not: the rows' multiply chains interleave (in-order cores, A53 / A510,
+     * wait out each latency), and the 1-row tail stays a short loop */
+#pragma GCC unroll 1
     for (int k0 = 0; k0 < kp; k0 += 128) {
         int8x16_t qv[8];
         for (int i = 0; i < 8; i++) qv[i] = vld1q_s8(q + k0 + 16 * i);
+#pragma GCC unroll 4
         for (int r = 0; r < nrows; r++) {
             int8x16_t c[8];
             code_block(w + (size_t)r * row_bytes + k0 / 4, c);
