@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """ARM speed without a board: llvm-mca estimates of every NEON kernel, bitedge's and the peers', per board.
 
-    python3 bench/arm_estimate.py                       # Pi 4, Pi 5, Jetson Orin, M1; 2B-4T and 700M shapes
+    python3 bench/arm_estimate.py                       # every ARM profile; 2B-4T and 700M shapes
     python3 bench/arm_estimate.py --boards rpi5 --json build/arm-estimate/rpi5.json
     python3 bench/arm_estimate.py --peers build/arm-peers   # also the peers' kernels (bench/arm_peers.py fetches them)
 
@@ -30,10 +30,10 @@ from bitedge.convert.dummy import preset_config  # noqa: E402
 from bitedge.render import mca  # noqa: E402
 from bitedge.render.estimate import BYTES_PER_BLOCK, bitedge_cases, board, estimate_kernel, token_rate  # noqa: E402
 
-BOARDS = ("rpi4", "rpi5", "jetson-orin", "apple-m1")
+BOARDS = ("rpi3", "rpi4", "rpi5", "jetson-orin", "apple-m1", "apple-m2", "apple-m3", "generic-aarch64")
 MODELS = {"2B-4T": "2.4B", "700M": "700M"}
-K_TABLE = 2560
-BITEDGE_ROWS = ("bitedge i2_s (bitedge-run today)", "bitedge i2_s rendered", "bitedge tl1", "bitedge tl2")  # the K of the per-kernel table (the 2B-4T hidden size)
+K_TABLE = 2560  # the K of the per-kernel table (the 2B-4T hidden size)
+BITEDGE_ROWS = ("bitedge i2_s", "bitedge tl1", "bitedge tl2")
 
 
 def model_work(preset: str) -> dict:
@@ -61,16 +61,21 @@ def estimate_all(target_id: str, ks: list[int], work: Path, peers: Path | None) 
             from arm_peers import peer_cases  # noqa: E402  (bench/arm_peers.py, same folder)
 
             cases += peer_cases(target, k, peers)
-        for case in cases:
+        # an i8mm core's prompt kernels also at LLVM's Neoverse V1 model (Apple's model is the 2013 Cyclone one)
+        runs = [(case, None, case.name) for case in cases]
+        if "i8mm" in target.isa:
+            runs += [(case, mca.I8MM_MCA_CPU, f"{case.name} @{mca.I8MM_MCA_CPU}") for case in cases
+                     if case.kind == "gemm" and case.name.startswith(("i2_s runtime i8mm", "i2_s runtime dotprod"))]
+        for case, mca_cpu, name in runs:
             try:
-                e = estimate_kernel(target, case, work / "mca" / f"{target.id}-k{k}")
+                e = estimate_kernel(target, case, work / "mca" / f"{target.id}-k{k}", mca_cpu=mca_cpu)
             except Exception as err:  # one kernel failing to compile must not hide the others
-                print(f"  {target.id} k={k} {case.name}: {err}", file=sys.stderr)
+                print(f"  {target.id} k={k} {name}: {err}", file=sys.stderr)
                 continue
-            out[(case.name, k)] = {"kernel": case.name, "k": k, "method": case.method, "kind": case.kind,
-                                   "cycles_per_block": e.cycles_per_block, "gbps_core": e.gbps(info["clock_ghz"]),
-                                   "loop_instructions": e.loop.instructions, "ipc": e.loop.ipc,
-                                   "peer": getattr(case, "peer", None)}
+            out[(name, k)] = {"kernel": name, "k": k, "method": case.method, "kind": case.kind,
+                              "cycles_per_block": e.cycles_per_block, "gbps_core": e.gbps(info["clock_ghz"]),
+                              "loop_instructions": e.loop.instructions, "ipc": e.loop.ipc, "mca_cpu": e.loop.mca_cpu,
+                              "peer": getattr(case, "peer", None)}
     return out
 
 
@@ -79,8 +84,7 @@ def choices(est: dict, target_id: str) -> dict[str, dict]:
     row of the token table."""
     dot = "dotprod" in get_target(target_id).isa
     rows = {BITEDGE_ROWS[0]: ("i2_s runtime dotprod gemv" if dot else "i2_s runtime neon gemv", None),
-            BITEDGE_ROWS[1]: ("i2_s rendered neon_dotprod gemv" if dot else "i2_s rendered neon gemv", None),
-            BITEDGE_ROWS[2]: ("tl1 gemv", "tl1 prepare"), BITEDGE_ROWS[3]: ("tl2 gemv", "tl2 prepare")}
+            BITEDGE_ROWS[1]: ("tl1 gemv", "tl1 prepare"), BITEDGE_ROWS[2]: ("tl2 gemv", "tl2 prepare")}
     peers = {e["peer"]: e for e in est.values() if e.get("peer")}
     prepares = {e["peer"] for e in est.values() if e.get("peer") and e["kind"] == "prepare"}
     for label in peers:
@@ -151,13 +155,14 @@ def markdown(results: dict) -> str:
 
 
 SUMMARY_KERNELS = [("bitedge I2_S (bitedge-run)", ("i2_s runtime dotprod gemv", "i2_s runtime neon gemv")),
-                   ("bitedge I2_S rendered", ("i2_s rendered neon_dotprod gemv", "i2_s rendered neon gemv")),
                    ("bitedge TL1", ("tl1 gemv",)), ("bitedge TL2", ("tl2 gemv",)),
                    ("bitnet.cpp I2_S", ("peer:bitnet.cpp I2_S",)),
                    ("bitnet.cpp TL1", ("peer:bitnet.cpp TL1",)),
                    ("ik_llama.cpp IQ2_BN", ("peer:ik_llama.cpp IQ2_BN",)),
                    ("ik_llama.cpp IQ2_BN_R4", ("peer:ik_llama.cpp IQ2_BN_R4",)),
                    ("llama.cpp TQ2_0", ("peer:llama.cpp TQ2_0",)),
+                   ("bitedge I2_S gemm, prompts (per token; i8mm 8 tokens, else 4 tokens)",
+                    ("i2_s runtime i8mm gemm (8 tokens)", "i2_s runtime dotprod gemm", "i2_s runtime neon gemm")),
                    ("output: bitedge Q8_0, float activations", ("output q8_0",)),
                    ("output: llama.cpp Q8_0 x Q8_0 (8-bit activations)", ("llama.cpp output",))]
 

@@ -2,8 +2,8 @@
 """I2_S vs TL1 vs TL2 matrix-vector throughput on this machine, single thread, in one run.
 
 i2_s-runtime is the runtime's hand-written kernel (kernels/runtime/kernels_avx2.c via its be_kernels table, the
-baseline of every ratio); i2_s, tl1 and tl2 are the kernels rendered by bitedge.render for the target (tiles from the tuning cache with --tuned, else the
-defaults). Each call is one token: TL kernels include building that token's tables (prepare), as the forward
+baseline of every ratio: I2_S's one implementation, none is rendered); tl1 and tl2 are the kernels rendered by
+bitedge.render for the target (tiles from the tuning cache with --tuned, else the defaults). Each call is one token: TL kernels include building that token's tables (prepare), as the forward
 pass must. Methods are interleaved round by round so drift hits all alike; prints mean +- sd over rounds of the
 per-call mean, the fastest call, weights per second and the ratio to I2_S (>1 = faster than I2_S) by mean and by
 fastest call (the robust one on a loaded machine). Never run this under qemu:
@@ -43,8 +43,8 @@ from bitedge.render.tune import cpu_model, tuned_tiles  # noqa: E402
 # BitNet b1.58 2B-4T: hidden 2560, FFN 6912, 20 heads / 5 KV heads of 128
 SHAPES_2B4T = {"attn_q/attn_output": (2560, 2560), "attn_k/attn_v": (640, 2560), "ffn_gate/ffn_up": (6912, 2560),
                "ffn_down": (2560, 6912)}
-METHODS = ("i2_s-runtime", "i2_s", "tl1", "tl2")
-RENDERED = ("i2_s", "tl1", "tl2")
+METHODS = ("i2_s-runtime", "tl1", "tl2")
+RENDERED = ("tl1", "tl2")
 
 
 def kernel_runs(tokens: int) -> list[tuple[str, str, str]]:

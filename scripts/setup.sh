@@ -23,6 +23,16 @@ else
     clang_major=$(clang --version | sed -n 's/.*version \([0-9]*\).*/\1/p' | head -1)
     $SUDO apt-get install -y -qq --no-install-recommends "libclang-rt-${clang_major}-dev" >/dev/null \
         || echo "setup: no libclang-rt-${clang_major}-dev: the libFuzzer test will be skipped" >&2
+    # LLVM 22 (clang-22, llvm-mca-22: Debian bookworm-security) for the static ARM estimates (issue 14); the test
+    # extra only. A Debian without the packages skips tests/test_arm_estimate.py's llvm-mca tests.
+    if [ -n "$extra" ]; then
+        if apt-cache show clang-22 llvm-22 >/dev/null 2>&1; then
+            $SUDO apt-get install -y -qq --no-install-recommends clang-22 llvm-22 >/dev/null \
+                || echo "setup: clang-22 / llvm-22 did not install: the llvm-mca estimate tests will be skipped" >&2
+        else
+            echo "setup: no clang-22 / llvm-22 package here: the llvm-mca estimate tests will be skipped" >&2
+        fi
+    fi
     # a headless browser for the test of bitedge-run serve's chat page (skipped without it)
     $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null \
         || echo "setup: no chromium: the chat page browser test will be skipped" >&2

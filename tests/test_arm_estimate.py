@@ -77,10 +77,24 @@ def test_estimate_one_kernel_on_one_cpu(tmp_path):
     est = estimate_kernel(target, case, tmp_path)
     # 8 sdot + the 2-bit unpack per block-row on two 128-bit pipes: a handful of cycles, not hundreds
     assert 4 < est.cycles_per_block < 60
-    assert est.loop.work_per_iter == 2  # the runtime's dotprod gemv takes two rows per iteration
+    assert est.loop.work_per_iter == 4  # the runtime's dotprod gemv takes four rows per iteration
     assert est.loop.mca_cpu == "neoverse-n1"
     assert 0 < est.gbps(board(target)["clock_ghz"]) < 50
     assert list(tmp_path.glob("*.loop.s"))  # the modelled loop is kept for inspection
+
+
+def test_estimate_i8mm_gemm(tmp_path):
+    """An i8mm profile (Apple M2) models the neon-i8mm table's smmla gemm: 4 smmla per block-row, and fewer cycles
+    per token than the dotprod gemm of the same build at LLVM's Neoverse V1 model."""
+    _tools_or_skip()
+    from bitedge.render.estimate import estimate_kernel, runtime_kernels
+
+    target = get_target("apple-m2")
+    cases = {c.name: c for c in runtime_kernels(target, 2560)}
+    i8mm = estimate_kernel(target, cases["i2_s runtime i8mm gemm (8 tokens)"], tmp_path, mca_cpu=mca.I8MM_MCA_CPU)
+    dot = estimate_kernel(target, cases["i2_s runtime dotprod gemm (4 tokens)"], tmp_path, mca_cpu=mca.I8MM_MCA_CPU)
+    assert i8mm.loop.work_per_iter >= 16 and i8mm.loop.mca_cpu == "neoverse-v1"
+    assert 0 < i8mm.cycles_per_block < dot.cycles_per_block
 
 
 def test_tune_estimate_marks_estimated_and_measured_wins(tmp_path):
@@ -109,6 +123,18 @@ def test_tune_estimate_marks_estimated_and_measured_wins(tmp_path):
     json.loads(Path(cache).read_text())  # still a valid cache
 
 
+def test_tune_estimate_ranks_the_hand_written_i2s(tmp_path):
+    """i2_s is estimated as the hand-written gemv bitedge-run links (nothing to tile), the one its CPU picks."""
+    _tools_or_skip()
+    from bitedge.render.estimate import estimate_kernel, estimate_tune, runtime_kernels
+
+    results = estimate_tune("rpi4", [(64, 256)], ["i2_s"], cache_path=tmp_path / "tuning.json")
+    entry = results["i2_s/64x256"]
+    assert entry["tiles"] == {} and len(entry["candidates"]) == 1 and entry["estimated"] is True
+    case = next(c for c in runtime_kernels(get_target("rpi4"), 256) if c.name == "i2_s runtime neon gemv")
+    assert entry["cycles_per_block"] == pytest.approx(estimate_kernel("rpi4", case, tmp_path).cycles_per_block)
+
+
 def test_cli_estimate_refuses_host(tmp_path):
     from click.testing import CliRunner
 
@@ -127,9 +153,9 @@ def test_profile_estimate_key():
     assert t.kernel.estimate == "llvm-mca: ..." and t.kernel.as_dict()["estimate"] == "llvm-mca: ..."
     with pytest.raises(BitedgeError, match="kernel.estimate"):
         parse_target({**base, "kernel": {"method": "i2_s", "measured": True, "estimate": "x"}}, Path("b.toml"))
-    for tid in ("rpi4", "rpi5", "jetson-orin", "apple-m1"):
+    for tid in mca.BOARDS:  # every ARM profile: its default says "estimated", with the figure, never "measured"
         kernel = get_target(tid).kernel
-        assert not kernel.measured and "estimate" in kernel.estimate.lower()
+        assert not kernel.measured and "static estimate, not measured" in kernel.estimate and " ms" in kernel.estimate
 
 
 def test_estimate_tables_from_json(tmp_path, capsys):
@@ -143,7 +169,7 @@ def test_estimate_tables_from_json(tmp_path, capsys):
                 "gbps_core": 5.5, "peer": None},
                {"kernel": "bitnet.cpp TL1 qgemm_lut_2560_2560 (codegen)", "k": 2560, "method": "tl1", "kind": "gemv",
                 "cycles_per_block": 15.0, "gbps_core": 5.1, "peer": "bitnet.cpp TL1"}]
-    tokens = {"bitedge i2_s (bitedge-run today)": {"2B-4T": {"tg_1t": 4.3, "tg_all": 17.3, "bound_all": "compute",
+    tokens = {"bitedge i2_s": {"2B-4T": {"tg_1t": 4.3, "tg_all": 17.3, "bound_all": "compute",
                                                              "output_share": 0.57, "cores": 4}, "700M": None}}
     data = {"static_estimate": True, "boards": {"rpi5": {"kernels": kernels, "tokens": tokens, "cores": 4}}}
     path = tmp_path / "run.json"

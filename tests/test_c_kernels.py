@@ -22,15 +22,15 @@ from tests._c_build import (BASE_FLAGS, REPO, RUNTIME, compile_c, host_has_avx2,
                              run_binary)
 
 SOURCES = ("kernels/runtime/kernels.c", "kernels/runtime/kernels_avx2.c", "kernels/runtime/kernels_avx512vnni.c",
-           "kernels/runtime/kernels_neon.c", "kernels/runtime/cpu_features.c", "kernels/runtime/threadpool.c",
-           "kernels/tests/test_kernels.c")
+           "kernels/runtime/kernels_neon.c", "kernels/runtime/kernels_neon_i8mm.c", "kernels/runtime/cpu_features.c",
+           "kernels/runtime/threadpool.c", "kernels/tests/test_kernels.c")
 FLAGS = ("-ffp-contract=off", "-pthread")
 # float kernels are compared with float64: |y - exact| <= FLOAT_RTOL * sum_k |w_k x_k|
 FLOAT_RTOL = 1e-5
 QEMU_CPUS = {  # qemu -cpu: (tables the CPU can run, best first; the one be_kernels_select picks)
     "cortex-a72": ["neon", "scalar"],
     "cortex-a76": ["neon-dotprod", "neon", "scalar"],
-    "max": ["neon-dotprod", "neon", "scalar"],
+    "max": ["neon-i8mm", "neon-dotprod", "neon", "scalar"],
 }
 
 
@@ -139,18 +139,20 @@ def test_aarch64_selftest(aarch64_exe, cpu):
     info = parse_selftest(proc.stdout)["system_info"]
     assert "NEON = 1" in info and "AVX2 = 0" in info
     assert f"DOTPROD = {int('neon-dotprod' in QEMU_CPUS[cpu])}" in info
+    assert f"MATMUL_INT8 = {int('neon-i8mm' in QEMU_CPUS[cpu])}" in info
 
 
 def test_aarch64_clang_compiles_neon_without_warnings(tmp_path):
-    """clang cannot link a static aarch64 binary here (no sysroot), but the NEON file must compile cleanly."""
+    """clang cannot link a static aarch64 binary here (no sysroot), but the NEON files must compile cleanly."""
     require_tool("clang")
-    for march in ((), ("-march=armv8.2-a+dotprod",)):
-        cmd = ["clang", "--target=aarch64-linux-gnu", *BASE_FLAGS, "-O2", *march, f"-I{RUNTIME}", "-c",
-               str(REPO / "kernels/runtime/kernels_neon.c"), "-o", str(tmp_path / "neon.o")]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0 and "stdint.h" in proc.stderr:
-            pytest.skip("no aarch64 C headers for clang")
-        assert proc.returncode == 0 and not proc.stderr.strip(), proc.stderr
+    for march in ((), ("-march=armv8.2-a+dotprod",), ("-march=armv8.6-a+i8mm",)):
+        for name in ("kernels_neon.c", "kernels_neon_i8mm.c"):
+            cmd = ["clang", "--target=aarch64-linux-gnu", *BASE_FLAGS, "-O2", *march, f"-I{RUNTIME}", "-c",
+                   str(REPO / "kernels/runtime" / name), "-o", str(tmp_path / "neon.o")]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0 and "stdint.h" in proc.stderr:
+                pytest.skip("no aarch64 C headers for clang")
+            assert proc.returncode == 0 and not proc.stderr.strip(), (march, name, proc.stderr)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -236,7 +238,7 @@ def test_i2s_native_matches_numpy_packing(native_exe, tmp_path):
     check_i2s_against_numpy(native_exe, tmp_path, native_tables())
 
 
-@pytest.mark.parametrize("cpu", ["cortex-a72", "cortex-a76"])
+@pytest.mark.parametrize("cpu", ["cortex-a72", "cortex-a76", "max"])
 def test_i2s_aarch64_matches_numpy_packing(aarch64_exe, tmp_path, cpu):
     check_i2s_against_numpy(aarch64_exe, tmp_path, QEMU_CPUS[cpu], target="aarch64", qemu_cpu=cpu)
 

@@ -10,12 +10,16 @@ from bitedge.convert.gguf_writer import write_gguf
 def test_kernels_renders_per_target_and_method(tmp_path, capsys):
     model = tmp_path / "m.gguf"
     write_gguf(dummy_source("test"), model)
-    for target, method, isa in (("rpi5", "tl1", "neon"), ("x86-64-avx2", "tl2", "avx2"), ("rpi4", "i2_s", "neon")):
+    # no --method: the profile's method when it is a TL one, else tl1 (rpi4 defaults to the hand-written i2_s)
+    for target, method, isa in (("rpi5", "tl1", "neon"), ("x86-64-avx2", "tl2", "avx2"), ("rpi4", None, "neon")):
         out = tmp_path / f"{target}-{method}"
-        assert main(["kernels", str(model), "--target", target, "--method", method, "--out-dir", str(out), "--json"]) == 0
+        assert main(["kernels", str(model), "--target", target, *(["--method", method] if method else []),
+                     "--out-dir", str(out), "--json"]) == 0
         info = json.loads(capsys.readouterr().out)
         names = {p.split("/")[-1] for p in info["files"]}
-        tag = method.replace("_", "")
+        method = method or "tl1"
+        assert info["method"] == method
+        tag = method
         assert f"bitedge_{tag}_{isa}.c" in names and "bitedge_layouts.h" in names
         assert sorted(map(tuple, info["shapes"])) == [(128, 256), (256, 256), (256, 512), (512, 256)]
         text = (out / f"bitedge_{tag}_{isa}.c").read_text()
@@ -23,6 +27,9 @@ def test_kernels_renders_per_target_and_method(tmp_path, capsys):
         ks = {256: 258, 512: 513} if method == "tl2" else {256: 256, 512: 512}
         assert all(f"_k{kp}_" in text for kp in ks.values()), method
     assert main(["kernels", str(model), "--target", "nope"]) == 2
+    # I2_S is not rendered (bitedge-run's hand-written kernels are its one implementation): not offered
+    assert main(["kernels", str(model), "--target", "rpi4", "--method", "i2_s", "--out-dir", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
 
 
 def test_tune_measures_and_caches(tmp_path, capsys):

@@ -150,7 +150,7 @@ def aarch64_binary(tmp_path_factory):
 
 
 @pytest.mark.qemu
-@pytest.mark.parametrize("cpu", ["cortex-a72", "cortex-a76"])
+@pytest.mark.parametrize("cpu", ["cortex-a72", "cortex-a76", "max"])
 def test_aarch64_under_qemu_matches_reference(aarch64_binary, models, tmp_path, cpu):
     runner = qemu_runner(cpu)
     for name in ("gqa6-relu2-tied", "mha-silu-untied"):
@@ -158,8 +158,9 @@ def test_aarch64_under_qemu_matches_reference(aarch64_binary, models, tmp_path, 
         prompt = PROMPTS[2]
         tokens, logits, result, _ = generate_checked(aarch64_binary, path, reference, prompt, tmp_path,
                                                      f"{cpu}-{name}", n=N_GEN, runner=runner, threads=2)
-        # cortex-a72 has no dotprod: plain NEON; cortex-a76 has it: the dotprod table is the one tested
-        assert result["kernels"] == {"cortex-a72": "neon", "cortex-a76": "neon-dotprod"}[cpu]
+        # cortex-a72 has no dotprod: plain NEON; cortex-a76 has it: the dotprod table is the one tested; max has
+        # i8mm: its smmla gemm runs the prompt
+        assert result["kernels"] == {"cortex-a72": "neon", "cortex-a76": "neon-dotprod", "max": "neon-i8mm"}[cpu]
         generate_checked(aarch64_binary, path, reference, prompt, tmp_path, f"{cpu}-{name}-s", n=N_GEN, runner=runner,
                          kernels="scalar")
 

@@ -14,8 +14,8 @@ import pytest
 from bitedge.targets import get_target, load_targets
 from bitedge.formats.packing import get_packing, layout_constants
 from bitedge.errors import BitedgeError
-from bitedge.render import (TILE_DEFAULTS, c_sources, check_tiles, environment, model_shapes, render_driver,
-                            render_kernels, render_layouts_header, render_template, target_isas)
+from bitedge.render import (TEMPLATES_DIR, TILE_DEFAULTS, c_sources, check_tiles, environment, model_shapes,
+                            render_driver, render_kernels, render_layouts_header, render_template, target_isas)
 from bitedge.build.tuner import planned_steps, tune
 from bitedge.render.tune import load_cache, tuned_tiles
 from tests._c_build import AARCH64_CC, CBuildError, compile_c, have_tool, run_binary
@@ -99,15 +99,15 @@ def test_render_files_and_names(tmp_path):
     assert "be_tl2_gemv_neon_k72_bm32_bk96_bn256" in (tmp_path / "arm" / "bitedge_tl2_neon.c").read_text()  # K 70 -> 72
 
 
-def test_render_i2s(tmp_path):
-    names = [p.name for p in render_kernels("x86-64-avx2", SHAPES_2B4T, "i2_s", {"rows": 2, "bk": 512}, tmp_path)]
-    assert names == ["bitedge_layouts.h", "bitedge_i2s_kernels.h", "bitedge_i2s_avx2.c", "bitedge_i2s_scalar.c",
-                     "bitedge_i2s_dispatch.c"]
-    assert "be_i2s_gemv_avx2_k6912_r2_bk512(" in (tmp_path / "bitedge_i2s_avx2.c").read_text()  # 6912 % 128 == 0
-    arm = [p.name for p in render_kernels("rpi5", [(100, 70)], "i2_s", None, tmp_path / "arm")]
-    assert arm[2:5] == ["bitedge_i2s_neon_dotprod.c", "bitedge_i2s_neon.c", "bitedge_i2s_scalar.c"]
-    assert "k128" in (tmp_path / "arm" / "bitedge_i2s_neon.c").read_text()  # K 70 -> 128
-    assert "neon_dotprod" not in " ".join(p.name for p in render_kernels("rpi4", [(8, 8)], "i2_s", None, tmp_path / "a72"))
+def test_i2s_is_not_rendered(tmp_path):
+    """I2_S has one implementation, bitedge-run's hand-written kernels (the rendered one lost on every ARM model and
+    on Zen 3): render_kernels and the driver refuse it with one line, nothing written."""
+    for call in (lambda: render_kernels("rpi5", [(100, 70)], "i2_s", None, tmp_path / "arm"),
+                 lambda: render_driver(["i2_s"], tmp_path / "drv")):
+        with pytest.raises(BitedgeError, match="i2_s is not rendered: bitedge-run's hand-written kernels"):
+            call()
+    assert not (tmp_path / "arm").exists() and not (tmp_path / "drv").exists()
+    assert not list(TEMPLATES_DIR.glob("*i2s*"))
 
 
 def test_rerender_leaves_unchanged_files_alone(tmp_path):
@@ -135,11 +135,8 @@ def test_tile_checks():
         check_tiles("tl2", {"bk": 258})
     with pytest.raises(BitedgeError, match="multiple of 6"):
         check_tiles("tl2", {"bk": 128})  # the I2_S-style profile value does not fit TL2
-    assert check_tiles("i2_s", {"bm": 256, "bk": 128}) == {"rows": 4, "bk": 128}  # profile bm: threadpool, ignored
-    with pytest.raises(BitedgeError, match="i2_s: tile bk = 2048 columns could overflow"):
-        check_tiles("i2_s", {"bk": 2048})
-    with pytest.raises(BitedgeError, match="rows = 3"):
-        check_tiles("i2_s", {"rows": 3})
+    with pytest.raises(BitedgeError, match="i2_s is not rendered"):
+        check_tiles("i2_s", {"bm": 256, "bk": 128})
     with pytest.raises(BitedgeError, match="unknown kernel method"):
         render_kernels("x86-64-avx2", [(32, 32)], "tl3", None, "/nonexistent")
     with pytest.raises(BitedgeError, match="bad matrix shape"):
@@ -159,7 +156,7 @@ def test_every_shipped_target_renders_warning_free(tmp_path, cc):
         if flavour in seen:
             continue
         seen.add(flavour)
-        for method in ("tl1", "tl2", "i2_s"):
+        for method in ("tl1", "tl2"):
             out = tmp_path / target.id / method
             paths = render_kernels(target, [(2560, 6912), (37, 71)], method, None, out)
             if target.arch == "aarch64":
@@ -197,16 +194,17 @@ def test_dispatch_by_kernel_table_name(tmp_path):
 
 def test_tune_keeps_winner_in_cache(tmp_path):
     cache = tmp_path / "tuning.json"
-    cands = {"tl1": [{"bm": 32, "bk": 128}, {"bm": 64, "bk": 64}], "tl2": [{"bm": 32, "bk": 96}],
-             "i2_s": [{"rows": 1, "bk": 128}]}
+    cands = {"tl1": [{"bm": 32, "bk": 128}, {"bm": 64, "bk": 64}], "tl2": [{"bm": 32, "bk": 96}]}
     steps = []
     results = tune("x86-64-avx2", [(96, 200), (64, 96)], ["tl1", "tl2", "i2_s"], cands, cache, reps=3, rounds=2,
                    work_dir=tmp_path / "work", advance=steps.append)
-    # the progress bar's length: 4 candidates built, each timed on 2 shapes in 2 rounds
+    # the progress bar's length: 4 candidates built (i2_s: the runtime's hand-written kernel, one build without
+    # tiles), each timed on 2 shapes in 2 rounds
     assert len(steps) == planned_steps(["tl1", "tl2", "i2_s"], 2, 2, cands) == 4 + 4 * 2 * 2
     assert set(results) == {f"{m}/{s}" for m in ("tl1", "tl2", "i2_s") for s in ("96x200", "64x96")}
+    assert all(results[f"i2_s/{s}"]["tiles"] == {} for s in ("96x200", "64x96"))
     for key, r in results.items():
-        assert len(r["candidates"]) == len(cands[key.split("/")[0]])
+        assert len(r["candidates"]) == len(cands.get(key.split("/")[0], [{}]))
         assert r["tiles"] == min(r["candidates"], key=lambda c: c["mean_ns"])["tiles"]
         assert r["mean_ns"] > 0 and not r["emulated"]
     entries = load_cache(cache)["entries"]
@@ -230,8 +228,8 @@ def test_tune_refuses_what_cannot_run_here(tmp_path):
 
 
 def test_driver_renders_for_all_methods(tmp_path):
-    text = render_driver(["i2_s", "tl1", "tl2"], tmp_path, runtime_i2s=True).read_text()
+    text = render_driver(["tl1", "tl2"], tmp_path, runtime_i2s=True).read_text()
     assert '#include "kernels.h"' in text and '#include "bitedge_tl2_kernels.h"' in text
-    assert '#include "bitedge_i2s_kernels.h"' in text
-    assert np.all([m in text for m in ('"tl1"', '"tl2"', '"i2_s"', '"i2_s-runtime"')])
+    assert "bitedge_i2s_kernels.h" not in text
+    assert np.all([m in text for m in ('"tl1"', '"tl2"', '"i2_s-runtime"')])
     assert '#include "kernels.h"' not in render_driver(["tl1"], tmp_path / "plain").read_text()

@@ -1,7 +1,7 @@
-"""Every rendered TL1 / TL2 / I2_S kernel equals acc[n] = sum_k T[n][k] * q[k] exactly, where T is the numpy packer's
+"""Every rendered TL1 / TL2 kernel equals acc[n] = sum_k T[n][k] * q[k] exactly, where T is the numpy packer's
 unpack of the bytes the C code reads: natively (scalar, AVX2) and under qemu-aarch64 (scalar, NEON on a
-cortex-a72, NEON and I2_S's dotprod kernel on a cortex-a76), on odd shapes, split row ranges and extreme
-activations. (The file is named for TL1/TL2, its main subject; the rendered I2_S kernels run through the same checks.)
+cortex-a72 and on a cortex-a76), on odd shapes, split row ranges and extreme activations. (I2_S is not rendered:
+its hand-written kernels are tested in tests/test_c_kernels.py.)
 The TL gemm (several tokens at once, prompt processing) equals both the reference and the scalar gemv run token by
 token, bit for bit, for token counts around the gemm's block of GEMM_TOKENS tokens."""
 
@@ -16,7 +16,7 @@ from tests._c_build import AARCH64_CC, have_tool
 from bitedge.render import GEMM_TOKENS
 from tests._render_helpers import ARM_VARIANTS, batch_reference, build_driver, random_batch, run_batch, run_check
 
-METHODS = ("tl1", "tl2", "i2_s")
+METHODS = ("tl1", "tl2")
 # rendered specialisations (constant kp) for some shapes; the others go through the generic path
 SPECIALISED = [(64, 130), (96, 1000), (2560, 2560)]
 # (N, K): N not a multiple of 32, K not a multiple of 2 / 3 / 128, tiny and single-column rows
@@ -44,14 +44,12 @@ def check_all(exe, method, isa, rng, work, arch="native", qemu_cpu="cortex-a72",
                                        f"is {got[bad[0]]}, expected {want[bad[0]]} ({bad.size} rows differ)")
 
 
-# tile variants: defaults; TL: 2-tile blocks with the smallest K chunk (widening every 2 groups) in sweeps of 2 tiles,
-# I2_S: 2 rows at a time widening every block; TL: 3-tile blocks (a single-tile remainder in every sweep of 6 tiles)
-# with the largest chunk the bound allows, I2_S: 4 rows with the largest chunk
+# tile variants: defaults; 2-tile blocks with the smallest K chunk (widening every 2 groups) in sweeps of 2 tiles;
+# 3-tile blocks (a single-tile remainder in every sweep of 6 tiles) with the largest chunk the bound allows
 NATIVE_TILES = {
     "default": None,
-    "small": {"tl1": {"bm": 64, "bk": 4, "bn": 64}, "tl2": {"bm": 64, "bk": 6, "bn": 64}, "i2_s": {"rows": 2, "bk": 128}},
-    "large": {"tl1": {"bm": 96, "bk": 252, "bn": 192}, "tl2": {"bm": 96, "bk": 252, "bn": 192},
-              "i2_s": {"rows": 4, "bk": 1920}},
+    "small": {"tl1": {"bm": 64, "bk": 4, "bn": 64}, "tl2": {"bm": 64, "bk": 6, "bn": 64}},
+    "large": {"tl1": {"bm": 96, "bk": 252, "bn": 192}, "tl2": {"bm": 96, "bk": 252, "bn": 192}},
 }
 
 
@@ -111,8 +109,7 @@ def arm_drivers(tmp_path_factory):
     return drivers
 
 
-ARM_CASES = [(m, isa, v) for m in METHODS for v in ARM_VARIANTS
-             for isa in (("neon-dotprod",) if m == "i2_s" and v == "neon-dotprod" else ()) + ("neon", "scalar")]
+ARM_CASES = [(m, isa, v) for m in METHODS for v in ARM_VARIANTS for isa in ("neon", "scalar")]
 
 
 @pytest.mark.parametrize(("method", "isa", "variant"), ARM_CASES)

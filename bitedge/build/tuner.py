@@ -33,8 +33,8 @@ from bitedge.render.tune import DEFAULT_CANDIDATES, cache_key, cpu_model, load_c
 from bitedge.targets import Target, get_target
 
 # the runtime's hand-written I2_S kernels and what they need (linked into the driver for method i2_s)
-I2S_SOURCES = ("kernels.c", "kernels_avx2.c", "kernels_avx512vnni.c", "kernels_neon.c", "cpu_features.c",
-               "cpu_build_isa.c")  # the CPU check (cpu_features.c, built for the baseline) reads what the build used
+I2S_SOURCES = ("kernels.c", "kernels_avx2.c", "kernels_avx512vnni.c", "kernels_neon.c", "kernels_neon_i8mm.c",
+               "cpu_features.c", "cpu_build_isa.c")  # the CPU check (cpu_features.c, built for the baseline) reads what the build used
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -128,7 +128,7 @@ def planned_steps(methods: Iterable[str], n_shapes: int, rounds: int,
                   candidates: Mapping[str, list[dict]] | None = None) -> int:
     """How many builds and timing runs tune() makes (the length of its progress bar)."""
     cands = candidates or DEFAULT_CANDIDATES
-    return sum(len(cands.get(m, [])) * (1 + rounds * n_shapes) for m in methods)
+    return sum((1 if m == "i2_s" else len(cands.get(m, []))) * (1 + rounds * n_shapes) for m in methods)
 
 
 def fastest_method(results: Mapping[str, dict], shape_counts: Mapping[tuple[int, int], int]) -> dict:
@@ -173,14 +173,18 @@ def tune(target: Target | str, shapes: Iterable[tuple[int, int]], methods: Itera
     try:
         for method in methods:
             isa = target_isas(target, method)[0].replace("_", "-")  # neon_dotprod -> the table name neon-dotprod
-            cands = [check_tiles(method, c) for c in (candidates or DEFAULT_CANDIDATES).get(method, [])]
+            # i2_s: the runtime's hand-written kernels (driver method i2_s-runtime), one candidate without tiles
+            runtime = method == "i2_s"
+            cands = [{}] if runtime else [check_tiles(method, c)
+                                          for c in (candidates or DEFAULT_CANDIDATES).get(method, [])]
             if not cands:
                 raise BitedgeError(f"no candidate tiles given for {method}")
             exes = []
             for i, tiles in enumerate(cands):
                 say(f"{method}: build candidate {i + 1}/{len(cands)} for {target.id}")
                 src = work / method / f"cand{i}"
-                paths = render_kernels(target, shapes, method, tiles, src) + [render_driver([method], src)]
+                paths = ([render_driver([], src, runtime_i2s=True)] if runtime
+                         else render_kernels(target, shapes, method, tiles, src) + [render_driver([method], src)])
                 exe = compile_driver(target, c_sources(paths), src, src / "build")
                 exes.append(timer.stage(exe, f"{method}-cand{i}"))
                 step(1)
@@ -193,7 +197,8 @@ def tune(target: Target | str, shapes: Iterable[tuple[int, int]], methods: Itera
                 runs: list[list[dict]] = [[] for _ in cands]
                 for _ in range(rounds):  # interleaved rounds: drift (turbo, other load) hits every candidate alike
                     for i, exe in enumerate(exes):
-                        runs[i].append(time_kernel(timer, exe, method, isa, w, q, shape[0], kp, reps))
+                        runs[i].append(time_kernel(timer, exe, "i2_s-runtime" if runtime else method, isa, w, q,
+                                                   shape[0], kp, reps))
                         step(1)
                 summary = []
                 for tiles, r in zip(cands, runs):

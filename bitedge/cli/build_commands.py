@@ -112,19 +112,21 @@ def _old_build_target(model, target, targets_dirs):
 @cli.command()
 @model_argument()
 @target_options("Target profile id or alias (default: this machine).")
-@click.option("--method", type=click.Choice(["i2_s", "tl1", "tl2"]), help="Kernel method (default: the profile's).")
+@click.option("--method", type=click.Choice(["tl1", "tl2"]),
+              help="TL method to render (default: the profile's when it is one, else tl1; I2_S is not rendered: "
+                   "bitedge-run's hand-written kernels are its one implementation).")
 @click.option("--out-dir", type=click.Path(file_okay=False), default="build/kernels", show_default=True,
               help="Folder to render into.")
 @click.option("--tuned/--no-tuned", default=True, show_default=True, help="Use tiles from the tuning cache when present.")
 @output_options()
 def kernels(model, target, targets_dirs, method, out_dir, tuned, out):
-    """Render C kernels specialised to a board's ISA and MODEL's matrix shapes (jinja2 templates)."""
+    """Render TL1/TL2 C kernels specialised to a board's ISA and MODEL's matrix shapes (jinja2 templates)."""
     from bitedge import api
     from bitedge.render import render_kernels
     from bitedge.render.tune import tuned_tiles
 
     t = api.resolve_target(target, targets_dirs)
-    method = method or t.kernel.method
+    method = method or (t.kernel.method if t.kernel.method in ("tl1", "tl2") else "tl1")
     shapes = api.Model.read(model).shapes
     tiles = tuned_tiles(t, method, shapes) if tuned else None
     paths = render_kernels(t, shapes, method, tiles, out_dir)

@@ -6,8 +6,8 @@ writes bitedge_layouts.h, bitedge_tl1_kernels.h, bitedge_tl1_dispatch.c and one 
 target can run (scalar always), each with gemv entry points specialised to every distinct K of the model.
 Generated code goes to a build folder, never into git; files are written under temporary names and renamed,
 and a file whose text did not change is left alone (its mtime too, so make does not rebuild).
-I2_S is rendered too (bitedge_i2s_*.c, the same arithmetic as the runtime's hand-written kernels/runtime/kernels_*.c,
-with tile parameters and constant K); the runtime keeps its hand-written I2_S until the lead switches it over.
+I2_S is not rendered: the runtime's hand-written kernels/runtime/kernels_*.c are its one implementation (a rendered
+variant with tiles and constant K was slower on every ARM scheduling model llvm-mca has and on Zen 3, issue 14).
 """
 
 from __future__ import annotations
@@ -26,15 +26,17 @@ from bitedge.errors import BitedgeError
 from bitedge.model import ModelConfig, is_ternary
 
 from bitedge._shipped import TEMPLATES_DIR  # noqa: E402
-METHODS = ("i2_s", "tl1", "tl2")
-TL_METHODS = ("tl1", "tl2")
+METHODS = ("i2_s", "tl1", "tl2")  # what tune / estimates rank; i2_s is the runtime's hand-written kernel
+TL_METHODS = ("tl1", "tl2")  # what render_kernels renders
 LAYOUTS_HEADER = "bitedge_layouts.h"
 DRIVER_SOURCE = "bitedge_kernel_driver.c"
 
 # Rendered ISA variants (C suffix) -> the be_kernels table names (kernels.h) whose CPUs may run them; the last
 # name is the variant's own. TL1/TL2 have no dotprod variant (they multiply nothing: see docs/kernels.md), so NEON
-# serves neon-dotprod, and AVX2 serves the avx512-vnni table (no VNNI or AVX-512 TL kernels are rendered).
-ISA_ALIASES = {"avx2": ("avx512-vnni", "avx2"), "neon_dotprod": ("neon-dotprod",), "neon": ("neon-dotprod", "neon"),
+# serves neon-dotprod and neon-i8mm, and AVX2 serves the avx512-vnni table (no VNNI or AVX-512 TL kernels are
+# rendered).
+ISA_ALIASES = {"avx2": ("avx512-vnni", "avx2"), "neon_dotprod": ("neon-dotprod",),
+               "neon": ("neon-i8mm", "neon-dotprod", "neon"),
                "scalar": ("scalar",)}
 
 # Per method: weights per group, largest |table entry| (q in [-128, 127]) and the tile defaults.
@@ -53,12 +55,6 @@ BN_MAX = 2048  # rows of int32 partial sums on the stack (8 KiB)
 GEMM_TOKENS = 4
 GEMM_SUMS_MAX = BN_MAX
 TILE_KEYS = ("bm", "bk", "bn")
-# I2_S tiles: rows sharing each activation load, K columns per int16 chunk (a maddubs / mlal lane adds at most
-# 2048 per 128-column block: 15 blocks = 1920 columns keep it within int16). The profiles' bm (rows per thread
-# work chunk) is a threadpool setting, not a register tile, and is ignored here.
-I2S_TILE_DEFAULTS = {"rows": 4, "bk": 1024}
-I2S_ROWS = (1, 2, 4)
-I2S_BK_MAX = 1920
 
 
 def environment() -> jinja2.Environment:
@@ -139,7 +135,8 @@ def model_shape_counts(model) -> dict[tuple[int, int], int]:
 
 
 def target_isas(target: Target, method: str = "tl1") -> list[str]:
-    """The ISA variants rendered for a target, best first, scalar last (TL methods have no dotprod variant)."""
+    """The ISA variants rendered for a target, best first, scalar last (TL methods have no dotprod variant; for
+    i2_s: the runtime's tables the target's CPU picks, as C suffixes)."""
     isas = []
     if target.arch == "x86_64" and "avx2" in target.isa:
         isas.append("avx2")
@@ -157,16 +154,13 @@ def check_method(method: str) -> str:
     return method
 
 
-def check_i2s_tiles(tiles: Mapping[str, int]) -> dict[str, int]:
-    tiles = {**I2S_TILE_DEFAULTS, **{k: v for k, v in dict(tiles or {}).items() if k in I2S_TILE_DEFAULTS}}
-    if tiles["rows"] not in I2S_ROWS:
-        raise BitedgeError(f"i2_s: tile rows = {tiles['rows']} is not supported (one of {', '.join(map(str, I2S_ROWS))})")
-    bk = tiles["bk"]
-    if not isinstance(bk, int) or bk <= 0 or bk % 128:
-        raise BitedgeError(f"i2_s: tile bk = {bk} columns must be a positive multiple of 128")
-    if bk > I2S_BK_MAX:
-        raise BitedgeError(f"i2_s: tile bk = {bk} columns could overflow the int16 partial sums (at most {I2S_BK_MAX})")
-    return tiles
+def check_render_method(method: str) -> str:
+    """A method render_kernels renders (tl1, tl2), or BitedgeError (i2_s: the runtime's hand-written kernels)."""
+    method = check_method(method)
+    if method not in TL_METHODS:
+        raise BitedgeError(f"{method} is not rendered: bitedge-run's hand-written kernels are its one implementation "
+                           f"(render {' or '.join(TL_METHODS)})")
+    return method
 
 
 def check_tiles(method: str, tiles: Mapping[str, int]) -> dict[str, int]:
@@ -174,8 +168,7 @@ def check_tiles(method: str, tiles: Mapping[str, int]) -> dict[str, int]:
 
     bk bound: an int16 lane adds at most bk / group_k table entries of |e| <= MAX_ENTRY before being widened, so
     (bk / group_k) * MAX_ENTRY <= 32767; AVX2 takes groups two at a time, so bk / group_k must be even."""
-    if method == "i2_s":
-        return check_i2s_tiles(tiles)
+    method = check_render_method(method)
     tiles = {**TILE_DEFAULTS[method], **{k: v for k, v in dict(tiles or {}).items() if k in TILE_KEYS}}
     bm, bk, bn = tiles["bm"], tiles["bk"], tiles["bn"]
     if bm not in BM_CHOICES:
@@ -192,9 +185,8 @@ def check_tiles(method: str, tiles: Mapping[str, int]) -> dict[str, int]:
 
 
 def profile_tiles(method: str, target: Target) -> dict[str, int]:
-    """The profile's [kernel.tiles] when its method is this TL method. For i2_s they are the hand-written runtime's
-    work-chunk sizes (bm = rows per thread chunk, bk = 128), not register tiles, so render ignores them."""
-    if method == "i2_s" or target.kernel.method != method:
+    """The profile's [kernel.tiles] when its method is this TL method (i2_s is not rendered: none)."""
+    if method not in TL_METHODS or target.kernel.method != method:
         return {}
     return dict(target.kernel.tiles)
 
@@ -225,7 +217,7 @@ def gemv_specs(method: str, isa: str, shapes_tiles: Mapping[tuple[int, int], dic
     packing = get_packing(method)
     by_kp: dict[int, tuple[int, dict]] = {}
     for (n, k), tiles in shapes_tiles.items():
-        kp = packing.padded_k(k) if method == "i2_s" else packing.padded(n, k)[1]
+        kp = packing.padded(n, k)[1]
         if kp not in by_kp or n > by_kp[kp][0]:
             by_kp[kp] = (n, tiles)
     specs = []
@@ -237,9 +229,6 @@ def gemv_specs(method: str, isa: str, shapes_tiles: Mapping[tuple[int, int], dic
 
 def _spec(method: str, isa: str, kp: int | None, tiles: dict[str, int]) -> dict:
     shape = f"k{kp}" if kp is not None else "generic"
-    if method == "i2_s":
-        rows, bk = tiles["rows"], tiles["bk"]
-        return {"kp": kp, "rows": rows, "bk": bk, "chunk": bk // 128, "fn": f"be_i2s_gemv_{isa}_{shape}_r{rows}_bk{bk}"}
     bm, bk, bn = tiles["bm"], tiles["bk"], tiles["bn"]
     gemm_bn = max(bm, min(bn, GEMM_SUMS_MAX // GEMM_TOKENS) // bm * bm)  # rows per gemm sweep, a multiple of bm
     return {"kp": kp, "bm": bm, "bk": bk, "bn": bn, "tiles": bm // 32, "chunk": bk // GROUP_K[method],
@@ -266,7 +255,7 @@ def render_kernels(target: Target | str, shapes: Iterable[tuple[int, int]], meth
     Returns the written paths: the layouts header, the method header, one .c per ISA variant, the dispatch .c
     (compile every .c; include out_dir). tiles: see resolve_tiles."""
     target = get_target(target)
-    method = check_method(method)
+    method = check_render_method(method)
     shapes = sorted({(int(n), int(k)) for n, k in shapes})
     for n, k in shapes:
         if n <= 0 or k <= 0:
@@ -281,27 +270,23 @@ def render_kernels(target: Target | str, shapes: Iterable[tuple[int, int]], meth
     common = {"method": method, "target_id": target.id, "isas": isas}
     generic = generic_tiles(method, target, tiles)
     all_specs = {isa: gemv_specs(method, isa, per_shape, generic) for isa in isas}
-    stem = method.replace("_", "")  # i2_s -> i2s in file and function names
-    family = "tl" if method in TL_METHODS else "i2s"
-    paths.append(write_if_changed(out / f"bitedge_{stem}_kernels.h",
-                                  render_template(f"{family}_kernels.h.j2", specs=all_specs["scalar"], **common)))
+    paths.append(write_if_changed(out / f"bitedge_{method}_kernels.h",
+                                  render_template("tl_kernels.h.j2", specs=all_specs["scalar"], **common)))
     for isa in isas:
-        template = f"{stem}_{'neon' if isa == 'neon_dotprod' else isa}.c.j2"
-        text = render_template(template, specs=all_specs[isa], isa=isa, **common)
-        paths.append(write_if_changed(out / f"bitedge_{stem}_{isa}.c", text))
-    paths.append(write_if_changed(out / f"bitedge_{stem}_dispatch.c",
-                                  render_template(f"{family}_dispatch.c.j2", alias_map=alias_map,
+        text = render_template(f"{method}_{isa}.c.j2", specs=all_specs[isa], isa=isa, **common)
+        paths.append(write_if_changed(out / f"bitedge_{method}_{isa}.c", text))
+    paths.append(write_if_changed(out / f"bitedge_{method}_dispatch.c",
+                                  render_template("tl_dispatch.c.j2", alias_map=alias_map,
                                                   isa_names={i: ISA_ALIASES[i][-1] for i in isas}, **common)))
     return paths
 
 
 def render_driver(methods: Iterable[str], out_dir: str | os.PathLike, isa_names: Iterable[str] = (),
                   runtime_i2s: bool = False) -> Path:
-    """Write the test / timing driver (kernel_driver.c.j2) for rendered methods; runtime_i2s adds method
-    "i2_s-runtime" (the runtime's hand-written I2_S: link kernels/runtime kernels.c, kernels_avx2.c,
-    kernels_neon.c and cpu_features.c)."""
-    methods = [check_method(m) for m in methods]
-    names = list(isa_names) or ["avx2", "neon-dotprod", "neon", "scalar"]
+    """Write the test / timing driver (kernel_driver.c.j2) for rendered (TL) methods; runtime_i2s adds method
+    "i2_s-runtime" (the runtime's hand-written I2_S: link bitedge.build.tuner.I2S_SOURCES)."""
+    methods = [check_render_method(m) for m in methods]
+    names = list(isa_names) or ["avx2", "neon-i8mm", "neon-dotprod", "neon", "scalar"]
     return write_if_changed(Path(out_dir) / DRIVER_SOURCE,
                             render_template("kernel_driver.c.j2", methods=methods, isa_names=names,
                                             runtime_i2s=runtime_i2s))
@@ -313,7 +298,8 @@ def c_sources(paths: Iterable[Path]) -> list[Path]:
 
 
 __all__ = [
-    "GEMM_TOKENS", "ISA_ALIASES", "METHODS", "TEMPLATES_DIR", "TILE_DEFAULTS", "c_sources", "check_tiles", "environment",
+    "GEMM_TOKENS", "ISA_ALIASES", "METHODS", "TEMPLATES_DIR", "TILE_DEFAULTS", "TL_METHODS", "c_sources",
+    "check_render_method", "check_tiles", "environment",
     "model_shapes", "render_driver", "render_kernels", "render_layouts_header", "render_template",
     "resolve_tiles", "target_isas", "tune",
 ]

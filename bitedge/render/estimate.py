@@ -3,8 +3,8 @@
     est = estimate_kernel(get_target("rpi5"), bitedge_kernels(get_target("rpi5"), 2560)[0], work_dir)
     est.cycles_per_block          # cycles per 128 weights of one row (one token), steady-state loop only
 
-Every kernel is the code bitedge-run (or a TL build) runs: the runtime's hand-written kernels/runtime/kernels_neon.c
-and the kernels rendered from kernels/templates for the target, tiles and padded K. A harness file includes the
+Every kernel is the code bitedge-run (or a TL build) runs: the runtime's hand-written kernels/runtime/kernels_neon*.c
+(I2_S, the output matrix) and the TL kernels rendered from kernels/templates for the target, tiles and padded K. A harness file includes the
 source and calls the one function; bitedge.render.mca finds its hot loop and runs llvm-mca on it. The figures are
 static estimates (docs/performance.md "ARM, estimated"), never measurements.
 """
@@ -84,6 +84,11 @@ def runtime_kernels(target: Target, kp: int, nb: int = 4) -> list[KernelCase]:
                   KernelCase(f"i2_s runtime dotprod gemm ({nb} tokens)", "i2_s",
                              head + _entry(gemv, f"i2s_gemm_dotprod(w, q, acc, n1, n0, n1, {kp}, {nb})"), "sdot", inc,
                              kind="gemm")]
+    if "i8mm" in target.isa:  # Armv8.6 (Apple M2+): the smmla gemm of the neon-i8mm table, 2 rows x 8 tokens
+        cases.append(KernelCase("i2_s runtime i8mm gemm (8 tokens)", "i2_s",
+                                '#include "kernels_neon_i8mm.c"\n'
+                                + _entry(gemv, f"be_i2s_gemm_neon_i8mm(w, q, acc, n1, n0, n1, {kp}, 8)"), "smmla", inc,
+                                kind="gemm"))
     # The float gemv's F16 tail calls be_f16_to_f32 (kernels.c) out of line: llvm-mca cannot model a call (it assumes
     # 100 cycles), so the harness gives that function's own body to inline. The Q8_0 loop converts its block scale
     # inline (fcvtl) and calls nothing.
@@ -98,12 +103,17 @@ def runtime_kernels(target: Target, kp: int, nb: int = 4) -> list[KernelCase]:
     return cases
 
 
+def runtime_gemv_name(target: Target) -> str:
+    """The runtime_kernels case of the I2_S gemv bitedge-run picks on this profile's CPU (generation)."""
+    return "i2_s runtime dotprod gemv" if "dotprod" in target.isa else "i2_s runtime neon gemv"
+
+
 def rendered_kernels(target: Target, kp: int, method: str, tiles: dict | None, out_dir: Path) -> list[KernelCase]:
-    """The kernels rendered for target and one padded K (gemv, and gemm for TL methods) with the given tiles."""
+    """The TL kernels rendered for target and one padded K (gemv, table building, gemm) with the given tiles."""
     from bitedge.render import check_tiles, gemv_specs, render_kernels, target_isas
 
     tiles = check_tiles(method, tiles or {})
-    k = kp  # padded already: TL1 kp is even, TL2 a multiple of 3, I2_S a multiple of 128
+    k = kp  # padded already: TL1 kp is even, TL2 a multiple of 3
     render_kernels(target, [(256, k)], method, {(256, k): tiles}, out_dir)
     stem = method.replace("_", "")
     cases = []
@@ -111,12 +121,6 @@ def rendered_kernels(target: Target, kp: int, method: str, tiles: dict | None, o
         spec = gemv_specs(method, isa, {(256, k): tiles})[0]
         head = f'#include "bitedge_{stem}_{isa}.c"\n'
         label = ", ".join(f"{a}={b}" for a, b in tiles.items())
-        if method == "i2_s":
-            sig = "sdot" if isa == "neon_dotprod" else "mlal"
-            cases.append(KernelCase(f"i2_s rendered {isa} gemv ({label})", method,
-                                    head + _entry("const uint8_t *w, const int8_t *q, int32_t *acc, int n0, int n1",
-                                                  f"{spec['fn']}(w, q, acc, n0, n1)"), sig, [out_dir], tiles=tiles))
-            continue
         sig = "tbl1" if method == "tl1" else "tbl2"
         cases.append(KernelCase(f"{method} gemv ({label})", method,
                                 head + _entry("const uint8_t *w, const void *t, int32_t *acc, int n0, int n1",
@@ -194,11 +198,11 @@ def method_kp(method: str, k: int) -> int:
 
 
 def bitedge_cases(target: Target, k: int, out_dir: Path, tiles: dict | None = None) -> list[KernelCase]:
-    """Every bitedge NEON kernel for one K: the runtime's I2_S and float gemv, rendered I2_S, TL1 and TL2 (default
-    tiles unless tiles = {method: tiles})."""
+    """Every bitedge NEON kernel for one K: the runtime's I2_S and float gemv, rendered TL1 and TL2 (default tiles
+    unless tiles = {method: tiles})."""
     tiles = tiles or {}
     cases = runtime_kernels(target, method_kp("i2_s", k))
-    for method in ("i2_s", "tl1", "tl2"):
+    for method in ("tl1", "tl2"):
         cases += rendered_kernels(target, method_kp(method, k), method, tiles.get(method),
                                   Path(out_dir) / f"{target.id}-{method}-k{k}")
     return cases
@@ -236,12 +240,17 @@ def estimate_tune(target: Target | str, shapes, methods=("i2_s", "tl1", "tl2"), 
     with tempfile.TemporaryDirectory(prefix="bitedge-estimate-") as tmp:
         work = Path(work_dir or tmp)
         for method in (check_method(m) for m in methods):
-            cands = [check_tiles(method, c) for c in (candidates or DEFAULT_CANDIDATES)[method]]
+            # i2_s: the hand-written gemv bitedge-run links (no tiles to choose); TL methods: every candidate tile
+            cands = [{}] if method == "i2_s" else [check_tiles(method, c)
+                                                   for c in (candidates or DEFAULT_CANDIDATES)[method]]
             per_k: dict[tuple[int, int], dict] = {}  # (candidate, kp) -> {"gemv": cycles, "prepare": cycles}
             for i, tiles in enumerate(cands):
                 say(f"{method}: estimating candidate {i + 1}/{len(cands)} for {target.id}")
                 for kp in sorted({method_kp(method, k) for _, k in shapes}):
-                    cases = rendered_kernels(target, kp, method, tiles, work / method / f"cand{i}-k{kp}")
+                    if method == "i2_s":
+                        cases = [c for c in runtime_kernels(target, kp) if c.name == runtime_gemv_name(target)]
+                    else:
+                        cases = rendered_kernels(target, kp, method, tiles, work / method / f"cand{i}-k{kp}")
                     found = {}
                     for case in cases:
                         if case.kind in ("gemv", "prepare") and case.kind not in found:

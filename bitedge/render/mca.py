@@ -28,6 +28,12 @@ from bitedge.errors import BitedgeError
 # bandwidth the GB/s and tokens/s predictions use (vendor figures, source named; peak DRAM bandwidth is the bus
 # width times the transfer rate: one core reaches only part of it).
 BOARDS = {
+    "rpi3": {
+        "mca_cpu": "cortex-a53", "model": "Cortex-A53 model (LLVM's own, in-order dual issue)",
+        "clock_ghz": 1.4, "dram_gbps": 4.0,
+        "source": "Raspberry Pi 3 Model B+ product brief: BCM2837B0, 4x Cortex-A53 at 1.4 GHz (1.2 GHz on the 3B), "
+                  "1 GB LPDDR2; 32-bit bus x 1000 MT/s (config.txt sdram_freq 500 MHz) = 4.0 GB/s peak",
+    },
     "rpi4": {
         "mca_cpu": "cortex-a72", "model": "Cortex-A57 model (LLVM maps -mcpu=cortex-a72 to it; A72 is an A57 derivative)",
         "clock_ghz": 1.8, "dram_gbps": 12.8,
@@ -56,7 +62,29 @@ BOARDS = {
         "source": "Apple M1: Firestorm P-cores at 3.2 GHz, LPDDR4X-4266 on a 128-bit bus = 68.25 GB/s "
                   "(Apple M1 Pro/Max announcement 2021-10-18, M1 comparison)",
     },
+    "apple-m2": {
+        "mca_cpu": "apple-m2", "model": "LLVM's Apple model again (-mcpu=apple-m2 maps to the same Cyclone "
+                                        "description; it has i8mm's smmla): pessimistic for Avalanche cores",
+        "clock_ghz": 3.49, "dram_gbps": 100.0,
+        "source": "Apple M2 announcement 2022-06-06: LPDDR5, 100 GB/s unified memory bandwidth; Avalanche P-cores "
+                  "at 3.49 GHz",
+    },
+    "apple-m3": {
+        "mca_cpu": "apple-m3", "model": "LLVM's Apple model again (-mcpu=apple-m3 maps to the Cyclone description)",
+        "clock_ghz": 4.05, "dram_gbps": 100.0,
+        "source": "Apple M3 announcement 2023-10-30: 100 GB/s unified memory bandwidth; P-cores at 4.05 GHz",
+    },
+    "generic-aarch64": {
+        "mca_cpu": "generic", "model": "LLVM's generic AArch64 model (-march=armv8-a tunes for it; LLVM 22 "
+                                       "describes it with its Cortex-A510 model)",
+        "clock_ghz": 1.8, "dram_gbps": 12.8,
+        "source": "no board: nominal figures of a Raspberry Pi 4-class board (1.8 GHz, 32-bit LPDDR4-3200 = "
+                  "12.8 GB/s), so the row is comparable with rpi4's",
+    },
 }
+# the scheduling model an i8mm (Armv8.6) gemm is also estimated at: Neoverse V1 has LLVM's newest i8mm-capable
+# description of a big core (Apple's is the 2013 Cyclone one)
+I8MM_MCA_CPU = "neoverse-v1"
 
 # Signature instructions: how a loop's work is counted. For each, how many appear per 128 weights of one row
 # and one token (a "block-row"): sdot multiplies 16 int8 pairs; smull/smlal(2) 8; a one-register tbl looks up
@@ -65,6 +93,7 @@ BOARDS = {
 # convert 4 weights (Q8_0 / F16 output matrix).
 SIGNATURES = {
     "sdot": (r"^sdot\b", 8.0),
+    "smmla": (r"^smmla\b", 4.0),  # a 2x8 by 8x2 int8 product: 32 multiplies, 2 rows x 2 tokens x 8 columns
     "mlal": (r"^smull2?\b|^smlal2?\b", 16.0),
     "tbl1": (r"^tbl\s+v\d+\.16b,\s*\{\s*v\d+\.16b\s*\}", 8.0),
     "tbl2": (r"^tbl\s+v\d+\.16b,\s*\{\s*v\d+\.16b,\s*v\d+\.16b\s*\}", 16.0 / 3.0),

@@ -19,8 +19,7 @@ from bitedge.targets import Target, get_target
 
 CACHE_VERSION = 1
 DEFAULT_CANDIDATES = {
-    "i2_s": [{"rows": 4, "bk": 1024}, {"rows": 2, "bk": 1024}, {"rows": 1, "bk": 1920}, {"rows": 4, "bk": 1920},
-             {"rows": 4, "bk": 512}],
+    "i2_s": [{}],  # the runtime's hand-written kernels: one candidate, nothing to tile
     "tl1": [{"bm": 32, "bk": 128, "bn": 256}, {"bm": 64, "bk": 128, "bn": 256}, {"bm": 32, "bk": 252, "bn": 256},
             {"bm": 32, "bk": 64, "bn": 128}, {"bm": 32, "bk": 128, "bn": 32}, {"bm": 96, "bk": 128, "bn": 768}],
     "tl2": [{"bm": 32, "bk": 96, "bn": 256}, {"bm": 64, "bk": 96, "bn": 256}, {"bm": 32, "bk": 252, "bn": 256},

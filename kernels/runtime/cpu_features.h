@@ -21,7 +21,7 @@ typedef struct {
  * and AVX-512 VNNI tables are compiled with target attributes, so a default x86-64 build carries them and picks
  * one at run time; NEON is baseline on
  * aarch64; the dotprod table uses a target("+dotprod") attribute with GCC, and with other compilers only when
- * the whole build targets dotprod (-march=armv8.2-a+dotprod). */
+ * the whole build targets dotprod (-march=armv8.2-a+dotprod); the i8mm table likewise (+i8mm). */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define BE_HAVE_AVX2_KERNELS 1
 #define BE_HAVE_AVX512VNNI_KERNELS 1
@@ -36,9 +36,16 @@ typedef struct {
 #else
 #define BE_HAVE_DOTPROD_KERNELS 0
 #endif
+/* the i8mm table (kernels_neon_i8mm.c's gemm, the dotprod gemv): the same rule, for the int8 matrix multiply */
+#if BE_HAVE_DOTPROD_KERNELS && (defined(__ARM_FEATURE_MATMUL_INT8) || (defined(__GNUC__) && !defined(__clang__)))
+#define BE_HAVE_I8MM_KERNELS 1
+#else
+#define BE_HAVE_I8MM_KERNELS 0
+#endif
 #else
 #define BE_HAVE_NEON_KERNELS 0
 #define BE_HAVE_DOTPROD_KERNELS 0
+#define BE_HAVE_I8MM_KERNELS 0
 #endif
 
 /* The features of this CPU, detected once (thread-safe after the first call returns; call it early). */

@@ -186,6 +186,9 @@ extern const be_kernels be_kernels_neon;
 #if BE_HAVE_DOTPROD_KERNELS
 extern const be_kernels be_kernels_neon_dotprod;
 #endif
+#if BE_HAVE_I8MM_KERNELS
+extern const be_kernels be_kernels_neon_i8mm;
+#endif
 
 /* The features a table needs that this CPU lacks ("" when it has them all). avx512-vnni's float and quantize
  * kernels also use AVX2/FMA/F16C instructions; every AVX-512 flag is 0 unless the OS saves the ZMM state. */
@@ -200,6 +203,8 @@ static const char *table_lacks(const be_kernels *k) {
     }
     if (!strcmp(k->name, "neon") && !f->neon) return "NEON";
     if (!strcmp(k->name, "neon-dotprod") && !(f->neon && f->dotprod)) return "the dot-product extension (DOTPROD)";
+    if (!strcmp(k->name, "neon-i8mm") && !(f->neon && f->dotprod && f->i8mm))
+        return "the int8 matrix-multiply extension (I8MM) with DOTPROD";
     return "";  /* scalar runs everywhere */
 }
 
@@ -212,6 +217,9 @@ static const be_kernels *const compiled_tables[] = {
 #endif
 #if BE_HAVE_AVX2_KERNELS
     &be_kernels_avx2,
+#endif
+#if BE_HAVE_I8MM_KERNELS
+    &be_kernels_neon_i8mm,
 #endif
 #if BE_HAVE_DOTPROD_KERNELS
     &be_kernels_neon_dotprod,

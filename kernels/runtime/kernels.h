@@ -10,7 +10,8 @@
  *   output:           y[n]   = (float)acc[n] * (s / a)   with (s / a) computed once in fp32, s = tensor scale
  *
  * Tables (cpu_features.h says which a build holds), best first: "avx512-vnni" (kernels_avx512vnni.c) and "avx2"
- * (kernels_avx2.c), both with target attributes, so in every x86-64 GCC/clang build; "neon-dotprod" and "neon"
+ * (kernels_avx2.c), both with target attributes, so in every x86-64 GCC/clang build; "neon-i8mm" (its gemm in
+ * kernels_neon_i8mm.c), "neon-dotprod" and "neon"
  * (kernels_neon.c, aarch64), "scalar" (kernels.c, everywhere).
  * Integer results (i2s_gemv, i2s_gemm, quantize_row_i8) are identical across tables. float_gemv differs only
  * in summation order and FMA use: |y - exact| <= 1e-5 * sum_k |W[n][k] * x[k]| (tests/test_c_kernels.py).
@@ -49,7 +50,7 @@ size_t be_float_row_bytes(int type, int k);
 float be_f16_to_f32(uint16_t h);
 
 typedef struct {
-    const char *name;           /* e.g. "avx512-vnni", "avx2", "neon-dotprod", "neon", "scalar" */
+    const char *name;           /* e.g. "avx512-vnni", "avx2", "neon-i8mm", "neon-dotprod", "neon", "scalar" */
     be_i2s_gemv_fn i2s_gemv;
     be_i2s_gemm_fn i2s_gemm;
     be_float_gemv_fn float_gemv;
