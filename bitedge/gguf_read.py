@@ -3,8 +3,9 @@
 The header is parsed here (``GGUFFile``) and tensor data is memory-mapped; each tensor loader copies and
 unpacks one tensor when called. gguf's GGUFReader is not used for reading because it builds a numpy object
 per string: it needs 17 s for the 128k-token vocabulary of a 2B model, this parser 0.2 s. (The tests check
-this parser against GGUFReader.) Files without ``bitedge.format_version`` (llama.cpp / bitnet.cpp GGUFs)
-are handed to ``bitedge.convert.gguf_foreign.read_foreign``, which can use ``open_gguf`` too.
+this parser against GGUFReader.) ``read_model`` reads bitedge's files only: files without
+``bitedge.format_version`` (llama.cpp / bitnet.cpp GGUFs) are the importer's (``bitedge.convert.gguf_foreign``,
+through ``bitedge.convert.sources.open_source``), which parses them with ``open_gguf`` too.
 """
 
 from __future__ import annotations
@@ -286,13 +287,14 @@ def float_tensor(g: GGUFFile, t: TensorInfo) -> np.ndarray:
 
 
 def read_model(path) -> ModelSource:
-    """A lazy ModelSource for a GGUF file; bitedge's own format here, others via gguf_foreign."""
+    """A lazy ModelSource for a bitedge GGUF file. Another GGUF (llama.cpp, bitnet.cpp) is refused in one line: the
+    importer (bitedge.convert.sources.open_source, bitedge convert) reads those."""
     g = open_gguf(path)
     path = os.fspath(path)
     if K.FORMAT_VERSION_KEY not in g.kv:
-        from bitedge.convert.gguf_foreign import read_foreign  # only needed for llama.cpp / bitnet.cpp files
-
-        return read_foreign(path)
+        arch = g.kv.get(K.ARCHITECTURE, "?")
+        raise BitedgeError(f"{path}: not a bitedge GGUF file (no {K.FORMAT_VERSION_KEY}; architecture {arch}): "
+                           f"import it with bitedge convert {path} -o MODEL.gguf")
     kv = g.kv
     version = int(kv[K.FORMAT_VERSION_KEY])
     if version > SUPPORTED_FORMAT_VERSION:

@@ -277,7 +277,9 @@ def test_packed_size_mismatch_detected(tiny_model, tmp_path):
         read_model(out)
 
 
-def test_foreign_gguf_dispatch(tmp_path, monkeypatch):
+def test_foreign_gguf_is_refused_by_the_reader_and_read_by_the_importer(tmp_path, monkeypatch):
+    """read_model reads bitedge's files only (one line naming bitedge convert for another GGUF); open_source, the
+    importer's entry, hands a foreign GGUF to gguf_foreign."""
     out = tmp_path / "llama.gguf"
     w = GGUFWriter(out, "llama")
     w.add_uint32("llama.block_count", 1)
@@ -286,11 +288,16 @@ def test_foreign_gguf_dispatch(tmp_path, monkeypatch):
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+    with pytest.raises(BitedgeError, match=r"not a bitedge GGUF file .*architecture llama.*bitedge convert") as e:
+        read_model(out)
+    assert "\n" not in str(e.value)
     calls = []
     fake = types.ModuleType("bitedge.convert.gguf_foreign")
     fake.read_foreign = lambda path: calls.append(path) or "foreign-source"
     monkeypatch.setitem(sys.modules, "bitedge.convert.gguf_foreign", fake)
-    assert read_model(out) == "foreign-source" and calls == [str(out)]
+    from bitedge.convert.sources import open_source
+
+    assert open_source(str(out)) == "foreign-source" and calls == [out]
     meta = read_metadata(out)
     assert meta["kv"]["llama.block_count"] == 1 and meta["tensors"][0]["shape"] == (4, 8)
 
