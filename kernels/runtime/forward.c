@@ -17,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 /* No fused multiply-add: keep the reference's rounding. gcc contracts only with -ffp-contract=fast (not the
  * default under -std=c11; bitedge/build/compile.py passes -ffp-contract=off anyway); clang honours the standard pragma. */
 #ifdef __clang__
@@ -142,7 +141,7 @@ typedef struct {
 
 typedef struct {
     const be_ternary_ops *ops;
-    const void *act;         /* what the kernels read: the TL tables [nb][act_stride], or xq itself (act_stride kp) */
+    void *act;               /* what the kernels read: the TL tables [nb][act_stride], or xq itself (act_stride kp) */
     size_t act_stride;
     const int8_t *xq;        /* [nb][kp] */
     const float *act_scale;  /* [nb] */
@@ -217,7 +216,7 @@ static void ternary_matmuls(be_runtime *rt, const float *x, int k, int nb, const
     ternary_task t;
     t.ops = s->ternary;
     t.kp = t.ops->act_row_bytes(k);
-    t.act = t.ops->prepare ? (const void *)s->tl_tables : s->xq;
+    t.act = t.ops->prepare ? (void *)s->tl_tables : (void *)s->xq;
     t.act_stride = t.ops->prepare ? s->tl_tables_stride : (size_t)t.kp;
     quantize_rows(s, x, k, t.kp, nb);
     if (rt->act_dump) dump_activations(rt->act_dump, where, x, s->xq, s->act_scale, k, t.kp, nb);
