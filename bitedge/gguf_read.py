@@ -3,8 +3,9 @@
 The header is parsed here (``GGUFFile``) and tensor data is memory-mapped; each tensor loader copies and
 unpacks one tensor when called. gguf's GGUFReader is not used for reading because it builds a numpy object
 per string: it needs 17 s for the 128k-token vocabulary of a 2B model, this parser 0.2 s. (The tests check
-this parser against GGUFReader.) Files without ``bitedge.format_version`` (llama.cpp / bitnet.cpp GGUFs)
-are handed to ``bitedge.convert.gguf_foreign.read_foreign``, which can use ``open_gguf`` too.
+this parser against GGUFReader.) ``read_model`` reads bitedge's files only: files without
+``bitedge.format_version`` (llama.cpp / bitnet.cpp GGUFs) are the importer's (``bitedge.convert.gguf_foreign``,
+through ``bitedge.convert.sources.open_source``), which parses them with ``open_gguf`` too.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from dataclasses import dataclass
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType, quants
 
+from bitedge.formats import gguf_keys as K
 from bitedge.formats.packing import get_packing
 from bitedge.errors import BitedgeError
 from bitedge.model import ModelConfig, ModelSource, Ternary, TokenizerData, is_ternary
 
-SUPPORTED_FORMAT_VERSION = 1
-ARCH = "bitnet"
+SUPPORTED_FORMAT_VERSION = K.FORMAT_VERSION
+ARCH = K.ARCH
 FLOAT_TYPES = (GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.Q8_0)
 DEFAULT_ALIGNMENT = 32
 SCALAR_FORMATS = {
@@ -80,7 +82,7 @@ class GGUFFile:
             self.kv[key] = self.value(vtype)
             self.kv_types[key] = vtype
         infos = [self.tensor_info() for _ in range(n_tensors)]
-        alignment = int(self.kv.get("general.alignment", DEFAULT_ALIGNMENT))
+        alignment = int(self.kv.get(K.ALIGNMENT_KEY, DEFAULT_ALIGNMENT))
         if alignment <= 0 or alignment & (alignment - 1):
             raise CorruptFile(f"general.alignment {alignment} is not a power of two")
         self.alignment = alignment
@@ -191,7 +193,7 @@ def open_gguf(path) -> GGUFFile:
         raise BitedgeError(f"{path}: corrupt or truncated GGUF file ({type(e).__name__}: {e})") from None
     # Sizes are only certain for bitedge's own files: forks reuse upstream type ids for other layouts
     # (bitnet.cpp's TL2 is 39, upstream's MXFP4), so gguf_foreign checks foreign files from the offsets.
-    own = "bitedge.format_version" in gguf_file.kv
+    own = K.FORMAT_VERSION_KEY in gguf_file.kv
     for t in gguf_file.tensors if own else ():
         if t.nbytes is None:
             raise BitedgeError(f"{path}: tensor {t.name} has type {t.type_name} with shape {t.shape}, not valid in a bitedge file")
@@ -236,44 +238,42 @@ def config_from_kv(kv: dict, path: str) -> ModelConfig:
             raise BitedgeError(f"{path}: missing key {key}")
         return kv[key]
 
-    a = ARCH
     return ModelConfig(
-        vocab_size=int(need(f"{a}.vocab_size")),
-        hidden_size=int(need(f"{a}.embedding_length")),
-        intermediate_size=int(need(f"{a}.feed_forward_length")),
-        num_layers=int(need(f"{a}.block_count")),
-        num_heads=int(need(f"{a}.attention.head_count")),
-        num_kv_heads=int(need(f"{a}.attention.head_count_kv")),
-        head_dim=int(need(f"{a}.attention.key_length")),
-        rms_norm_eps=f32_value(need(f"{a}.attention.layer_norm_rms_epsilon")),
-        rope_theta=f32_value(need(f"{a}.rope.freq_base")),
-        context_length=int(need(f"{a}.context_length")),
-        tie_embeddings=bool(need("bitedge.tie_embeddings")),
-        ffn_act=str(need("bitedge.ffn_activation")),
-        sub_norms=bool(need("bitedge.sub_norms")),
-        name=str(kv.get("general.name", "bitnet")),
+        vocab_size=int(need(K.VOCAB_SIZE)),
+        hidden_size=int(need(K.EMBEDDING_LENGTH)),
+        intermediate_size=int(need(K.FEED_FORWARD_LENGTH)),
+        num_layers=int(need(K.BLOCK_COUNT)),
+        num_heads=int(need(K.HEAD_COUNT)),
+        num_kv_heads=int(need(K.HEAD_COUNT_KV)),
+        head_dim=int(need(K.KEY_LENGTH)),
+        rms_norm_eps=f32_value(need(K.RMS_EPS)),
+        rope_theta=f32_value(need(K.ROPE_FREQ_BASE)),
+        context_length=int(need(K.CONTEXT_LENGTH)),
+        tie_embeddings=bool(need(K.TIE_EMBEDDINGS)),
+        ffn_act=str(need(K.FFN_ACTIVATION)),
+        sub_norms=bool(need(K.SUB_NORMS)),
+        name=str(kv.get(K.NAME, "bitnet")),
     ).validate()
 
 
 def tokenizer_from_kv(kv: dict) -> TokenizerData | None:
-    if "tokenizer.ggml.model" not in kv:
+    if K.TOKENIZER_MODEL not in kv:
         return None
-    g = "tokenizer.ggml."
     return TokenizerData(
-        model=kv[g + "model"],
-        tokens=list(kv.get(g + "tokens", [])),
-        token_types=[int(t) for t in kv.get(g + "token_type", [])],
-        scores=[float(s) for s in kv[g + "scores"]] if g + "scores" in kv else None,
-        merges=list(kv[g + "merges"]) if g + "merges" in kv else None,
-        pre=kv.get(g + "pre"),
-        bos_id=kv.get(g + "bos_token_id"),
-        eos_id=kv.get(g + "eos_token_id"),
-        unk_id=kv.get(g + "unknown_token_id"),
-        pad_id=kv.get(g + "padding_token_id"),
-        add_bos=bool(kv.get(g + "add_bos_token", False)),
-        add_eos=bool(kv.get(g + "add_eos_token", False)),
-        add_space_prefix=kv.get(g + "add_space_prefix"),
-        chat_template=kv.get("tokenizer.chat_template"),
+        model=kv[K.TOKENIZER_MODEL],
+        tokens=list(kv.get(K.TOKENS, [])),
+        token_types=[int(t) for t in kv.get(K.TOKEN_TYPE, [])],
+        scores=[float(s) for s in kv[K.SCORES]] if K.SCORES in kv else None,
+        merges=list(kv[K.MERGES]) if K.MERGES in kv else None,
+        pre=kv.get(K.TOKENIZER_PRE),
+        bos_id=kv.get(K.BOS_ID),
+        eos_id=kv.get(K.EOS_ID),
+        unk_id=kv.get(K.UNKNOWN_ID),
+        pad_id=kv.get(K.PADDING_ID),
+        add_bos=bool(kv.get(K.ADD_BOS, False)),
+        add_eos=bool(kv.get(K.ADD_EOS, False)),
+        add_space_prefix=kv.get(K.ADD_SPACE_PREFIX),
+        chat_template=kv.get(K.CHAT_TEMPLATE),
     )
 
 
@@ -287,21 +287,22 @@ def float_tensor(g: GGUFFile, t: TensorInfo) -> np.ndarray:
 
 
 def read_model(path) -> ModelSource:
-    """A lazy ModelSource for a GGUF file; bitedge's own format here, others via gguf_foreign."""
+    """A lazy ModelSource for a bitedge GGUF file. Another GGUF (llama.cpp, bitnet.cpp) is refused in one line: the
+    importer (bitedge.convert.sources.open_source, bitedge convert) reads those."""
     g = open_gguf(path)
     path = os.fspath(path)
-    if "bitedge.format_version" not in g.kv:
-        from bitedge.convert.gguf_foreign import read_foreign  # only needed for llama.cpp / bitnet.cpp files
-
-        return read_foreign(path)
+    if K.FORMAT_VERSION_KEY not in g.kv:
+        arch = g.kv.get(K.ARCHITECTURE, "?")
+        raise BitedgeError(f"{path}: not a bitedge GGUF file (no {K.FORMAT_VERSION_KEY}; architecture {arch}): "
+                           f"import it with bitedge convert {path} -o MODEL.gguf")
     kv = g.kv
-    version = int(kv["bitedge.format_version"])
+    version = int(kv[K.FORMAT_VERSION_KEY])
     if version > SUPPORTED_FORMAT_VERSION:
         raise BitedgeError(f"{path}: bitedge format version {version} is newer than this bitedge supports ({SUPPORTED_FORMAT_VERSION})")
-    if kv.get("general.architecture") != ARCH:
-        raise BitedgeError(f"{path}: general.architecture is {kv.get('general.architecture')!r}, expected {ARCH!r}")
+    if kv.get(K.ARCHITECTURE) != ARCH:
+        raise BitedgeError(f"{path}: {K.ARCHITECTURE} is {kv.get(K.ARCHITECTURE)!r}, expected {ARCH!r}")
     config = config_from_kv(kv, path)
-    packing = get_packing(str(kv.get("bitedge.weight_packing", "")))
+    packing = get_packing(str(kv.get(K.WEIGHT_PACKING, "")))
     by_name = g.by_name
 
     def need_tensor(name: str):
@@ -340,14 +341,14 @@ def read_model(path) -> ModelSource:
         config=config,
         tensors=tensors,
         tokenizer=tokenizer_from_kv(kv),
-        source=str(kv.get("bitedge.source", "")) or path,
-        source_sha256=kv.get("bitedge.source_sha256"),
+        source=str(kv.get(K.SOURCE, "")) or path,
+        source_sha256=kv.get(K.SOURCE_SHA256),
         metadata={
             "gguf.path": path,
-            "bitedge.weight_packing": packing.name,
-            "bitedge.embed_type": kv.get("bitedge.embed_type"),
-            "bitedge.format_version": version,
-            "bitedge.converter_version": kv.get("bitedge.converter_version"),
+            K.WEIGHT_PACKING: packing.name,
+            K.EMBED_TYPE: kv.get(K.EMBED_TYPE),
+            K.FORMAT_VERSION_KEY: version,
+            K.CONVERTER_VERSION: kv.get(K.CONVERTER_VERSION),
         },
     )
 

@@ -15,7 +15,6 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
 from bitedge._shipped import TARGETS_DIR
@@ -42,12 +41,11 @@ _ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 class KernelDefaults:
     method: str  # i2_s | tl1 | tl2
     measured: bool  # False: chosen from the ISA, never measured on this board
-    tiles: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     # what an unmeasured default rests on: the llvm-mca static estimate that chose it (`bitedge tune --estimate`)
     estimate: str = ""
 
     def as_dict(self) -> dict:
-        d = {"method": self.method, "measured": self.measured, "tiles": dict(sorted(self.tiles.items()))}
+        d = {"method": self.method, "measured": self.measured}
         if self.estimate:  # only when set: profiles without one keep their content hash (and build cache keys)
             d["estimate"] = self.estimate
         return d
@@ -140,7 +138,7 @@ _TOP_KEYS = {"id", "name", "aliases", "os", "arch", "libc", "cpu_flags", "isa", 
              "toolchains", "optimize", "runner", "match", "notes"}
 # the toolchain ids a profile may name (bitedge.build.toolchains implements them)
 TOOLCHAIN_IDS = ("zig", "gcc-cross", "clang-cross", "gcc", "clang", "cc")
-_KERNEL_KEYS = {"method", "measured", "tiles", "estimate"}
+_KERNEL_KEYS = {"method", "measured", "estimate"}  # no "tiles": kernel tiles come from `bitedge tune`'s cache
 
 
 def parse_target(data: dict, path: Path) -> Target:
@@ -198,14 +196,10 @@ def _parse_kernel(path: Path, table: dict) -> KernelDefaults:
             _fail(path, f"kernel.{key}", f"unknown key (known: {', '.join(sorted(_KERNEL_KEYS))})")
     method = _enum(path, "kernel.method", _typed(path, table, "method", str, "a string", table="kernel"), METHODS)
     measured = _typed(path, table, "measured", bool, "true or false", table="kernel")
-    tiles = _typed(path, table, "tiles", dict, "a table", {}, table="kernel")
-    for name, value in tiles.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            _fail(path, f"kernel.tiles.{name}", f"expected a positive integer, got {value!r}")
     estimate = _typed(path, table, "estimate", str, "a string", "", table="kernel")
     if estimate and measured:
         _fail(path, "kernel.estimate", "a measured default rests on its measurement, not on an estimate")
-    return KernelDefaults(method, measured, MappingProxyType(dict(tiles)), estimate)
+    return KernelDefaults(method, measured, estimate)
 
 
 def load_target_file(path: str | Path) -> Target:

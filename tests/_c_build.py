@@ -4,7 +4,8 @@
                     include_dirs=["kernels/runtime"], sanitize=True)
     proc = run_binary(exe, ["a.gguf"])
 
-Relative source / include paths are taken from the repository root. Every build uses -std=c11 -Wall -Wextra
+Relative source / include paths are taken from the repository root. Every build also includes the headers the
+product renders from Python into its build folder (bitedge_layouts.h, bitedge_gguf_keys.h: format_headers_dir). Every build uses -std=c11 -Wall -Wextra
 -Werror (warnings are bugs here) plus -D_POSIX_C_SOURCE=200809L; extra flags come last so they can override.
 A compiler or emulator that is not installed raises CToolMissing, which tests turn into pytest.skip via
 require_tool().
@@ -12,6 +13,7 @@ require_tool().
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -72,6 +74,24 @@ def require_tool(name: str) -> None:
         pytest.skip(f"{name} is not installed")
 
 
+_FORMAT_HEADERS: Path | None = None
+
+
+def format_headers_dir() -> Path:
+    """A folder holding bitedge_layouts.h and bitedge_gguf_keys.h rendered now (bitedge.render), as the product
+    build renders them into its build folder; one per process."""
+    global _FORMAT_HEADERS
+    if _FORMAT_HEADERS is None:
+        import tempfile
+
+        from bitedge.render import render_layouts_header
+
+        _FORMAT_HEADERS = Path(tempfile.mkdtemp(prefix="bitedge-format-headers-"))
+        atexit.register(shutil.rmtree, _FORMAT_HEADERS, True)
+        render_layouts_header(_FORMAT_HEADERS)
+    return _FORMAT_HEADERS
+
+
 def _abs(p: str | os.PathLike) -> str:
     path = Path(p)
     return str(path if path.is_absolute() else REPO / path)
@@ -100,7 +120,7 @@ def compile_c(sources: Iterable[str | os.PathLike], out: str | os.PathLike, cc: 
     cmd = [cc, *BASE_FLAGS, opt]
     if sanitize:
         cmd += SANITIZE_FLAGS
-    cmd += [f"-I{_abs(d)}" for d in include_dirs]
+    cmd += [f"-I{_abs(d)}" for d in (*include_dirs, format_headers_dir())]
     cmd += [f"-D{d}" for d in defines]
     cmd += list(flags)
     cmd += ["-o", str(out), *(_abs(s) for s in sources)]

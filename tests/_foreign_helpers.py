@@ -10,41 +10,8 @@ from __future__ import annotations
 import numpy as np
 from gguf import GGMLQuantizationType, GGUFWriter, quants
 
-from bitedge.model import ModelConfig, Ternary, is_ternary
-
-TINY = ModelConfig(
-    vocab_size=320,
-    hidden_size=256,
-    intermediate_size=512,
-    num_layers=2,
-    num_heads=4,
-    num_kv_heads=2,
-    head_dim=64,
-    rms_norm_eps=1e-5,
-    rope_theta=500000.0,
-    context_length=128,
-    tie_embeddings=True,
-    ffn_act="relu2",
-    sub_norms=True,
-    name="tiny-foreign",
-)
-
-
-def random_weights(config: ModelConfig, seed: int = 0) -> dict[str, object]:
-    """Canonical name -> Ternary (the seven linears) or float32 array, random."""
-    rng = np.random.default_rng(seed)
-    out: dict[str, object] = {}
-    for name, shape in config.tensor_shapes().items():
-        if is_ternary(name):
-            values = rng.integers(-1, 2, size=shape).astype(np.int8)
-            scale = float(np.float32(rng.uniform(0.005, 0.05)))
-            out[name] = Ternary(values, scale)
-        elif len(shape) == 1:
-            out[name] = (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
-        else:
-            out[name] = (0.02 * rng.standard_normal(shape)).astype(np.float32)
-    return out
-
+from conftest import FOREIGN
+from bitedge.model import ModelConfig, Ternary
 
 def tokenizer_tokens(n: int) -> list[str]:
     return ["<s>", "</s>"] + [f"tok{i}" for i in range(2, n)]
@@ -100,7 +67,7 @@ def float_data(values: np.ndarray, type_name: str) -> tuple[np.ndarray, GGMLQuan
 def write_llama_cpp_gguf(
     path,
     weights: dict[str, object],
-    config: ModelConfig = TINY,
+    config: ModelConfig = FOREIGN,
     *,
     arch: str = "bitnet",
     ternary_type: str = "F32",
@@ -164,7 +131,7 @@ def pack_i2s(values: np.ndarray, scale: float, layout: str = "x86") -> np.ndarra
 def write_bitnet_cpp_i2s_gguf(
     path,
     weights: dict[str, object],
-    config: ModelConfig = TINY,
+    config: ModelConfig = FOREIGN,
     *,
     arch: str = "bitnet-25",
     layout: str = "x86",

@@ -1,16 +1,12 @@
-"""Helpers for the bitedge-run tests: build the program (native, scalar-forced, aarch64 static), make small
-random BitNet models of odd shapes, and check a run against the numpy reference with the exact lossless check."""
+"""Helpers for the bitedge-run tests: build the program (native, scalar-forced, aarch64 static), and check a run against the numpy reference with the exact lossless check."""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
-import numpy as np
-
 from _c_build import compile_c, require_tool
 from bitedge.lossless import check_lossless
-from bitedge.model import ModelConfig, ModelSource, Ternary
 from bitedge.native import read_activations, run_generate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,28 +55,6 @@ def session_runtime(tmp_path_factory, **kw) -> Path:
 
 def qemu_runner(cpu: str) -> list[str]:
     return ["qemu-aarch64", "-cpu", cpu]
-
-
-def random_source(config: ModelConfig, seed: int = 0, tokenizer=None) -> ModelSource:
-    """A random ternary model: every tensor drawn from its own seeded generator, loaded lazily."""
-    config.validate()
-
-    def loader(name: str, shape: tuple[int, ...], index: int):
-        def load():
-            rng = np.random.default_rng([seed, index])
-            if name.endswith("norm.weight"):
-                return (1.0 + 0.2 * rng.standard_normal(shape)).astype(np.float32)
-            if name in ("token_embd.weight", "output.weight"):
-                return (0.3 * rng.standard_normal(shape)).astype(np.float32)  # layers outweigh the embedding
-            values = rng.choice(np.array([-1, 0, 1], dtype=np.int8), size=shape, p=[0.35, 0.3, 0.35])
-            scale = float(np.float32(rng.uniform(0.5, 2.0) / np.sqrt(shape[1])))
-            return Ternary(values, scale)
-
-        return load
-
-    shapes = config.tensor_shapes()
-    tensors = {name: loader(name, shape, i) for i, (name, shape) in enumerate(shapes.items())}
-    return ModelSource(config=config, tensors=tensors, tokenizer=tokenizer, source=f"random:{config.name}:{seed}")
 
 
 def generate_checked(binary, model, reference, prompt: list[int], workdir: Path, tag: str, n: int = 8, **kw):

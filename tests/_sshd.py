@@ -63,6 +63,12 @@ class SshServer:
                 time.sleep(0.1)
         raise RuntimeError(f"sshd did not come up: {log.read_text()}")
 
+    def connect(self, alias: str = "board", **kw):
+        """A bitedge SSH connection to this server through its ssh_config alias (known_hosts trusting it)."""
+        from bitedge.deploy.ssh import HostSpec, connect
+
+        return connect(HostSpec.parse(alias), ssh_config=self.ssh_config, known_hosts=self.known_hosts, **kw)
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()

@@ -2,18 +2,8 @@
 
 import json
 
-import pytest
-
-from _sshd import make_sshd
 from bitedge.cli import main
 from bitedge.results.store import ResultStore, rows_from_bench
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    server = make_sshd(tmp_path_factory.mktemp("sshd")).start()
-    yield server
-    server.stop()
 
 
 def ssh_args(sshd):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from _sshd import free_port, make_sshd
+from _sshd import free_port
 from bitedge.deploy.fleet import run_fleet, summary_line
 from bitedge.deploy.probe import binary_platform, check_binary_runs_on, probe
 from bitedge.deploy.ssh import HostSpec, connect, run
@@ -17,24 +17,13 @@ from bitedge.errors import BitedgeError
 from bitedge.model import sha256_file
 
 
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    server = make_sshd(tmp_path_factory.mktemp("sshd")).start()
-    yield server
-    server.stop()
-
-
-def open_board(sshd, **kw):
-    return connect(HostSpec.parse("board"), ssh_config=sshd.ssh_config, known_hosts=sshd.known_hosts, **kw)
-
-
 def payload(path: Path, size: int, seed: int = 0) -> Path:
     path.write_bytes(os.urandom(size) if seed is None else bytes((i * 131 + seed) % 251 for i in range(size)))
     return path
 
 
 def test_probe_reports_this_machine(sshd):
-    with open_board(sshd) as conn:
+    with sshd.connect() as conn:
         board = probe(conn)
     assert board.os == "linux" and board.arch == os.uname().machine
     assert board.cores >= 1 and board.mem_mb > 0
@@ -45,7 +34,7 @@ def test_probe_reports_this_machine(sshd):
 def test_upload_skips_identical_and_replaces_changed_or_corrupt(sshd, tmp_path):
     local = payload(tmp_path / "model.gguf", 300_000, seed=None)
     remote = str(tmp_path / "remote dir" / "model.gguf")  # a space in the path: quoting matters
-    with open_board(sshd) as conn:
+    with sshd.connect() as conn:
         first = upload_file(conn, local, remote)
         assert first.action == "uploaded" and first.bytes_sent == local.stat().st_size
         assert sha256_file(remote) == sha256_file(local)
@@ -66,7 +55,7 @@ def test_upload_skips_identical_and_replaces_changed_or_corrupt(sshd, tmp_path):
 def test_interrupted_upload_leaves_no_partial_file_in_place_and_resumes(sshd, tmp_path):
     local = payload(tmp_path / "big.bin", 8 << 20, seed=None)
     remote = tmp_path / "board" / "big.bin"
-    conn = open_board(sshd)
+    conn = sshd.connect()
     sent = [0]
 
     def kill_midway(n):
@@ -80,7 +69,7 @@ def test_interrupted_upload_leaves_no_partial_file_in_place_and_resumes(sshd, tm
     assert not remote.exists(), "a half-written file must never appear at the destination"
     partial = Path(str(remote) + ".partial")
     assert 0 < partial.stat().st_size < local.stat().st_size
-    with open_board(sshd) as conn2:
+    with sshd.connect() as conn2:
         res = upload_file(conn2, local, str(remote))
     assert res.action == "resumed" and res.bytes_sent < local.stat().st_size
     assert sha256_file(remote) == sha256_file(local) and not partial.exists()
@@ -91,7 +80,7 @@ def test_resume_from_a_foreign_partial_file_still_ends_correct(sshd, tmp_path):
     remote = tmp_path / "b" / "f.bin"
     remote.parent.mkdir()
     Path(str(remote) + ".partial").write_bytes(b"not a prefix of the file" * 100)
-    with open_board(sshd) as conn:
+    with sshd.connect() as conn:
         res = upload_file(conn, local, str(remote))
     assert res.action == "uploaded" and sha256_file(remote) == sha256_file(local)
 
@@ -121,14 +110,14 @@ def test_changed_host_key_is_refused_even_with_accept_new(sshd, tmp_path):
 
 def test_remote_command_arguments_are_quoted(sshd, tmp_path):
     marker = tmp_path / "pwned"
-    with open_board(sshd) as conn:
+    with sshd.connect() as conn:
         out = run(conn, ["echo", f"$(touch {marker})", "a;b", "it's"]).stdout
     assert not marker.exists()
     assert out.strip() == f"$(touch {marker}) a;b it's"
 
 
 def test_command_timeout_and_failure_are_one_line_errors(sshd):
-    with open_board(sshd) as conn:
+    with sshd.connect() as conn:
         with pytest.raises(BitedgeError, match="timed out after 1 s"):
             run(conn, ["sleep", "5"], timeout=1)
         # invoke's own timeout verdict races its kill thread; repeat so the race shows up if it is not handled
@@ -145,7 +134,7 @@ def test_wrong_arch_binary_is_refused(sshd, tmp_path):
     arm = tmp_path / "hello-arm"
     subprocess.run(["aarch64-linux-gnu-gcc", "-static", "-o", str(arm), str(src)], check=True)
     assert binary_platform(arm) == ("linux", "aarch64")
-    with open_board(sshd) as conn:
+    with sshd.connect() as conn:
         board = probe(conn)
     with pytest.raises(BitedgeError, match="built for linux/aarch64 but the board is linux/x86_64"):
         check_binary_runs_on(arm, board)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from _runtime_helpers import generate_checked
-from _sshd import make_sshd, session_pids, signal_all, write_board_inventory
+from _sshd import make_sshd, session_pids, signal_all
 from bitedge.cli import main
 from bitedge.convert.dummy import dummy_source
 from bitedge.convert.gguf_writer import write_gguf
@@ -22,20 +22,13 @@ from bitedge.reference import Reference
 from bitedge.results.store import ResultStore
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lab")
-    server = make_sshd(root / "sshd").start()
+LAB_BOARDS = {"x86": "x86-64-avx2", "arm": "rpi5-qemu"}  # the lab fixture (conftest.py)
+
+
+def lab_model(root: Path) -> Path:
     model = root / "tiny.gguf"
     write_gguf(dummy_source("test", seed=3), model, packing="i2_s", embed_type="f16")
-    inventory = write_board_inventory(root / "boards.toml", server, {"x86": "x86-64-avx2", "arm": "rpi5-qemu"})
-    yield {"root": root, "server": server, "model": model, "inventory": inventory}
-    server.stop()
-
-
-def ssh(lab):
-    return ["--inventory", str(lab["inventory"]), "--ssh-config", str(lab["server"].ssh_config),
-            "--known-hosts", str(lab["server"].known_hosts), "--connect-timeout", "5"]
+    return model
 
 
 def run_json(capsys, args) -> dict:
@@ -55,22 +48,22 @@ def checked_tokens(deployed: dict, model: Path, prompt_tokens: list[int], n: int
 
 @pytest.mark.parametrize("board", ["x86", "arm"])
 def test_deploy_then_generate_remotely_matches_the_reference(lab, capsys, board, tmp_path):
-    first = run_json(capsys, ["deploy", str(lab["model"]), "--host", board, *ssh(lab), "--json"])
+    first = run_json(capsys, ["deploy", str(lab.model), "--host", board, *lab.ssh_args(), "--json"])
     assert [u["action"] for u in first["uploads"]] in (["uploaded", "uploaded"], ["skipped", "skipped"])
-    assert Path(first["binary"]).is_file() and Path(first["model"]).read_bytes() == lab["model"].read_bytes()
-    again = run_json(capsys, ["deploy", str(lab["model"]), "--host", board, *ssh(lab), "--json"])
+    assert Path(first["binary"]).is_file() and Path(first["model"]).read_bytes() == lab.model.read_bytes()
+    again = run_json(capsys, ["deploy", str(lab.model), "--host", board, *lab.ssh_args(), "--json"])
     assert [u["action"] for u in again["uploads"]] == ["skipped", "skipped"]
     if board == "arm":
         assert again["runner"][:1] == ["qemu-aarch64"]
-    out = run_json(capsys, ["generate", str(lab["model"]), "--host", board, "-p", "hello board", "-n", "10",
-                            "--ignore-eos", *ssh(lab), "--json"])
-    assert out["tokens"] == checked_tokens(again, lab["model"], out["prompt_tokens"], 10, tmp_path)
+    out = run_json(capsys, ["generate", str(lab.model), "--host", board, "-p", "hello board", "-n", "10",
+                            "--ignore-eos", *lab.ssh_args(), "--json"])
+    assert out["tokens"] == checked_tokens(again, lab.model, out["prompt_tokens"], 10, tmp_path)
 
 
 def test_fleet_bench_stores_results_and_the_dead_host_fails_alone(lab, capsys):
-    db = lab["root"] / "results.db"
-    rc = main(["bench", str(lab["model"]), "--hosts", "x86,dead,arm", "--n-prompt", "8", "-n", "4", "-r", "2",
-               "--db", str(db), *ssh(lab), "--json"])
+    db = lab.root / "results.db"
+    rc = main(["bench", str(lab.model), "--hosts", "x86,dead,arm", "--n-prompt", "8", "-n", "4", "-r", "2",
+               "--db", str(db), *lab.ssh_args(), "--json"])
     captured = capsys.readouterr()
     assert rc == 1, captured.err  # some boards failed: not a success
     out = json.loads(captured.out)
@@ -86,8 +79,8 @@ def test_wrong_architecture_is_refused_before_upload(lab, capsys, tmp_path):
     # a real-ARM profile (no runner) on an x86 board: the aarch64 binary must not be uploaded
     inv = tmp_path / "inv.toml"
     inv.write_text(f'[hosts.fake-pi]\nhost = "board"\ntarget = "rpi5"\nremote_dir = "{tmp_path / "r"}"\n')
-    rc = main(["deploy", str(lab["model"]), "--host", "fake-pi", "--inventory", str(inv),
-               "--ssh-config", str(lab["server"].ssh_config), "--known-hosts", str(lab["server"].known_hosts)])
+    rc = main(["deploy", str(lab.model), "--host", "fake-pi", "--inventory", str(inv),
+               "--ssh-config", str(lab.server.ssh_config), "--known-hosts", str(lab.server.known_hosts)])
     err = capsys.readouterr().err
     assert rc == 2 and "built for linux/aarch64 but the board is linux/x86_64" in err
     assert not (tmp_path / "r").exists()
@@ -99,12 +92,12 @@ def test_fleet_goes_on_without_a_board_that_hangs(lab, capsys, tmp_path):
     hung = make_sshd(tmp_path / "hung-sshd", aliases={"hungboard": 0}).start()
     try:
         config = tmp_path / "ssh_config"
-        config.write_text(lab["server"].ssh_config.read_text()
+        config.write_text(lab.server.ssh_config.read_text()
                           + hung.ssh_config.read_text())
         known = tmp_path / "known_hosts"
-        known.write_text(lab["server"].known_hosts.read_text() + hung.known_hosts.read_text())
+        known.write_text(lab.server.known_hosts.read_text() + hung.known_hosts.read_text())
         inv = tmp_path / "boards.toml"
-        inv.write_text(lab["inventory"].read_text() + f'[hosts.hung]\nhost = "hungboard"\ntarget = "x86-64-avx2"\n'
+        inv.write_text(lab.inventory.read_text() + f'[hosts.hung]\nhost = "hungboard"\ntarget = "x86-64-avx2"\n'
                        f'remote_dir = "{tmp_path / "remote-hung"}"\n')
         stopped: list[int] = []
         done = threading.Event()
@@ -120,7 +113,7 @@ def test_fleet_goes_on_without_a_board_that_hangs(lab, capsys, tmp_path):
         watcher = threading.Thread(target=stop_when_busy, daemon=True)
         watcher.start()
         try:
-            rc = main(["bench", str(lab["model"]), "--hosts", "x86, hung", "--n-prompt", "8", "-n", "4", "-r", "1",
+            rc = main(["bench", str(lab.model), "--hosts", "x86, hung", "--n-prompt", "8", "-n", "4", "-r", "1",
                        "--db", str(tmp_path / "r.db"), "--inventory", str(inv), "--ssh-config", str(config),
                        "--known-hosts", str(known), "--connect-timeout", "5", "--stall-timeout", "2", "--json"])
         finally:
@@ -146,8 +139,8 @@ def test_fleet_with_a_host_that_never_speaks_ssh(lab, capsys, tmp_path):
     port = listener.getsockname()[1]
     threading.Thread(target=lambda: [listener.accept() for _ in range(8)], daemon=True).start()
     try:
-        rc = main(["bench", str(lab["model"]), "--hosts", f"x86,{lab['server'].user}@127.0.0.1:{port}", "--n-prompt", "8",
-                   "-n", "4", "-r", "1", "--target", "x86-64-avx2", "--db", str(tmp_path / "r.db"), *ssh(lab)[:6],
+        rc = main(["bench", str(lab.model), "--hosts", f"x86,{lab.server.user}@127.0.0.1:{port}", "--n-prompt", "8",
+                   "-n", "4", "-r", "1", "--target", "x86-64-avx2", "--db", str(tmp_path / "r.db"), *lab.ssh_args()[:6],
                    "--connect-timeout", "1"])
     finally:
         listener.close()
@@ -162,11 +155,11 @@ def test_one_board_under_two_names_in_a_fleet(lab, capsys, tmp_path):
     inv = tmp_path / "boards.toml"
     inv.write_text("".join(f'[hosts.{name}]\nhost = "board"\ntarget = "x86-64-avx2"\nremote_dir = "{tmp_path / "shared"}"\n'
                            for name in ("one", "two")))
-    rc = main(["bench", str(lab["model"]), "--hosts", "one,two", "--n-prompt", "8", "-n", "4", "-r", "1",
-               "--db", str(tmp_path / "r.db"), "--inventory", str(inv), "--ssh-config", str(lab["server"].ssh_config),
-               "--known-hosts", str(lab["server"].known_hosts), "--json"])
+    rc = main(["bench", str(lab.model), "--hosts", "one,two", "--n-prompt", "8", "-n", "4", "-r", "1",
+               "--db", str(tmp_path / "r.db"), "--inventory", str(inv), "--ssh-config", str(lab.server.ssh_config),
+               "--known-hosts", str(lab.server.known_hosts), "--json"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert {r["board"] for r in json.loads(captured.out)["rows"]} == {"one", "two"}
     left = sorted(p.name for p in (tmp_path / "shared").rglob("*"))
-    assert left == ["bin", "bitedge-run", "models", lab["model"].name], left
+    assert left == ["bin", "bitedge-run", "models", lab.model.name], left

@@ -18,25 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from _sshd import make_sshd, session_pids, signal_all
+from _sshd import session_pids, signal_all
 from bitedge.deploy.remote import deploy
-from bitedge.deploy.ssh import HostSpec, connect, run
+from bitedge.deploy.ssh import HostSpec, run
 from bitedge.deploy.upload import upload_file
 from bitedge.errors import BitedgeError
 from bitedge.model import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    server = make_sshd(tmp_path_factory.mktemp("sshd")).start()
-    yield server
-    server.stop()
-
-
-def open_board(sshd, **kw):
-    return connect(HostSpec.parse("board"), ssh_config=sshd.ssh_config, known_hosts=sshd.known_hosts, **kw)
 
 
 def payload(path: Path, size: int) -> Path:
@@ -63,7 +52,7 @@ def mounted(path: Path, options: str):
 
 def test_board_that_stops_mid_upload_is_abandoned_after_the_stall_timeout(sshd, tmp_path):
     local = payload(tmp_path / "big.bin", 64 << 20)
-    conn = open_board(sshd, stall_timeout=2)
+    conn = sshd.connect(stall_timeout=2)
     stopped: list[int] = []
     sent = [0]
 
@@ -95,7 +84,7 @@ def test_board_that_stops_mid_upload_is_abandoned_after_the_stall_timeout(sshd, 
 
 
 def test_board_that_stops_during_a_command_is_abandoned(sshd):
-    conn = open_board(sshd, stall_timeout=1.5)
+    conn = sshd.connect(stall_timeout=1.5)
     result = {}
 
     def remote():
@@ -119,7 +108,7 @@ def test_board_that_stops_during_a_command_is_abandoned(sshd):
 
 def test_a_silent_command_on_a_live_board_is_not_a_stall(sshd):
     # the keepalive answers keep a long quiet command alive: 3 s of silence under a 1 s stall timeout
-    with open_board(sshd, stall_timeout=1) as conn:
+    with sshd.connect(stall_timeout=1) as conn:
         assert run(conn, "sleep 3; echo done").stdout.strip() == "done"
 
 
@@ -144,7 +133,7 @@ def test_tcp_without_ssh_is_one_line(tmp_path):
 
 def test_read_only_remote_folder_is_said_as_such(sshd, tmp_path):
     local = payload(tmp_path / "m.gguf", 10_000)
-    with mounted(tmp_path / "ro", "ro,size=1m") as ro, open_board(sshd) as conn:
+    with mounted(tmp_path / "ro", "ro,size=1m") as ro, sshd.connect() as conn:
         for dest in (ro / "m.gguf", ro / "sub" / "dir" / "m.gguf"):  # an existing folder and one to create
             with pytest.raises(BitedgeError, match="read-only") as err:
                 upload_file(conn, local, str(dest))
@@ -161,7 +150,7 @@ def test_folder_without_write_permission_is_said_as_such(sshd, tmp_path):
     else:
         locked.chmod(0o500)
     try:
-        with open_board(sshd) as conn:
+        with sshd.connect() as conn:
             with pytest.raises(BitedgeError, match="no permission to write") as err:
                 upload_file(conn, local, str(locked / "m.gguf"))
             with pytest.raises(BitedgeError, match="cannot create the folder .*no permission"):
@@ -173,7 +162,7 @@ def test_folder_without_write_permission_is_said_as_such(sshd, tmp_path):
 
 def test_disk_too_small_is_refused_before_sending_with_the_numbers(sshd, tmp_path):
     local = payload(tmp_path / "m.gguf", 3 << 20)
-    with mounted(tmp_path / "small", "size=2m") as small, open_board(sshd) as conn:
+    with mounted(tmp_path / "small", "size=2m") as small, sshd.connect() as conn:
         (small / "m.gguf.partial").write_bytes(b"x" * 500_000)  # an old partial, not a prefix
         with pytest.raises(BitedgeError, match=r"not enough space in .*small: 1\.[0-9] MB free, m.gguf needs 2\.6 MB more \(of 3\.1 MB\)"):
             upload_file(conn, local, str(small / "m.gguf"))
@@ -182,7 +171,7 @@ def test_disk_too_small_is_refused_before_sending_with_the_numbers(sshd, tmp_pat
 
 def test_disk_that_fills_up_during_the_upload_keeps_no_partial(sshd, tmp_path):
     local = payload(tmp_path / "m.gguf", 6 << 20)
-    with mounted(tmp_path / "filling", "size=8m") as disk, open_board(sshd) as conn:
+    with mounted(tmp_path / "filling", "size=8m") as disk, sshd.connect() as conn:
         filler = disk / "other-writer"
 
         def fill(n):  # someone else takes the space while we send
@@ -203,7 +192,7 @@ def test_two_uploads_of_one_destination_at_once_take_turns(sshd, tmp_path):
 
     def one():
         try:
-            with open_board(sshd) as conn:
+            with sshd.connect() as conn:
                 results.append(upload_file(conn, local, str(dest)))
         except Exception as e:  # noqa: BLE001 - the test reports whatever went wrong
             errors.append(f"{type(e).__name__}: {e}")
@@ -226,7 +215,7 @@ def test_a_lock_left_by_a_dead_connection_is_taken_over(sshd, tmp_path):
     lock = Path(str(dest) + ".lock")
     lock.mkdir()
     (lock / "owner").write_text(f"{socket.gethostname()} 999999999\n")  # no such process
-    with open_board(sshd) as conn:
+    with sshd.connect() as conn:
         assert upload_file(conn, local, str(dest)).action == "uploaded"
     assert not lock.exists()
 
@@ -246,7 +235,7 @@ def test_a_new_runtime_that_does_not_run_leaves_the_old_one_in_place(sshd, tmp_p
     bad = _program(tmp_path, "illegal-instruction", 3)  # as a dotprod build exits on a board without dotprod
     spec = HostSpec(name="board", host="board", remote_dir=str(tmp_path / "remote"))
     installed = tmp_path / "remote" / "bin" / "bitedge-run"
-    with open_board(sshd) as conn:
+    with sshd.connect() as conn:
         deploy(conn, spec, good)
         assert sha256_file(installed) == sha256_file(good)
         with pytest.raises(BitedgeError, match="new bitedge-run does not run on the board.*illegal-instruction.*"

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import FOREIGN, tiny_weights
 from _foreign_helpers import (
-    TINY,
     bf16_round,
-    random_weights,
     write_bitnet_cpp_i2s_gguf,
     write_llama_cpp_gguf,
 )
@@ -17,7 +16,7 @@ from bitedge.convert.gguf_foreign import open_gguf_any, open_with_gguf_reader, r
 from bitedge.errors import BitedgeError
 from bitedge.model import Ternary
 
-WEIGHTS = random_weights(TINY, seed=3)
+WEIGHTS = tiny_weights(FOREIGN, seed=3, draw="uniform")
 
 ROUND_SCALE = {
     "F32": lambda s: float(np.float32(s)),
@@ -51,7 +50,7 @@ def test_llama_cpp_bitnet_types_round_trip(tmp_path, ternary_type):
     path = tmp_path / f"bitnet-{ternary_type}.gguf"
     write_llama_cpp_gguf(path, WEIGHTS, ternary_type=ternary_type, hidden_activation="relu2")
     source = read_foreign(path)
-    assert source.config == TINY
+    assert source.config == FOREIGN
     assert source.metadata["gguf.dialect"] == "llama.cpp"
     assert_same_model(source, WEIGHTS, ROUND_SCALE[ternary_type])
 
@@ -70,8 +69,8 @@ def test_scale_tensors_multiply_the_weights(tmp_path):
 
 
 def test_untied_output_is_read(tmp_path):
-    config = TINY.__class__(**{**TINY.__dict__, "tie_embeddings": False})
-    weights = random_weights(config, seed=4)
+    config = FOREIGN.__class__(**{**FOREIGN.__dict__, "tie_embeddings": False})
+    weights = tiny_weights(config, seed=4, draw="uniform")
     path = tmp_path / "untied.gguf"
     write_llama_cpp_gguf(path, weights, config, ternary_type="TQ2_0", hidden_activation="relu2", embed_type="F32")
     source = read_foreign(path)
@@ -87,10 +86,10 @@ def test_bitnet_cpp_i2s_round_trip(tmp_path, arch):
     assert source.config.ffn_act == "relu2" and source.config.sub_norms and source.config.tie_embeddings
     assert source.config.num_kv_heads == 2 and source.config.rope_theta == 500000.0
     assert source.metadata["gguf.dialect"] == "bitnet.cpp"
-    assert source.metadata["gguf.tensor_types"]["I2_S"] == 7 * TINY.num_layers
+    assert source.metadata["gguf.tensor_types"]["I2_S"] == 7 * FOREIGN.num_layers
     assert_same_model(source, WEIGHTS)  # the I2_S tail holds the f32 scale exactly
     tok = source.tokenizer
-    assert tok.model == "gpt2" and tok.pre == "llama-bpe" and len(tok.tokens) == TINY.vocab_size
+    assert tok.model == "gpt2" and tok.pre == "llama-bpe" and len(tok.tokens) == FOREIGN.vocab_size
     assert (tok.bos_id, tok.eos_id, tok.add_bos, tok.chat_template) == (0, 1, True, "{{ bos_token }}")
     assert tok.merges == ["t o", "to k"] and tok.token_types[:3] == [3, 3, 1]
     assert source.source_sha256 and len(source.source_sha256) == 64
@@ -106,8 +105,8 @@ def test_i2s_arm_layout(tmp_path):
 
 
 def test_llama_arch_ternary_unpermutes_q_and_k(tmp_path):
-    config = TINY.__class__(**{**TINY.__dict__, "sub_norms": False, "ffn_act": "silu"})
-    weights = random_weights(config, seed=5)
+    config = FOREIGN.__class__(**{**FOREIGN.__dict__, "sub_norms": False, "ffn_act": "silu"})
+    weights = tiny_weights(config, seed=5, draw="uniform")
     path = tmp_path / "llama-tq2.gguf"
     write_llama_cpp_gguf(path, weights, config, arch="llama", ternary_type="TQ2_0", permute_qk=True)
     source = read_foreign(path)
@@ -149,11 +148,11 @@ def test_non_ternary_float_weights_are_refused(tmp_path):
 
 
 def test_plain_llama_file_is_refused_when_opened(tmp_path):
-    config = TINY.__class__(**{**TINY.__dict__, "sub_norms": False, "ffn_act": "silu"})
+    config = FOREIGN.__class__(**{**FOREIGN.__dict__, "sub_norms": False, "ffn_act": "silu"})
     rng = np.random.default_rng(2)
     dense = {
         k: (0.02 * rng.standard_normal(v.values.shape)).astype(np.float32) if isinstance(v, Ternary) else v
-        for k, v in random_weights(config, seed=2).items()
+        for k, v in tiny_weights(config, seed=2, draw="uniform").items()
     }
     path = tmp_path / "llama-f32.gguf"
     write_llama_cpp_gguf(path, dense, config, arch="llama")

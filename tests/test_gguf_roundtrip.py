@@ -15,7 +15,7 @@ from bitedge.formats.packing import PACKINGS
 from bitedge.errors import BitedgeError
 from bitedge.gguf_read import read_metadata, read_model
 from bitedge.model import TOKEN_UNUSED, Ternary, is_ternary
-from tests._gguf_helpers import ALIGNED, ODD, PLAIN, tiny_source
+from conftest import ALIGNED, ODD, PLAIN
 
 EMBED_TYPES = ["f32", "f16", "q8_0"]
 
@@ -57,8 +57,8 @@ def check_same_model(src, back, packing, embed_type):
 
 @pytest.mark.parametrize("packing", list(PACKINGS))
 @pytest.mark.parametrize("embed_type", EMBED_TYPES)
-def test_round_trip_aligned(tmp_path, packing, embed_type):
-    src = tiny_source(ALIGNED, seed=3)
+def test_round_trip_aligned(tiny_model, tmp_path, packing, embed_type):
+    src = tiny_model(ALIGNED, seed=3)
     out = tmp_path / "m.gguf"
     summary = write_gguf(src, out, packing=packing, embed_type=embed_type)
     assert summary["bytes"] == out.stat().st_size
@@ -72,15 +72,15 @@ def test_round_trip_aligned(tmp_path, packing, embed_type):
 
 @pytest.mark.parametrize("packing", ["i2_s", "tl1", "tl2"])
 @pytest.mark.parametrize("config", [ODD, PLAIN], ids=["odd", "plain"])
-def test_round_trip_odd_shapes(tmp_path, packing, config):
-    src = tiny_source(config, seed=5)
+def test_round_trip_odd_shapes(tiny_model, tmp_path, packing, config):
+    src = tiny_model(config, seed=5)
     out = tmp_path / "m.gguf"
     write_gguf(src, out, packing=packing, embed_type="f16")
     check_same_model(src, read_model(out), packing, "f16")
 
 
-def test_keys_and_tensor_table_with_gguf_reader(tmp_path):
-    src = tiny_source(ODD, seed=1)
+def test_keys_and_tensor_table_with_gguf_reader(tiny_model, tmp_path):
+    src = tiny_model(ODD, seed=1)
     out = tmp_path / "m.gguf"
     write_gguf(src, out, packing="tl2", embed_type="f16")
     reader = GGUFReader(out)
@@ -132,8 +132,8 @@ def test_keys_and_tensor_table_with_gguf_reader(tmp_path):
     assert len(reader.tensors) == len(c.tensor_shapes()) + 7 * c.num_layers  # + one .scale per ternary matrix
 
 
-def test_tq2_file_uses_llama_types(tmp_path):
-    src = tiny_source(ALIGNED)
+def test_tq2_file_uses_llama_types(tiny_model, tmp_path):
+    src = tiny_model(ALIGNED)
     out = tmp_path / "m.gguf"
     write_gguf(src, out, packing="tq2_0", embed_type="q8_0")
     table = {t["name"]: t for t in read_metadata(out)["tensors"]}
@@ -149,16 +149,16 @@ def test_tq2_file_uses_llama_types(tmp_path):
     np.testing.assert_array_equal(deq, w.values * np.float32(np.float16(w.scale)))
 
 
-def test_tq2_refuses_unaligned_model_and_leaves_nothing(tmp_path):
+def test_tq2_refuses_unaligned_model_and_leaves_nothing(tiny_model, tmp_path):
     with pytest.raises(BitedgeError, match=r"blk\.0\.attn_q\.weight: shape \(96, 96\)"):
-        write_gguf(tiny_source(ODD), tmp_path / "m.gguf", packing="tq2_0")
+        write_gguf(tiny_model(ODD), tmp_path / "m.gguf", packing="tq2_0")
     assert os.listdir(tmp_path) == []
 
 
-def test_progress_reports_every_byte(tmp_path):
+def test_progress_reports_every_byte(tiny_model, tmp_path):
     seen = []
     out = tmp_path / "m.gguf"
-    write_gguf(tiny_source(ODD), out, progress=seen.append)
+    write_gguf(tiny_model(ODD), out, progress=seen.append)
     total = sum(t["nbytes"] for t in read_metadata(out)["tensors"])
     assert sum(seen) == total and len(seen) >= len(read_metadata(out)["tensors"])
 
@@ -171,8 +171,8 @@ class Boom(Exception):
 
 
 @pytest.mark.parametrize("exc", [Boom, KeyboardInterrupt])
-def test_failing_loader_leaves_no_partial_file(tmp_path, exc):
-    src = tiny_source(ALIGNED)
+def test_failing_loader_leaves_no_partial_file(tiny_model, tmp_path, exc):
+    src = tiny_model(ALIGNED)
     written = []
 
     def failing():
@@ -186,43 +186,43 @@ def test_failing_loader_leaves_no_partial_file(tmp_path, exc):
     assert os.listdir(tmp_path) == []
 
 
-def test_bad_tensor_is_one_line_error_and_no_file(tmp_path):
-    src = tiny_source(ALIGNED)
+def test_bad_tensor_is_one_line_error_and_no_file(tiny_model, tmp_path):
+    src = tiny_model(ALIGNED)
     src.tensors["blk.0.attn_k.weight"] = lambda: Ternary(np.zeros((3, 3), np.int8), 1.0)
     with pytest.raises(BitedgeError, match=r"blk\.0\.attn_k\.weight.*shape"):
         write_gguf(src, tmp_path / "m.gguf")
-    src = tiny_source(ALIGNED)
+    src = tiny_model(ALIGNED)
     src.tensors["blk.0.attn_norm.weight"] = lambda: np.full((256,), np.nan, np.float32)
     with pytest.raises(BitedgeError, match="NaN"):
         write_gguf(src, tmp_path / "m.gguf")
-    src = tiny_source(ALIGNED)
+    src = tiny_model(ALIGNED)
     src.tensors["blk.0.attn_k.weight"] = lambda: np.zeros((128, 256), np.float32)
     with pytest.raises(BitedgeError, match="expected a ternary tensor"):
         write_gguf(src, tmp_path / "m.gguf")
     assert os.listdir(tmp_path) == []
 
 
-def test_existing_output_refused_unless_force(tmp_path):
+def test_existing_output_refused_unless_force(tiny_model, tmp_path):
     out = tmp_path / "m.gguf"
     out.write_bytes(b"precious")
     with pytest.raises(BitedgeError, match="already exists.*--force"):
-        write_gguf(tiny_source(ALIGNED), out)
+        write_gguf(tiny_model(ALIGNED), out)
     assert out.read_bytes() == b"precious"
-    write_gguf(tiny_source(ALIGNED), out, force=True)
+    write_gguf(tiny_model(ALIGNED), out, force=True)
     assert read_model(out).config == ALIGNED
 
 
-def test_argument_errors(tmp_path):
+def test_argument_errors(tiny_model, tmp_path):
     with pytest.raises(BitedgeError, match="unknown weight packing"):
-        write_gguf(tiny_source(ALIGNED), tmp_path / "m.gguf", packing="q4_k")
+        write_gguf(tiny_model(ALIGNED), tmp_path / "m.gguf", packing="q4_k")
     with pytest.raises(BitedgeError, match="unknown embedding type"):
-        write_gguf(tiny_source(ALIGNED), tmp_path / "m.gguf", embed_type="bf16")
+        write_gguf(tiny_model(ALIGNED), tmp_path / "m.gguf", embed_type="bf16")
     narrow = dataclasses.replace(PLAIN, hidden_size=48, num_heads=1, num_kv_heads=1, head_dim=48)
     with pytest.raises(BitedgeError, match=r"token_embd\.weight.*q8_0.*48"):
-        write_gguf(tiny_source(narrow), tmp_path / "m.gguf", embed_type="q8_0")
+        write_gguf(tiny_model(narrow), tmp_path / "m.gguf", embed_type="q8_0")
     with pytest.raises(BitedgeError, match="does not exist"):
-        write_gguf(tiny_source(ALIGNED), tmp_path / "nope" / "m.gguf")
-    src = tiny_source(ALIGNED)
+        write_gguf(tiny_model(ALIGNED), tmp_path / "nope" / "m.gguf")
+    src = tiny_model(ALIGNED)
     del src.tensors["output_norm.weight"]
     with pytest.raises(BitedgeError, match="missing tensor output_norm.weight"):
         write_gguf(src, tmp_path / "m.gguf")
@@ -233,9 +233,9 @@ def test_argument_errors(tmp_path):
 
 
 @pytest.fixture
-def good_file(tmp_path):
+def good_file(tiny_model, tmp_path):
     out = tmp_path / "good.gguf"
-    write_gguf(tiny_source(ALIGNED), out)
+    write_gguf(tiny_model(ALIGNED), out)
     return out
 
 
@@ -262,9 +262,9 @@ def test_wrong_magic_and_garbage(tmp_path):
         read_model(tmp_path / "missing.gguf")
 
 
-def test_packed_size_mismatch_detected(tmp_path):
+def test_packed_size_mismatch_detected(tiny_model, tmp_path):
     """A bitedge file whose packing key disagrees with the stored bytes is refused, not misread."""
-    src = tiny_source(ALIGNED)
+    src = tiny_model(ALIGNED)
     out = tmp_path / "m.gguf"
     write_gguf(src, out, packing="tl2")
     data = bytearray(out.read_bytes())
@@ -277,7 +277,9 @@ def test_packed_size_mismatch_detected(tmp_path):
         read_model(out)
 
 
-def test_foreign_gguf_dispatch(tmp_path, monkeypatch):
+def test_foreign_gguf_is_refused_by_the_reader_and_read_by_the_importer(tmp_path, monkeypatch):
+    """read_model reads bitedge's files only (one line naming bitedge convert for another GGUF); open_source, the
+    importer's entry, hands a foreign GGUF to gguf_foreign."""
     out = tmp_path / "llama.gguf"
     w = GGUFWriter(out, "llama")
     w.add_uint32("llama.block_count", 1)
@@ -286,18 +288,23 @@ def test_foreign_gguf_dispatch(tmp_path, monkeypatch):
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+    with pytest.raises(BitedgeError, match=r"not a bitedge GGUF file .*architecture llama.*bitedge convert") as e:
+        read_model(out)
+    assert "\n" not in str(e.value)
     calls = []
     fake = types.ModuleType("bitedge.convert.gguf_foreign")
     fake.read_foreign = lambda path: calls.append(path) or "foreign-source"
     monkeypatch.setitem(sys.modules, "bitedge.convert.gguf_foreign", fake)
-    assert read_model(out) == "foreign-source" and calls == [str(out)]
+    from bitedge.convert.sources import open_source
+
+    assert open_source(str(out)) == "foreign-source" and calls == [out]
     meta = read_metadata(out)
     assert meta["kv"]["llama.block_count"] == 1 and meta["tensors"][0]["shape"] == (4, 8)
 
 
-def test_header_parser_agrees_with_gguf_reader(tmp_path):
+def test_header_parser_agrees_with_gguf_reader(tiny_model, tmp_path):
     out = tmp_path / "m.gguf"
-    write_gguf(tiny_source(ODD), out, packing="i2_s", embed_type="q8_0")
+    write_gguf(tiny_model(ODD), out, packing="i2_s", embed_type="q8_0")
     mine = read_metadata(out)
     reader = GGUFReader(out)
     theirs = {name: f.contents() for name, f in reader.fields.items() if not name.startswith("GGUF.")}

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from _foreign_helpers import TINY, random_weights, write_bitnet_cpp_i2s_gguf, write_llama_cpp_gguf
+from conftest import FOREIGN, tiny_weights
+from _foreign_helpers import write_bitnet_cpp_i2s_gguf, write_llama_cpp_gguf
 
 from bitedge.errors import BitedgeError
 from bitedge.inspect import format_inspect, inspect_file
 from bitedge.model import ModelSource, TokenizerData
 
-WEIGHTS = random_weights(TINY, seed=7)
-N_TERNARY = 7 * TINY.num_layers
+WEIGHTS = tiny_weights(FOREIGN, seed=7, draw="uniform")
+N_TERNARY = 7 * FOREIGN.num_layers
 TERNARY_PARAMS = sum(w.values.size for w in WEIGHTS.values() if hasattr(w, "values"))
 
 
@@ -25,26 +26,26 @@ def test_bitedge_file(tmp_path, packing, bpw):
     from bitedge.convert.gguf_writer import write_gguf
 
     tokenizer = TokenizerData(model="gpt2", tokens=["a", "b", "c"], token_types=[1, 1, 1], bos_id=0, eos_id=1)
-    source = ModelSource(TINY, {k: (lambda v=v: v) for k, v in WEIGHTS.items()}, tokenizer, source="random")
+    source = ModelSource(FOREIGN, {k: (lambda v=v: v) for k, v in WEIGHTS.items()}, tokenizer, source="random")
     path = tmp_path / f"bitedge-{packing}.gguf"
     write_gguf(source, path, packing=packing, embed_type="f16")
     d = inspect_file(path)
     json.dumps(d)  # JSON-friendly
     assert d["dialect"] == "bitedge" and d["architecture"] == "bitnet"
     assert d["bitedge"]["bitedge.weight_packing"] == packing
-    assert d["dims"]["embedding_length"] == TINY.hidden_size and d["dims"]["attention.head_count_kv"] == 2
+    assert d["dims"]["embedding_length"] == FOREIGN.hidden_size and d["dims"]["attention.head_count_kv"] == 2
     t = rows(d)
     q = t["blk.0.attn_q.weight"]
-    assert q["type"] == "I8" and q["logical_shape"] == [TINY.q_dim, TINY.hidden_size] and q["shape"] != q["logical_shape"]
+    assert q["type"] == "I8" and q["logical_shape"] == [FOREIGN.q_dim, FOREIGN.hidden_size] and q["shape"] != q["logical_shape"]
     down = t["blk.1.ffn_down.weight"]
-    assert down["logical_shape"] == [TINY.hidden_size, TINY.intermediate_size]
+    assert down["logical_shape"] == [FOREIGN.hidden_size, FOREIGN.intermediate_size]
     assert d["ternary"]["tensors"] == N_TERNARY and d["ternary"]["params"] == TERNARY_PARAMS
     if bpw is not None:
         assert q["bits_per_weight"] == bpw and d["ternary"]["bits_per_weight"] == bpw
     else:  # TL2: 20 bytes per 3 columns of 32 rows, K padded to a multiple of 3: a bit over 5/3
         assert 1.66 < q["bits_per_weight"] < 1.7
     assert t["blk.0.attn_q.scale"]["type"] == "F32"
-    assert d["tokenizer"]["vocab_size"] == TINY.vocab_size and d["tokenizer"]["bos_id"] == 0
+    assert d["tokenizer"]["vocab_size"] == FOREIGN.vocab_size and d["tokenizer"]["bos_id"] == 0
     text = format_inspect(d)
     assert "bitedge.weight_packing" in text and "blk.0.attn_q.weight" in text and "(packed)" in text
 
@@ -56,7 +57,7 @@ def test_llama_cpp_tq2_file(tmp_path):
     assert d["dialect"] == "llama.cpp" and d["architecture"] == "bitnet" and d["bitedge"] == {}
     assert d["dims"]["hidden_activation"] == "relu2" and d["dims"]["rope.freq_base"] == 500000.0
     q = rows(d)["blk.0.attn_q.weight"]
-    assert q["type"] == "TQ2_0" and q["logical_shape"] == [TINY.q_dim, TINY.hidden_size]
+    assert q["type"] == "TQ2_0" and q["logical_shape"] == [FOREIGN.q_dim, FOREIGN.hidden_size]
     assert q["bits_per_weight"] == 66 * 8 / 256
     assert d["ternary"]["params"] == TERNARY_PARAMS
     tok = d["tokenizer"]
@@ -72,7 +73,7 @@ def test_bitnet_cpp_i2s_file(tmp_path):
     d = inspect_file(path)
     assert d["dialect"] == "bitnet.cpp" and d["architecture"] == "bitnet-25"
     q = rows(d)["blk.0.attn_q.weight"]
-    n = TINY.q_dim * TINY.hidden_size
+    n = FOREIGN.q_dim * FOREIGN.hidden_size
     assert (q["type"], q["type_id"], q["bytes"]) == ("I2_S", 36, n // 4 + 32)
     assert q["bits_per_weight"] == round(8 * (n // 4 + 32) / n, 4)
     assert rows(d)["token_embd.weight"]["type"] == "F16"

@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import pytest
 
-from _runtime_helpers import RUNTIME, build_runtime, generate_checked, random_source
+from _runtime_helpers import RUNTIME, build_runtime, generate_checked
 from bitedge.convert.gguf_writer import write_gguf
 from bitedge.gguf_read import read_model
 from bitedge.lossless import PRE_ROUNDING_EPS, LosslessError, check_lossless
@@ -28,9 +28,9 @@ PROMPT = [(i * 37 + 11) % 300 for i in range(45)]
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
+def model(tiny_model, tmp_path_factory):
     path = tmp_path_factory.mktemp("check") / "check.gguf"
-    write_gguf(random_source(CONFIG, seed=11), path, packing="i2_s", embed_type="f32")
+    write_gguf(tiny_model(CONFIG, seed=11, draw="scaled", tokenizer=None), path, packing="i2_s", embed_type="f32")
     return path, Reference(read_model(path))
 
 

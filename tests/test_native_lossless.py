@@ -17,7 +17,7 @@ import shutil
 import numpy as np
 import pytest
 
-from _runtime_helpers import generate_checked, qemu_runner, random_source, session_runtime
+from _runtime_helpers import generate_checked, qemu_runner, session_runtime
 from bitedge.model import ModelConfig
 
 
@@ -54,12 +54,12 @@ def binary(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def models(tiny_model, tmp_path_factory):
     """name -> (gguf path, Reference of the model read back from that file: f16 embeddings as the runtime sees them)"""
     out = {}
     d = tmp_path_factory.mktemp("models")
     for i, (name, cfg) in enumerate(CONFIGS.items()):
-        source = random_source(cfg, seed=100 + i)
+        source = tiny_model(cfg, seed=100 + i, draw="scaled", tokenizer=None)
         path = d / f"{name}.gguf"
         writer_mod.write_gguf(source, path, packing="i2_s", embed_type=EMBED_TYPES[name])
         out[name] = (path, reference_mod.Reference(gguf_read.read_model(path)))
@@ -179,14 +179,14 @@ def test_avx2_only_cpu_under_qemu_x86_is_lossless(binary, models, tmp_path):
         assert result["kernels"] == "avx2"
 
 
-def test_realistic_shape_is_lossless(binary, tmp_path):
+def test_realistic_shape_is_lossless(tiny_model, binary, tmp_path):
     """At a real model's width (hidden 768, 12 heads, ffn 3072: the 125M shape, 4 layers) thousands of int8
     activations per token make rounding flips routine; the exact check holds there too, with the same bounds."""
     from bitedge.convert.dummy import PRESETS
 
     cfg = dataclasses.replace(PRESETS["125M"], num_layers=4, vocab_size=2000, context_length=64, name="wide")
     path = tmp_path / "wide.gguf"
-    writer_mod.write_gguf(random_source(cfg, seed=7), path, packing="i2_s", embed_type="f16")
+    writer_mod.write_gguf(tiny_model(cfg, seed=7, draw="scaled", tokenizer=None), path, packing="i2_s", embed_type="f16")
     prompt = [(i * 101 + 7) % 2000 for i in range(40)]  # 40 > batch 32
     reference = reference_mod.Reference(gguf_read.read_model(path))
     generate_checked(binary, path, reference, prompt, tmp_path, "wide", n=N_GEN, threads=2)

@@ -8,7 +8,7 @@ from gguf import GGMLQuantizationType, quants
 
 from bitedge.formats.packing import PACKINGS, get_packing, layout_constants
 from bitedge.errors import BitedgeError
-from tests._gguf_helpers import random_ternary
+from conftest import random_ternary
 
 SHAPES = [(1, 1), (1, 128), (7, 3), (31, 129), (32, 2), (33, 130), (45, 383), (64, 256), (96, 512), (200, 96)]
 

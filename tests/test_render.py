@@ -19,7 +19,7 @@ from bitedge.render import (TEMPLATES_DIR, TILE_DEFAULTS, c_sources, check_tiles
 from bitedge.build.tuner import planned_steps, tune
 from bitedge.render.tune import load_cache, tuned_tiles
 from tests._c_build import AARCH64_CC, CBuildError, compile_c, have_tool, run_binary
-from tests._gguf_helpers import ODD, tiny_source
+from conftest import ODD
 
 SHAPES_2B4T = [(2560, 2560), (640, 2560), (6912, 2560), (2560, 6912)]
 
@@ -60,16 +60,16 @@ def test_layouts_static_asserts_catch_a_changed_layout(tmp_path, monkeypatch):
         compile_c([prog], tmp_path / "use", include_dirs=[tmp_path])
 
 
-def test_model_shapes_from_config_and_gguf(tmp_path):
+def test_model_shapes_from_config_and_gguf(tiny_model, tmp_path):
     from bitedge.convert.gguf_writer import write_gguf
 
     shapes = model_shapes(ODD)
     # q: 96x96, k/v: 32x96, o: 96x96, gate/up: 200x96, down: 96x200
     assert shapes == [(32, 96), (96, 96), (96, 200), (200, 96)]
     path = tmp_path / "odd.gguf"
-    write_gguf(tiny_source(ODD), path, packing="tl2")
+    write_gguf(tiny_model(ODD), path, packing="tl2")
     assert model_shapes(path) == shapes
-    assert model_shapes(tiny_source(ODD)) == shapes
+    assert model_shapes(tiny_model(ODD)) == shapes
     with pytest.raises(BitedgeError, match="cannot take matrix shapes"):
         model_shapes(42)
 

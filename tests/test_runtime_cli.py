@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from _c_build import host_has_avx512_vnni
-from _runtime_helpers import build_runtime, generate_checked, qemu_runner, random_source, session_runtime
+from _runtime_helpers import build_runtime, generate_checked, qemu_runner, session_runtime
 from bitedge.errors import BitedgeError
 from bitedge.model import ModelConfig
 
@@ -220,12 +220,12 @@ def test_json_text_is_valid_utf8(binary, dummy):
         assert len(result["tokens"]) == 48
 
 
-def test_model_without_tokenizer_runs_from_ids(binary, tmp_path):
+def test_model_without_tokenizer_runs_from_ids(tiny_model, binary, tmp_path):
     """A model without a tokenizer still runs from token ids; its JSON text is empty, not broken."""
     cfg = ModelConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_layers=1, num_heads=2,
                       num_kv_heads=1, head_dim=32, context_length=64, name="notok")
     path = tmp_path / "notok.gguf"
-    writer_mod.write_gguf(random_source(cfg, seed=5), path, packing="i2_s", embed_type="f32")
+    writer_mod.write_gguf(tiny_model(cfg, seed=5, draw="scaled", tokenizer=None), path, packing="i2_s", embed_type="f32")
     proc = run_program(binary, ["generate", "-m", path, "--tokens", "1,2,3", "-n", "4", "--temp", "0", "--json"])
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)

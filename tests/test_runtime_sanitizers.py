@@ -11,8 +11,7 @@ import json
 import pytest
 
 from _c_build import require_tool, run_binary, sanitizer_report
-from _runtime_helpers import build_runtime, random_source
-from bitedge.convert.dummy import dummy_tokenizer
+from _runtime_helpers import build_runtime
 from bitedge.convert.gguf_writer import write_gguf
 from bitedge.model import ModelConfig
 
@@ -26,9 +25,9 @@ def asan_runtime(tmp_path_factory):
 
 
 @pytest.mark.parametrize("embed_type", ["f32", "f16", "q8_0"])
-def test_every_command_is_sanitizer_clean(asan_runtime, tmp_path, embed_type):
+def test_every_command_is_sanitizer_clean(tiny_model, asan_runtime, tmp_path, embed_type):
     model = tmp_path / f"odd-{embed_type}.gguf"
-    write_gguf(random_source(ODD, seed=5, tokenizer=dummy_tokenizer(ODD.vocab_size)), model, packing="i2_s", embed_type=embed_type)
+    write_gguf(tiny_model(ODD, seed=5, draw="scaled"), model, packing="i2_s", embed_type=embed_type)
     text = tmp_path / "text.txt"
     text.write_text("In the beginning was the word. " * 20 + "Ünïcödé ✓ 你好\n")
     runs = [
@@ -48,10 +47,10 @@ def test_every_command_is_sanitizer_clean(asan_runtime, tmp_path, embed_type):
         json.loads(proc.stdout[proc.stdout.rfind("\n{") + 1 if not proc.stdout.lstrip().startswith(("{", "[")) else 0:])
 
 
-def test_bad_inputs_are_sanitizer_clean_one_line_errors(asan_runtime, tmp_path):
+def test_bad_inputs_are_sanitizer_clean_one_line_errors(tiny_model, asan_runtime, tmp_path):
     truncated = tmp_path / "t.gguf"
     full = tmp_path / "full.gguf"
-    write_gguf(random_source(ODD, seed=1), full, packing="i2_s", embed_type="f16")
+    write_gguf(tiny_model(ODD, seed=1, draw="scaled", tokenizer=None), full, packing="i2_s", embed_type="f16")
     truncated.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
     for args in (["generate", "-m", truncated, "-p", "x", "-n", "2"], ["generate", "-m", full, "-n", "-3", "-p", "x"],
                  ["bench", "-m", full, "-t", "0"], ["nonsense"], ["generate", "-m", tmp_path / "missing.gguf", "-p", "x"]):

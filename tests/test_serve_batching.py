@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import subprocess
 import threading
-import time
 
 import pytest
 
 from _c_build import CToolMissing, compile_c, run_binary
-from _runtime_helpers import RUNTIME, build_runtime, random_source, runtime_c_sources, session_runtime
+from _runtime_helpers import RUNTIME, build_runtime, runtime_c_sources, session_runtime
+from conftest import make_tiny_model
 from _serve_helpers import Server, write_kjv
 from bitedge.convert.gguf_writer import write_gguf
 from bitedge.model import ModelConfig
@@ -49,7 +49,7 @@ def driver(tmp_path_factory):
 @pytest.fixture(scope="module")
 def seq_models(tmp_path_factory):
     d = tmp_path_factory.mktemp("seq-models")
-    source = random_source(CONFIG, seed=15)
+    source = make_tiny_model(CONFIG, 15, draw="scaled", tokenizer=None)
     paths = {}
     for packing, embed in EMBED.items():
         paths[packing] = d / f"seqs-{packing}.gguf"

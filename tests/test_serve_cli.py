@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from _sshd import free_port, make_sshd, write_board_inventory
+from _sshd import free_port
 from _serve_helpers import write_kjv
 from bitedge.cli import main
 
@@ -25,19 +25,11 @@ REPO = Path(__file__).resolve().parents[1]
 openai = pytest.importorskip("openai")
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve-lab")
-    server = make_sshd(root / "sshd").start()
-    model = write_kjv(root / "kjv.gguf")
-    inventory = write_board_inventory(root / "boards.toml", server, {"x86": "x86-64-avx2", "arm": "rpi5-qemu"})
-    yield {"root": root, "server": server, "model": model, "inventory": inventory}
-    server.stop()
+LAB_BOARDS = {"x86": "x86-64-avx2", "arm": "rpi5-qemu"}  # the lab fixture (conftest.py)
 
 
-def ssh(lab):
-    return ["--inventory", str(lab["inventory"]), "--ssh-config", str(lab["server"].ssh_config),
-            "--known-hosts", str(lab["server"].known_hosts), "--connect-timeout", "5"]
+def lab_model(root: Path) -> Path:
+    return write_kjv(root / "kjv.gguf")
 
 
 def run_json(capsys, args) -> dict:
@@ -83,7 +75,7 @@ class Cli:
 
 
 def test_serve_here_in_the_foreground(lab, tmp_path):
-    cli = Cli(["serve", lab["model"], "--port", "0", "--slots", "2"], cwd=tmp_path)
+    cli = Cli(["serve", lab.model, "--port", "0", "--slots", "2"], cwd=tmp_path)
     try:
         port = int(cli.wait_for(r"listening on http://127\.0\.0\.1:(\d+)").group(1))
         c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
@@ -96,15 +88,15 @@ def test_serve_here_in_the_foreground(lab, tmp_path):
 def test_serve_options_without_a_board_are_refused(lab, capsys):
     assert main(["serve", "--stop"]) == 2
     assert "add --host BOARD" in capsys.readouterr().err
-    assert main(["serve", "--host", "x86", *ssh(lab)]) == 2
+    assert main(["serve", "--host", "x86", *lab.ssh_args()]) == 2
     assert "which model?" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("board", ["x86", pytest.param("arm", marks=pytest.mark.qemu)])
 def test_serve_on_a_board_start_forward_chat_again_stop(lab, capsys, tmp_path, board):
     port, local = free_port(), free_port()
-    args = ["serve", str(lab["model"]), "--host", board, "--port", str(port), "--slots", "2", "--api-key", "board-key",
-            *ssh(lab)]
+    args = ["serve", str(lab.model), "--host", board, "--port", str(port), "--slots", "2", "--api-key", "board-key",
+            *lab.ssh_args()]
     try:
         first = run_json(capsys, [*args, "--json"])
         assert first["started"] and first["port"] == port and first["pid"] > 0
@@ -132,9 +124,9 @@ def test_serve_on_a_board_start_forward_chat_again_stop(lab, capsys, tmp_path, b
         log = Path(first["log"]).read_text()
         assert "listening on http://127.0.0.1:" in log and "chatcmpl" in log
     finally:
-        stopped = run_json(capsys, ["serve", "--host", board, "--stop", *ssh(lab), "--json"])
+        stopped = run_json(capsys, ["serve", "--host", board, "--stop", *lab.ssh_args(), "--json"])
     assert stopped["stopped"] == first["pid"]
-    assert run_json(capsys, ["serve", "--host", board, "--stop", *ssh(lab), "--json"])["stopped"] is None
+    assert run_json(capsys, ["serve", "--host", board, "--stop", *lab.ssh_args(), "--json"])["stopped"] is None
     # the loopback board is this machine: the process is gone, and nothing listens on the port any more
     with pytest.raises(OSError):
         os.kill(first["pid"], 0)

@@ -15,7 +15,7 @@ import json
 import pytest
 
 from _c_build import have_tool
-from _runtime_helpers import generate_checked, random_source
+from _runtime_helpers import generate_checked
 from bitedge.build.compile import build_runtime
 from bitedge.targets import get_target
 from bitedge.build.toolchains import detect_toolchain
@@ -36,9 +36,9 @@ N_GEN = 6
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def models(tiny_model, tmp_path_factory):
     d = tmp_path_factory.mktemp("tl-models")
-    source = random_source(CONFIG, seed=31)
+    source = tiny_model(CONFIG, seed=31, draw="scaled", tokenizer=None)
     paths = {}
     for packing in PACKINGS:
         paths[packing] = d / f"odd-{packing}.gguf"

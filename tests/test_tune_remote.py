@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from _sshd import make_sshd, write_board_inventory
 from bitedge.targets import get_target
 from bitedge.build.compile import render_tl_kernels
 from bitedge.cli import main
@@ -25,31 +24,24 @@ from bitedge.build.tuner import tune
 from bitedge.render.tune import cache_key, load_cache, save_cache, tuned_tiles
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tunelab")
-    server = make_sshd(root / "sshd").start()
+LAB_BOARDS = {"x86": "x86-64-avx2", "arm": "rpi5-qemu", "wrong": "rpi5"}  # the lab fixture (conftest.py)
+
+
+def lab_model(root: Path) -> Path:
     model = root / "m.gguf"
     write_gguf(dummy_source("test", seed=5), model, packing="tl1")
-    inventory = write_board_inventory(root / "boards.toml", server, {"x86": "x86-64-avx2", "arm": "rpi5-qemu", "wrong": "rpi5"})
-    yield {"root": root, "server": server, "model": model, "inventory": inventory}
-    server.stop()
-
-
-def ssh(lab) -> list[str]:
-    return ["--inventory", str(lab["inventory"]), "--ssh-config", str(lab["server"].ssh_config),
-            "--known-hosts", str(lab["server"].known_hosts), "--connect-timeout", "5"]
+    return model
 
 
 def test_tune_over_ssh_on_an_x86_board(lab, tmp_path, capsys):
     cache = tmp_path / "tuning.json"
-    rc = main(["tune", str(lab["model"]), "--host", "x86", "--method", "tl1", "--method", "tl2",
-               "--reps", "2", "--rounds", "1", "--cache", str(cache), *ssh(lab), "--json"])
+    rc = main(["tune", str(lab.model), "--host", "x86", "--method", "tl1", "--method", "tl2",
+               "--reps", "2", "--rounds", "1", "--cache", str(cache), *lab.ssh_args(), "--json"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     out = json.loads(captured.out)
     assert out["host"] == "x86" and out["target"] == "x86-64-avx2"
-    shapes = model_shapes(lab["model"])
+    shapes = model_shapes(lab.model)
     assert set(out["results"]) == {f"{m}/{n}x{k}" for m in ("tl1", "tl2") for n, k in shapes}
     board_cpu = probe_local().cpu  # the loopback board is this machine
     for r in out["results"].values():
@@ -59,7 +51,7 @@ def test_tune_over_ssh_on_an_x86_board(lab, tmp_path, capsys):
     entries = load_cache(cache)["entries"]
     assert set(entries) == {cache_key(board_cpu, get_target("x86-64-avx2"), m, s) for m in ("tl1", "tl2") for s in shapes}
     # the board keeps nothing of the tuning run
-    assert not (lab["root"] / "remote-x86" / "tune").exists()
+    assert not (lab.root / "remote-x86" / "tune").exists()
     # and the next TL build for this target renders the winners
     sources = render_tl_kernels(get_target("x86-64-avx2"), shapes, tmp_path / "kernels", cache)
     text = next(p for p in sources if p.name == "bitedge_tl1_avx2.c").read_text()
@@ -70,15 +62,15 @@ def test_tune_over_ssh_on_an_x86_board(lab, tmp_path, capsys):
 
 
 def test_tune_over_ssh_on_an_emulated_arm_board(lab, tmp_path):
-    spec = HostSpec(name="arm", host="board", target="rpi5-qemu", remote_dir=str(lab["root"] / "remote-arm"))
+    spec = HostSpec(name="arm", host="board", target="rpi5-qemu", remote_dir=str(lab.root / "remote-arm"))
     target = get_target("rpi5-qemu")
     cands = {"tl2": [{"bm": 32, "bk": 96, "bn": 256}, {"bm": 64, "bk": 48, "bn": 64}]}
-    with connect(spec, ssh_config=lab["server"].ssh_config, known_hosts=lab["server"].known_hosts) as conn:
+    with connect(spec, ssh_config=lab.server.ssh_config, known_hosts=lab.server.known_hosts) as conn:
         timer = BoardTimer(conn, spec, target)
         try:
             results = tune(target, [(96, 200), (40, 7)], ["tl2"], cands, tmp_path / "t.json", reps=2, rounds=1,
                            work_dir=tmp_path / "work", timer=timer)
-            staged = sorted(p.name for p in (lab["root"] / "remote-arm" / "tune").iterdir())
+            staged = sorted(p.name for p in (lab.root / "remote-arm" / "tune").iterdir())
         finally:
             timer.close()
     # the aarch64 drivers went to the board and ran there under its qemu (two candidates, two data files a shape)
@@ -86,7 +78,7 @@ def test_tune_over_ssh_on_an_emulated_arm_board(lab, tmp_path):
     assert (tmp_path / "work" / "tl2" / "cand0" / "build" / "bitedge-run").read_bytes()[18] == 0xB7  # EM_AARCH64
     for r in results.values():
         assert r["emulated"] and r["cpu"] == "emulated:qemu-aarch64 -cpu cortex-a76" and r["isa"] == "neon"
-    assert not (lab["root"] / "remote-arm" / "tune").exists()
+    assert not (lab.root / "remote-arm" / "tune").exists()
 
 
 def test_board_tuning_feeds_builds_made_here(tmp_path):
@@ -109,30 +101,30 @@ def test_board_tuning_feeds_builds_made_here(tmp_path):
 
 
 def test_tune_refuses_a_binary_the_board_cannot_run(lab, tmp_path, capsys):
-    rc = main(["tune", str(lab["model"]), "--host", "wrong", "--method", "tl1", "--reps", "1",
-               "--rounds", "1", "--cache", str(tmp_path / "t.json"), *ssh(lab)])
+    rc = main(["tune", str(lab.model), "--host", "wrong", "--method", "tl1", "--reps", "1",
+               "--rounds", "1", "--cache", str(tmp_path / "t.json"), *lab.ssh_args()])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1
     assert "wrong is linux/x86_64 but profile rpi5 builds for linux/aarch64" in err  # before building anything
     # a binary that slips past the profile check is refused before it is uploaded
-    spec = HostSpec(name="x86", host="board", remote_dir=str(lab["root"] / "remote-x86"))
+    spec = HostSpec(name="x86", host="board", remote_dir=str(lab.root / "remote-x86"))
     src = tmp_path / "hello.c"
     src.write_text("int main(void){return 0;}\n")
     arm_binary = tmp_path / "hello-arm"
     subprocess.run(["aarch64-linux-gnu-gcc", "-static", "-o", str(arm_binary), str(src)], check=True)
-    with connect(spec, ssh_config=lab["server"].ssh_config, known_hosts=lab["server"].known_hosts) as conn:
+    with connect(spec, ssh_config=lab.server.ssh_config, known_hosts=lab.server.known_hosts) as conn:
         timer = BoardTimer(conn, spec, get_target("x86-64-avx2"))
         with pytest.raises(BitedgeError, match="built for linux/aarch64 but the board is linux/x86_64"):
             timer.stage(arm_binary, "driver")
-    assert not (lab["root"] / "remote-x86" / "tune" / "driver").exists()
+    assert not (lab.root / "remote-x86" / "tune" / "driver").exists()
     assert not (tmp_path / "t.json").exists()
 
 
 def test_tune_on_an_unreachable_board_is_one_line(lab, tmp_path, capsys):
-    rc = main(["tune", str(lab["model"]), "--host", "dead", "--method", "tl1", *ssh(lab)])
+    rc = main(["tune", str(lab.model), "--host", "dead", "--method", "tl1", *lab.ssh_args()])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "dead" in err and "cannot connect" in err
-    rc = main(["tune", "--host", "x86", *ssh(lab)])
+    rc = main(["tune", "--host", "x86", *lab.ssh_args()])
     assert rc == 2 and "missing the MODEL argument" in capsys.readouterr().err
     with pytest.raises(BitedgeError, match="cannot run on this x86_64 machine: tune on the board over SSH"):
         tune("rpi5", [(32, 32)], ["tl1"], cache_path=tmp_path / "t.json")

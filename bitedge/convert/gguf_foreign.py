@@ -45,7 +45,9 @@ from dataclasses import dataclass
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, GGUFValueType, quants
 
+from bitedge.formats.gguf_keys import FORMAT_VERSION_KEY
 from bitedge.formats.ternary import ternary_distance
+from bitedge.gguf_read import open_gguf, read_model
 from bitedge.errors import BitedgeError
 from bitedge.model import (
     TOKEN_NORMAL,
@@ -189,8 +191,6 @@ def open_gguf_any(path) -> ForeignFile:
     The header is parsed by bitedge.gguf_read's parser (gguf's GGUFReader needs ~45 s for a 128k-token
     vocabulary with its merges; this takes ~1 s); ``open_with_gguf_reader`` is the GGUFReader route.
     """
-    from bitedge.gguf_read import open_gguf
-
     path = os.fspath(path)
     g = open_gguf(path)
 
@@ -445,9 +445,7 @@ def read_foreign(path, *, i2s_layout: str = "x86", hash_file: bool = True) -> Mo
     path = os.fspath(path)
     reader = open_gguf_any(path)
     kv = reader.kv
-    if "bitedge.format_version" in kv:  # our own format: its reader knows the packed layouts
-        from bitedge.gguf_read import read_model
-
+    if FORMAT_VERSION_KEY in kv:  # our own format: its reader knows the packed layouts
         return read_model(path)
     tensors = {t.name: t for t in reader.tensors}
     config = config_from_keys(kv, tensors, path)

@@ -22,14 +22,12 @@ from gguf import GGMLQuantizationType, GGUFWriter, quants
 from gguf.gguf_writer import WriterState
 
 import bitedge
+from bitedge.formats import gguf_keys as K
 from bitedge.formats.packing import get_packing
 from bitedge.errors import BitedgeError
 from bitedge.model import ModelConfig, ModelSource, Ternary, TokenizerData, TOKEN_UNUSED, is_ternary
 
-FORMAT_VERSION = 1
-ARCH = "bitnet"
-ALIGNMENT = 32
-QUANTIZATION_VERSION = 2
+ARCH, FORMAT_VERSION, ALIGNMENT, QUANTIZATION_VERSION = K.ARCH, K.FORMAT_VERSION, K.ALIGNMENT, K.QUANTIZATION_VERSION
 EMBED_TYPES = {
     "f32": GGMLQuantizationType.F32,
     "f16": GGMLQuantizationType.F16,
@@ -91,32 +89,32 @@ def plan_tensors(config: ModelConfig, packing_name: str, embed_type: str) -> lis
 
 def add_model_keys(w: GGUFWriter, source: ModelSource, packing: str, embed_type: str) -> None:
     c = source.config
-    w.add_string("general.name", c.name)
-    w.add_uint32("general.quantization_version", QUANTIZATION_VERSION)
+    w.add_string(K.NAME, c.name)
+    w.add_uint32(K.QUANTIZATION_VERSION_KEY, QUANTIZATION_VERSION)
     w.add_custom_alignment(ALIGNMENT)
-    w.add_uint32(f"{ARCH}.vocab_size", c.vocab_size)
-    w.add_uint32(f"{ARCH}.context_length", c.context_length)
-    w.add_uint32(f"{ARCH}.embedding_length", c.hidden_size)
-    w.add_uint32(f"{ARCH}.block_count", c.num_layers)
-    w.add_uint32(f"{ARCH}.feed_forward_length", c.intermediate_size)
-    w.add_uint32(f"{ARCH}.attention.head_count", c.num_heads)
-    w.add_uint32(f"{ARCH}.attention.head_count_kv", c.num_kv_heads)
-    w.add_uint32(f"{ARCH}.attention.key_length", c.head_dim)
-    w.add_uint32(f"{ARCH}.attention.value_length", c.head_dim)
-    w.add_float32(f"{ARCH}.attention.layer_norm_rms_epsilon", c.rms_norm_eps)
-    w.add_float32(f"{ARCH}.rope.freq_base", c.rope_theta)
-    w.add_uint32(f"{ARCH}.rope.dimension_count", c.head_dim)
+    w.add_uint32(K.VOCAB_SIZE, c.vocab_size)
+    w.add_uint32(K.CONTEXT_LENGTH, c.context_length)
+    w.add_uint32(K.EMBEDDING_LENGTH, c.hidden_size)
+    w.add_uint32(K.BLOCK_COUNT, c.num_layers)
+    w.add_uint32(K.FEED_FORWARD_LENGTH, c.intermediate_size)
+    w.add_uint32(K.HEAD_COUNT, c.num_heads)
+    w.add_uint32(K.HEAD_COUNT_KV, c.num_kv_heads)
+    w.add_uint32(K.KEY_LENGTH, c.head_dim)
+    w.add_uint32(K.VALUE_LENGTH, c.head_dim)
+    w.add_float32(K.RMS_EPS, c.rms_norm_eps)
+    w.add_float32(K.ROPE_FREQ_BASE, c.rope_theta)
+    w.add_uint32(K.ROPE_DIMENSION_COUNT, c.head_dim)
 
-    w.add_uint32("bitedge.format_version", FORMAT_VERSION)
-    w.add_string("bitedge.weight_packing", packing)
-    w.add_string("bitedge.ffn_activation", c.ffn_act)
-    w.add_bool("bitedge.sub_norms", c.sub_norms)
-    w.add_bool("bitedge.tie_embeddings", c.tie_embeddings)
-    w.add_string("bitedge.embed_type", embed_type)
-    w.add_string("bitedge.source", source.source or "")
+    w.add_uint32(K.FORMAT_VERSION_KEY, FORMAT_VERSION)
+    w.add_string(K.WEIGHT_PACKING, packing)
+    w.add_string(K.FFN_ACTIVATION, c.ffn_act)
+    w.add_bool(K.SUB_NORMS, c.sub_norms)
+    w.add_bool(K.TIE_EMBEDDINGS, c.tie_embeddings)
+    w.add_string(K.EMBED_TYPE, embed_type)
+    w.add_string(K.SOURCE, source.source or "")
     if source.source_sha256:
-        w.add_string("bitedge.source_sha256", source.source_sha256)
-    w.add_string("bitedge.converter_version", bitedge.__version__)
+        w.add_string(K.SOURCE_SHA256, source.source_sha256)
+    w.add_string(K.CONVERTER_VERSION, bitedge.__version__)
 
 
 def add_tokenizer_keys(w: GGUFWriter, td: TokenizerData, vocab_size: int) -> None:
@@ -134,24 +132,24 @@ def add_tokenizer_keys(w: GGUFWriter, td: TokenizerData, vocab_size: int) -> Non
         types.append(TOKEN_UNUSED)
         if scores is not None:
             scores.append(0.0)
-    w.add_string("tokenizer.ggml.model", td.model)
+    w.add_string(K.TOKENIZER_MODEL, td.model)
     if td.pre is not None:
-        w.add_string("tokenizer.ggml.pre", td.pre)
-    w.add_array("tokenizer.ggml.tokens", tokens)
-    w.add_array("tokenizer.ggml.token_type", types)
+        w.add_string(K.TOKENIZER_PRE, td.pre)
+    w.add_array(K.TOKENS, tokens)
+    w.add_array(K.TOKEN_TYPE, types)
     if scores is not None:
-        w.add_array("tokenizer.ggml.scores", scores)
+        w.add_array(K.SCORES, scores)
     if td.merges:
-        w.add_array("tokenizer.ggml.merges", list(td.merges))
-    for key, value in (("bos", td.bos_id), ("eos", td.eos_id), ("unknown", td.unk_id), ("padding", td.pad_id)):
+        w.add_array(K.MERGES, list(td.merges))
+    for key, value in ((K.BOS_ID, td.bos_id), (K.EOS_ID, td.eos_id), (K.UNKNOWN_ID, td.unk_id), (K.PADDING_ID, td.pad_id)):
         if value is not None:
-            w.add_uint32(f"tokenizer.ggml.{key}_token_id", int(value))
-    w.add_bool("tokenizer.ggml.add_bos_token", bool(td.add_bos))
-    w.add_bool("tokenizer.ggml.add_eos_token", bool(td.add_eos))
+            w.add_uint32(key, int(value))
+    w.add_bool(K.ADD_BOS, bool(td.add_bos))
+    w.add_bool(K.ADD_EOS, bool(td.add_eos))
     if td.add_space_prefix is not None:
-        w.add_bool("tokenizer.ggml.add_space_prefix", bool(td.add_space_prefix))
+        w.add_bool(K.ADD_SPACE_PREFIX, bool(td.add_space_prefix))
     if td.chat_template:
-        w.add_string("tokenizer.chat_template", td.chat_template)
+        w.add_string(K.CHAT_TEMPLATE, td.chat_template)
 
 
 # ---------------------------------------------------------------------------------------------- tensor data

@@ -18,10 +18,10 @@ def open_source(spec: str, *, revision: str | None = None, ternary_check: bool =
     if path.is_file():
         with open(path, "rb") as f:
             magic = f.read(4)
-        if magic == b"GGUF":
-            from bitedge.gguf_read import read_model
+        if magic == b"GGUF":  # bitedge's own, or llama.cpp / bitnet.cpp's (the importer hands ours to gguf_read)
+            from bitedge.convert.gguf_foreign import read_foreign
 
-            return read_model(path)
+            return read_foreign(path)
         if path.suffix.lower() == ".onnx":
             from bitedge.convert.onnx_import import load_onnx
 

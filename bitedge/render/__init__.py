@@ -21,7 +21,8 @@ from pathlib import Path
 import jinja2
 
 from bitedge.targets import Target, get_target
-from bitedge.formats.packing import get_packing, layout_constants
+from bitedge.formats import gguf_keys
+from bitedge.formats.packing import c_layouts, get_packing, layout_constants
 from bitedge.errors import BitedgeError
 from bitedge.model import ModelConfig, is_ternary
 
@@ -29,6 +30,7 @@ from bitedge._shipped import TEMPLATES_DIR  # noqa: E402
 METHODS = ("i2_s", "tl1", "tl2")  # what tune / estimates rank; i2_s is the runtime's hand-written kernel
 TL_METHODS = ("tl1", "tl2")  # what render_kernels renders
 LAYOUTS_HEADER = "bitedge_layouts.h"
+GGUF_KEYS_HEADER = "bitedge_gguf_keys.h"
 DRIVER_SOURCE = "bitedge_kernel_driver.c"
 
 # Rendered ISA variants (C suffix) -> the be_kernels table names (kernels.h) whose CPUs may run them; the last
@@ -242,10 +244,18 @@ def _spec(method: str, isa: str, kp: int | None, tiles: dict[str, int]) -> dict:
 
 
 def render_layouts_header(out_dir: str | os.PathLike) -> Path:
-    """Write bitedge_layouts.h (layout constants with _Static_asserts on block sizes) into out_dir."""
+    """Write bitedge_layouts.h (layout constants with _Static_asserts on block sizes, the packing enum and each
+    packing's byte size) and bitedge_gguf_keys.h (bitedge.formats.gguf_keys) into out_dir; returns the first."""
     constants = sorted(layout_constants().items())
-    text = render_template("bitedge_layouts.h.j2", constants=constants)
+    text = render_template("bitedge_layouts.h.j2", constants=constants, layouts=c_layouts())
+    render_gguf_keys_header(out_dir)
     return write_if_changed(Path(out_dir) / LAYOUTS_HEADER, text)
+
+
+def render_gguf_keys_header(out_dir: str | os.PathLike) -> Path:
+    """Write bitedge_gguf_keys.h: bitedge's GGUF metadata keys as C string literals (the runtime's model loader)."""
+    text = render_template("bitedge_gguf_keys.h.j2", defines=list(gguf_keys.c_defines().items()))
+    return write_if_changed(Path(out_dir) / GGUF_KEYS_HEADER, text)
 
 
 def render_kernels(target: Target | str, shapes: Iterable[tuple[int, int]], method: str, tiles=None,
@@ -299,7 +309,7 @@ def c_sources(paths: Iterable[Path]) -> list[Path]:
 
 __all__ = [
     "GEMM_TOKENS", "ISA_ALIASES", "METHODS", "TEMPLATES_DIR", "TILE_DEFAULTS", "TL_METHODS", "c_sources",
-    "check_render_method", "check_tiles", "environment",
-    "model_shapes", "render_driver", "render_kernels", "render_layouts_header", "render_template",
+    "check_render_method", "check_tiles", "environment", "model_shapes", "render_driver", "render_gguf_keys_header",
+    "render_kernels", "render_layouts_header", "render_template",
     "resolve_tiles", "target_isas", "tune",
 ]

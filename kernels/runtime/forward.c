@@ -21,10 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* rendered by bitedge.render into every build (bitedge/build/compile.py): generic, plus the model's shapes */
-#include "bitedge_tl1_kernels.h"
-#include "bitedge_tl2_kernels.h"
-
 /* No fused multiply-add: keep the reference's rounding. gcc contracts only with -ffp-contract=fast (not the
  * default under -std=c11; bitedge/build/compile.py passes -ffp-contract=off anyway); clang honours the standard pragma. */
 #ifdef __clang__
@@ -84,10 +80,9 @@ typedef struct {
 } ternary_job;
 
 typedef struct {
-    const be_kernels *kern;
-    const be_tl_kernels *tl; /* TL1 / TL2 kernels, NULL for I2_S */
-    uint8_t *tables;         /* TL: [nb][tables_stride] */
-    size_t tables_stride;
+    const be_ternary_ops *ops;
+    void *act;               /* what the kernels read: the TL tables [nb][act_stride], or xq itself (act_stride kp) */
+    size_t act_stride;
     const int8_t *xq;        /* [nb][kp] */
     const float *act_scale;  /* [nb] */
     int32_t *acc;            /* per job: [nb][job.n], jobs back to back */
@@ -95,27 +90,18 @@ typedef struct {
     ternary_job jobs[3];
 } ternary_task;
 
-/* TL: rows [n0, n1) of one matrix for every token, each from its own tables (acc: [nb][job->n]). Several tokens
- * go through the rendered gemm, which reads each weight chunk once per block of tokens (docs/kernels.md "TL gemm"). */
-static void tl_rows(const ternary_task *t, const ternary_job *job, int32_t *acc, int n0, int n1) {
-    if (t->nb > 1)
-        t->tl->gemm(job->w, t->tables, t->tables_stride, acc, job->n, n0, n1, t->kp, t->nb);
-    else
-        t->tl->gemv(job->w, t->tables, acc, n0, n1, t->kp);
-}
-
 static void ternary_worker(void *ctx, int ith, int nth) {
     ternary_task *t = ctx;
     int32_t *acc = t->acc;
     for (int j = 0; j < t->n_jobs; j++) {
         const ternary_job *job = &t->jobs[j];
         int n0, n1;
-        /* TL kernels compute 32-row tiles: ranges starting on a multiple of 32 never share one */
-        be_split_range(job->n, ith, nth, t->tl ? 32 : 16, &n0, &n1);
+        /* ranges starting on a multiple of row_block never share a kernel tile */
+        be_split_range(job->n, ith, nth, t->ops->row_block, &n0, &n1);
         if (n1 > n0) {
-            if (t->tl) tl_rows(t, job, acc, n0, n1);
-            else if (t->nb == 1) t->kern->i2s_gemv(job->w, t->xq, acc, n0, n1, t->kp);
-            else t->kern->i2s_gemm(job->w, t->xq, acc, job->n, n0, n1, t->kp, t->nb);
+            /* several tokens through the gemm, which reads each weight chunk once per block of tokens */
+            if (t->nb > 1) t->ops->gemm(job->w, t->act, t->act_stride, acc, job->n, n0, n1, t->kp, t->nb);
+            else t->ops->gemv(job->w, t->act, acc, n0, n1, t->kp);
             for (int b = 0; b < t->nb; b++) {
                 float sa = job->scale / t->act_scale[b];  /* (s / a) once, in fp32 */
                 const int32_t *ab = acc + (size_t)b * job->n;
@@ -134,12 +120,12 @@ static void quantize_rows(be_state *s, const float *x, int k, int kp, int nb) {
 }
 
 /* TL: each token's look-up tables from its quantized row, tokens split over the pool */
-static void tl_prepare_worker(void *ctx, int ith, int nth) {
+static void prepare_worker(void *ctx, int ith, int nth) {
     ternary_task *t = ctx;
     int b0, b1;
     be_split_range(t->nb, ith, nth, 1, &b0, &b1);
     for (int b = b0; b < b1; b++)
-        t->tl->prepare(t->xq + (size_t)b * t->kp, t->kp, t->tables + (size_t)b * t->tables_stride);
+        t->ops->prepare(t->xq + (size_t)b * t->kp, t->kp, (uint8_t *)t->act + (size_t)b * t->act_stride);
 }
 
 /* where a quantization happens, for the activation dump */
@@ -168,19 +154,10 @@ static void ternary_matmuls(be_runtime *rt, const float *x, int k, int nb, const
                             act_site where) {
     be_state *s = rt->state;
     ternary_task t;
-    t.kern = rt->kernels;
-    t.tl = NULL;
-    t.tables = s->tl_tables;
-    t.tables_stride = s->tl_tables_stride;
-    t.kp = pad128(k);
-    /* the TL table matching the be_kernels table in use (scalar when forced scalar, avx2, neon) */
-    if (rt->model->config.packing == BE_PACK_TL1) {
-        t.tl = be_tl1_kernels_for(rt->kernels->name);
-        t.kp = be_tl1_kp(k);
-    } else if (rt->model->config.packing == BE_PACK_TL2) {
-        t.tl = be_tl2_kernels_for(rt->kernels->name);
-        t.kp = be_tl2_kp(k);
-    }
+    t.ops = s->ternary;
+    t.kp = t.ops->act_row_bytes(k);
+    t.act = t.ops->prepare ? (void *)s->tl_tables : (void *)s->xq;
+    t.act_stride = t.ops->prepare ? s->tl_tables_stride : (size_t)t.kp;
     quantize_rows(s, x, k, t.kp, nb);
     if (rt->act_dump && where.pos0 >= 0) dump_activations(rt->act_dump, where, x, s->xq, s->act_scale, k, t.kp, nb);
     t.xq = s->xq;
@@ -190,8 +167,8 @@ static void ternary_matmuls(be_runtime *rt, const float *x, int k, int nb, const
     t.n_jobs = n_jobs;
     for (int j = 0; j < n_jobs; j++) t.jobs[j] = jobs[j];
     /* tables once per token for every job sharing x; one token's inline (no extra wake-up of the pool) */
-    if (t.tl && nb == 1) tl_prepare_worker(&t, 0, 1);
-    else if (t.tl) be_pool_run(rt->pool, tl_prepare_worker, &t);
+    if (t.ops->prepare && nb == 1) prepare_worker(&t, 0, 1);
+    else if (t.ops->prepare) be_pool_run(rt->pool, prepare_worker, &t);
     be_pool_run(rt->pool, ternary_worker, &t);
 }
 

@@ -10,13 +10,15 @@
 
 #include "kernels.h"
 #include "model.h"
+#include "ternary_ops.h"
 #include "threadpool.h"
 
 typedef struct {
     int max_batch;     /* tokens processed per forward call (prompt chunk) */
     int ctx;           /* KV cache length in positions */
     int n_threads;     /* attention scratch rows (one per pool thread) */
-    int kp_max;        /* padded row length of the widest ternary input (I2_S: 128s; TL: at least be_<m>_kp) */
+    const be_ternary_ops *ternary; /* the file's packing on this run's kernel table (ternary_ops.h) */
+    int kp_max;        /* padded row length of the widest ternary input: ternary->act_row_bytes of the widest */
     /* activations of a batch of nb tokens */
     float *x;          /* [max_batch][hidden] residual stream */
     float *xb;         /* [max_batch][max(hidden, q_dim)] normed input / attention output */
@@ -30,7 +32,7 @@ typedef struct {
     float *act_scale;  /* [max_batch] a of each token (kernels.h) */
     int32_t *acc;      /* [max_batch][max rows of one matmul] int32 products */
     uint8_t *tl_tables;       /* TL1 / TL2 only (else NULL): [max_batch][tl_tables_stride] look-up tables */
-    size_t tl_tables_stride;  /* be_<m>_tables_bytes of the widest input, rounded up to 64 */
+    size_t tl_tables_stride;  /* ternary->table_bytes of the widest input, rounded up to 64 */
     float *att;        /* [n_threads][ctx] attention scores / probabilities */
     float *rope_cos;   /* [ctx][head_dim/2] */
     float *rope_sin;   /* [ctx][head_dim/2] */
@@ -40,7 +42,8 @@ typedef struct {
     float *value_cache; /* [n_layers][ctx][kv_dim] */
 } be_state;
 
-/* ctx <= 0 means the model's context_length. Returns 0 or -1 (message in err). (forward_state.c) */
+/* ctx <= 0 means the model's context_length. Picks the ternary operations (be_ternary_ops_for the file's packing
+ * and be_kernels_active()). Returns 0 or -1 (message in err). (forward_state.c) */
 int build_state(be_state *s, const be_model *m, int ctx, int max_batch, int n_threads, char *err, size_t errlen);
 /* The same without a KV cache (key_cache = value_cache = NULL): the activations of be_forward_seqs' batches. */
 int build_batch_state(be_state *s, const be_model *m, int ctx, int max_batch, int n_threads, char *err,
@@ -74,9 +77,8 @@ int be_dump_activations_header(FILE *f, const be_model *m);
 /* Runs tokens[0..n) at positions pos0..pos0+n-1 (n <= max_batch, pos0+n <= ctx: else it aborts, a caller bug),
  * filling the KV cache.
  * Logits: all_logits != 0 -> s->logits[i] for every token i; else only s->logits[0] = the last token's.
- * I2_S: several tokens go through the gemm kernel (prompt processing), one token through gemv.
- * TL1 / TL2 (rendered kernels, always linked): per token, its look-up tables are built once per shared input (q/k/v, gate/up),
- * then the rendered gemv runs on row ranges (multiples of 32) over the pool. */
+ * Ternary matmuls go through s->ternary: several tokens through its gemm (prompt processing), one through its gemv;
+ * TL1 / TL2 first build each token's look-up tables (prepare) once per shared input (q/k/v, gate/up). */
 void be_forward(be_runtime *rt, const int32_t *tokens, int n, int pos0, int all_logits);
 
 /* One decode step of n_seqs independent sequences (continuous batching): token tokens[i] at position positions[i]

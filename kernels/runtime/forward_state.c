@@ -6,9 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* rendered by bitedge.render into every build: the TL row length and table size per input width */
-#include "bitedge_tl1_kernels.h"
-#include "bitedge_tl2_kernels.h"
 
 /* No fused multiply-add in the RoPE tables either (see forward.c) */
 #ifdef __clang__
@@ -30,13 +27,17 @@ static int build_state_impl(be_state *s, const be_model *m, int ctx, int max_bat
     s->max_batch = max_batch;
     s->n_threads = n_threads;
     s->kp_max = pad128(max_int(max_int(c->hidden, q_dim), c->ffn));
-    size_t tables = 0;  /* TL: bytes of one token's look-up tables */
-    /* tables grow with kp, so the widest input's fit every matmul */
-    int k_max = max_int(max_int(c->hidden, q_dim), c->ffn), kp_tl = 0;
-    if (c->packing == BE_PACK_TL1) kp_tl = be_tl1_kp(k_max), tables = be_tl1_tables_bytes(kp_tl);
-    if (c->packing == BE_PACK_TL2) kp_tl = be_tl2_kp(k_max), tables = be_tl2_tables_bytes(kp_tl);
-    /* TL rows of xq are kp_tl long: more than pad128 when K % 128 == 0 and K % 3 != 0 (4096 -> 4098) */
-    s->kp_max = max_int(s->kp_max, kp_tl);
+    /* the ternary operations of the file's packing on the kernel table this run uses (ternary_ops.h) */
+    s->ternary = be_ternary_ops_for(c->packing, be_kernels_active());
+    if (!s->ternary) {
+        snprintf(err, errlen, "no ternary kernels for packing %d in this build", c->packing);
+        return -1;
+    }
+    /* prepared activations (TL tables) grow with kp, so the widest input's fit every matmul; TL rows of xq are
+     * longer than pad128 when K % 128 == 0 and K % 3 != 0 (4096 -> 4098) */
+    int k_max = max_int(max_int(c->hidden, q_dim), c->ffn);
+    s->kp_max = max_int(s->kp_max, s->ternary->act_row_bytes(k_max));
+    size_t tables = s->ternary->table_bytes(s->ternary->act_row_bytes(k_max));
     int acc_rows = max_int(max_int(q_dim + 2 * kv_dim, 2 * c->ffn), c->hidden);
     size_t B = (size_t)max_batch, half = (size_t)c->head_dim / 2;
     size_t kv = with_cache ? (size_t)c->n_layers * (size_t)ctx * (size_t)kv_dim : 0;

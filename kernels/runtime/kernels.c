@@ -6,6 +6,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu_features.h"
@@ -248,6 +249,12 @@ const char *be_kernels_cpu_lacks(const char *name) {
 const be_kernels *be_kernels_select(void) {
     const be_kernels *best[1] = {&be_kernels_scalar};
     return be_kernels_list(best, 1) == 1 ? best[0] : &be_kernels_scalar;
+}
+
+const be_kernels *be_kernels_active(void) {
+    const char *forced = getenv("BITEDGE_KERNELS");
+    const be_kernels *k = forced && *forced ? be_kernels_by_name(forced) : NULL;
+    return k ? k : be_kernels_select();
 }
 
 static const be_kernels *best_table;

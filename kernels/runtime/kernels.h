@@ -61,6 +61,8 @@ extern const be_kernels be_kernels_scalar;
 /* The best table this build and this CPU support (checks CPU features at run time: a table whose instructions
  * the CPU lacks, e.g. neon-dotprod on a Cortex-A72, is never returned by these three functions). */
 const be_kernels *be_kernels_select(void);
+/* The table a run uses: the one BITEDGE_KERNELS names when set and this CPU runs it, else be_kernels_select(). */
+const be_kernels *be_kernels_active(void);
 /* The table by name, or NULL if not compiled in or not supported by this CPU. */
 const be_kernels *be_kernels_by_name(const char *name);
 /* For a table this build holds but this CPU cannot run: what the CPU lacks (e.g. "AVX512-VNNI"), for the

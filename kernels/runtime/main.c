@@ -9,7 +9,11 @@
  *
  * Bad input: one line "bitedge-run: error: ..." on stderr and exit status 2. A build whose instruction set
  * this CPU lacks: exit status 3 with a message, never SIGILL. BITEDGE_KERNELS=scalar|avx2|neon|... forces a
- * kernel table (tests compare them). */
+ * kernel table (tests compare them).
+ *
+ * This file: what the commands share (time, small parsers, JSON output, the loaded model), the options, the help,
+ * info, and the dispatch; one file per other command (main_generate.c, main_bench.c, main_perplexity.c), all
+ * through main_impl.h. */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #endif
@@ -26,28 +30,21 @@
 #include <time.h>
 
 #include "cpu_features.h"
-#include "forward.h"
 #include "gguf.h"
 #include "json.h"  /* json_utf8_sequence: one UTF-8 validator for the runtime */
 #include "kernels.h"
 #include "model.h"
 #include "run_errors.h"
-#include "sampler.h"
 #include "server.h"
-#include "threadpool.h"
 #include "tokenizer.h"
 
-#define EXIT_CPU_MISMATCH 3
-#define DEFAULT_BATCH 32
-#define MAX_THREAD_LIST 16
-#ifndef BITEDGE_BUILD_COMMIT
-#define BITEDGE_BUILD_COMMIT "unknown"  /* the build may pass -DBITEDGE_BUILD_COMMIT=\"<git sha>\" */
-#endif
+#include "main_impl.h"
+
 
 /* ----------------------------------------------------------------------------------------------------------
  * errors, time, small parsers */
 
-static double now_ms(void) {
+double now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
@@ -59,7 +56,7 @@ static double now_ms(void) {
 #ifdef __APPLE__
 #include <mach/mach.h>
 #endif
-static long peak_rss_bytes(void) {
+long peak_rss_bytes(void) {
 #ifdef __APPLE__
     struct mach_task_basic_info ti;
     mach_msg_type_number_t n = MACH_TASK_BASIC_INFO_COUNT;
@@ -86,7 +83,7 @@ static long peak_rss_bytes(void) {
 }
 
 /* "1,2,3" -> ints; returns the count. */
-static int parse_int_list(const char *opt, const char *s, int32_t *out, int max_out, long lo, long hi) {
+int parse_int_list(const char *opt, const char *s, int32_t *out, int max_out, long lo, long hi) {
     int n = 0;
     const char *p = s;
     if (!*p) be_die("%s expects a comma-separated list of integers, got an empty string", opt);
@@ -103,7 +100,7 @@ static int parse_int_list(const char *opt, const char *s, int32_t *out, int max_
     return n;
 }
 
-static char *read_file(const char *path, size_t *len) {
+char *read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) be_die("cannot open %s: %s", path, strerror(errno));
     size_t cap = 1 << 16, n = 0;
@@ -125,7 +122,7 @@ static char *read_file(const char *path, size_t *len) {
 /* ----------------------------------------------------------------------------------------------------------
  * JSON output */
 
-static void json_string(FILE *f, const char *s, size_t len) {
+void json_string(FILE *f, const char *s, size_t len) {
     fputc('"', f);
     for (size_t i = 0; i < len; i++) {
         unsigned char ch = (unsigned char)s[i];
@@ -139,19 +136,19 @@ static void json_string(FILE *f, const char *s, size_t len) {
     fputc('"', f);
 }
 
-static void json_float(FILE *f, double v) {
+void json_float(FILE *f, double v) {
     if (isfinite(v)) fprintf(f, "%.9g", v);
     else fputs("null", f);
 }
 
-static void json_int_array(FILE *f, const int32_t *v, int n) {
+void json_int_array(FILE *f, const int32_t *v, int n) {
     fputc('[', f);
     for (int i = 0; i < n; i++) fprintf(f, i ? ", %d" : "%d", (int)v[i]);
     fputc(']', f);
 }
 
 /* Replace bytes that are not valid UTF-8 with U+FFFD so the JSON stays valid (a token may end mid-character). */
-static char *utf8_sanitize(const char *s, size_t len, size_t *out_len) {
+char *utf8_sanitize(const char *s, size_t len, size_t *out_len) {
     char *out = malloc(len * 3 + 1);
     if (!out) be_die("out of memory");
     size_t o = 0;
@@ -175,17 +172,6 @@ static char *utf8_sanitize(const char *s, size_t len, size_t *out_len) {
 /* ----------------------------------------------------------------------------------------------------------
  * the loaded model and the runtime around it */
 
-typedef struct {
-    const char *path;
-    long long file_size;
-    gguf_file *gguf;
-    be_model model;
-    be_tokenizer *tokenizer;  /* NULL when the file has no usable tokenizer */
-    char tokenizer_error[256];
-    const be_kernels *kernels;
-    double load_ms;
-} loaded_model;
-
 static const be_kernels *pick_kernels(void) {
     const char *name = getenv("BITEDGE_KERNELS");
     if (name && *name) {
@@ -202,7 +188,7 @@ static const be_kernels *pick_kernels(void) {
     return be_kernels_select();
 }
 
-static void load(loaded_model *lm, const char *path) {
+void build_loaded_model(loaded_model *lm, const char *path) {
     char err[512] = {0};
     memset(lm, 0, sizeof(*lm));
     lm->path = path;
@@ -218,39 +204,32 @@ static void load(loaded_model *lm, const char *path) {
     lm->load_ms = now_ms() - t0;
 }
 
-static void unload(loaded_model *lm) {
+void free_loaded_model(loaded_model *lm) {
     if (lm->tokenizer) free_tokenizer(lm->tokenizer);
     free_model(&lm->model);
     gguf_close(lm->gguf);
 }
 
-static be_tokenizer *need_tokenizer(loaded_model *lm, const char *why) {
+be_tokenizer *need_tokenizer(loaded_model *lm, const char *why) {
     if (!lm->tokenizer)
         be_die("%s needs the model's tokenizer, which cannot be used: %s", why,
             lm->tokenizer_error[0] ? lm->tokenizer_error : "the file has none");
     return lm->tokenizer;
 }
 
-static void print_system_info(const loaded_model *lm, int n_threads) {
+void print_system_info(const loaded_model *lm, int n_threads) {
     char info[512];
     be_system_info(info, sizeof(info));
     fprintf(stderr, "system_info: n_threads = %d | kernels = %s | %s\n", n_threads, lm->kernels->name, info);
 }
 
-static void print_eval_line(const char *what, double ms, int n, const char *unit) {
+void print_eval_line(const char *what, double ms, int n, const char *unit) {
     fprintf(stderr, "%s = %10.2f ms / %5d %s (%8.2f ms per token, %8.2f tokens per second)\n", what, ms, n, unit,
             n > 0 ? ms / n : 0.0, ms > 0 ? 1e3 * n / ms : 0.0);
 }
 
 /* ----------------------------------------------------------------------------------------------------------
  * option parsing shared by the commands */
-
-typedef struct {
-    const char *model, *prompt, *tokens, *text_file, *dump_logits, *dump_activations, *threads_list;
-    int n, n_prompt, reps, ctx, batch, top_k, chat, json, ignore_eos, n_set, p_set;
-    double temp, top_p;
-    uint64_t seed;
-} options;
 
 static void usage(FILE *f) {
     fputs("usage: bitedge-run COMMAND -m MODEL.gguf [options]\n"
@@ -264,7 +243,7 @@ static void usage(FILE *f) {
           "  serve      [--host 127.0.0.1] [--port 8080] [-t THREADS] [--slots 4] [--queue 16] [-c CTX]\n"
           "             [--api-key KEY] [--timeout SEC] [-b BATCH] [--decode-batch N]\n"
           "             (OpenAI-compatible HTTP: docs/serve.md)\n"
-          "environment: BITEDGE_KERNELS=scalar|avx2|avx512-vnni|neon|neon-dotprod forces a kernel table\n",
+          "environment: BITEDGE_KERNELS=scalar|avx2|avx512-vnni|neon|neon-dotprod|neon-i8mm forces a kernel table\n",
           f);
 }
 
@@ -306,380 +285,10 @@ static void parse_options(int argc, char **argv, options *o) {
     if (!o->model) be_die("no model given: use -m FILE.gguf");
 }
 
-static int single_thread_count(const options *o) {
+int single_thread_count(const options *o) {
     int32_t t[1];
     parse_int_list("-t", o->threads_list, t, 1, 1, 1024);
     return t[0];
-}
-
-/* ----------------------------------------------------------------------------------------------------------
- * generate */
-
-static int32_t *prompt_tokens(loaded_model *lm, const options *o, int *n_out) {
-    int32_t *tokens;
-    int n;
-    if (o->tokens) {
-        size_t cap = strlen(o->tokens) / 2 + 2;
-        tokens = malloc(cap * sizeof(int32_t));
-        if (!tokens) be_die("out of memory");
-        n = parse_int_list("--tokens", o->tokens, tokens, (int)cap, 0, lm->model.config.vocab_size - 1);
-    } else {
-        be_tokenizer *tok = need_tokenizer(lm, "-p TEXT");
-        const char *text = o->prompt;
-        char *chat_text = NULL;
-        if (o->chat) {
-            char err[256];
-            chat_text = be_chat_format(tok, text, err, sizeof(err));
-            if (!chat_text) be_die("--chat: %s", err);
-            text = chat_text;
-        }
-        size_t len = strlen(text);
-        int cap = (int)len + 8;
-        tokens = malloc((size_t)cap * sizeof(int32_t));
-        if (!tokens) be_die("out of memory");
-        /* be_chat_format writes the BOS (when the file wants one) as text: do not add another */
-        n = be_encode(tok, text, len, o->chat ? 0 : -1, tokens, cap);
-        if (n < 0) be_die("cannot tokenize the prompt");
-        free(chat_text);
-    }
-    if (n == 0) be_die("the prompt is empty: give -p TEXT or --tokens");
-    *n_out = n;
-    return tokens;
-}
-
-/* An output file written under PATH.partial and renamed when complete: never a half-written file. */
-typedef struct {
-    FILE *f;    /* NULL when no path was given */
-    char *tmp;  /* PATH.partial */
-} partial_file;
-
-static partial_file open_partial(const char *path) {
-    partial_file p = {NULL, NULL};
-    if (!path) return p;
-    p.tmp = malloc(strlen(path) + sizeof(".partial"));
-    if (!p.tmp) be_die("out of memory");
-    sprintf(p.tmp, "%s.partial", path);
-    p.f = fopen(p.tmp, "wb");
-    if (!p.f) be_die("cannot write %s: %s", p.tmp, strerror(errno));
-    return p;
-}
-
-static void close_partial(partial_file *p, const char *path) {
-    if (!p->f) return;
-    /* ferror: a failed fwrite anywhere (the activation dump does not check each one) */
-    int failed = ferror(p->f);
-    if (fclose(p->f) != 0 || failed || rename(p->tmp, path) != 0) {
-        remove(p->tmp);
-        be_die("cannot write %s", path);
-    }
-    free(p->tmp);
-    p->f = NULL;
-}
-
-static int cmd_generate(loaded_model *lm, const options *o) {
-    const be_config *c = &lm->model.config;
-    if (!o->prompt == !o->tokens) be_die("generate needs exactly one of -p TEXT and --tokens 1,2,3");
-    int n_threads = single_thread_count(o);
-    int n_prompt;
-    int32_t *prompt = prompt_tokens(lm, o, &n_prompt);
-    int n_gen = o->n;
-    int ctx = o->ctx ? o->ctx : n_prompt + n_gen;
-    if (ctx > c->context_length) ctx = c->context_length;
-    if (n_prompt + n_gen > ctx)
-        be_die("prompt (%d tokens) + %d new tokens exceed the context of %d positions", n_prompt, n_gen, ctx);
-
-    char err[256];
-    be_state state;
-    int batch = o->batch ? o->batch : DEFAULT_BATCH;
-    if (build_state(&state, &lm->model, ctx, batch, n_threads, err, sizeof(err)) != 0) be_die("%s", err);
-    be_pool *pool = be_pool_create(n_threads);
-    if (!pool) be_die("cannot start %d threads", n_threads);
-    be_runtime rt = {&lm->model, lm->kernels, pool, &state, NULL};
-    be_sampler sampler;
-    be_sampler_params sp = {o->temp > 0 ? (float)o->temp : 0.0f, o->top_k, (float)o->top_p, o->seed};
-    if (build_sampler(&sampler, c->vocab_size, sp) != 0) be_die("out of memory for the sampler");
-
-    partial_file dump = open_partial(o->dump_logits);
-    partial_file act_dump = open_partial(o->dump_activations);
-    if (act_dump.f) {
-        if (be_dump_activations_header(act_dump.f, &lm->model) != 0) be_die("cannot write %s", act_dump.tmp);
-        rt.act_dump = act_dump.f;
-    }
-    print_system_info(lm, n_threads);
-
-    int32_t *out = malloc(((size_t)n_gen + 1) * sizeof(int32_t));
-    char *text = malloc(1);
-    size_t text_len = 0;
-    if (!out || !text) be_die("out of memory");
-
-    double t0 = now_ms();
-    be_forward_prompt(&rt, prompt, n_prompt, 0);
-    double prompt_ms = now_ms() - t0;
-
-    double gen_ms = 0.0;
-    int n_out = 0, n_eval = 0;
-    for (int step = 0; step < n_gen; step++) {
-        if (dump.f && fwrite(state.logits, sizeof(float), (size_t)c->vocab_size, dump.f) != (size_t)c->vocab_size)
-            be_die("cannot write %s", dump.tmp);
-        int token = be_sample(&sampler, state.logits);
-        out[n_out++] = token;
-        if (lm->tokenizer) {
-            size_t plen;
-            const char *piece = be_token_piece(lm->tokenizer, token, &plen);
-            if (piece && plen) {
-                char *grown = realloc(text, text_len + plen + 1);
-                if (!grown) be_die("out of memory");
-                text = grown;
-                memcpy(text + text_len, piece, plen);
-                text_len += plen;
-                if (!o->json) {
-                    fwrite(piece, 1, plen, stdout);
-                    fflush(stdout);
-                }
-            }
-        }
-        if (lm->tokenizer && !o->ignore_eos && be_token_is_eog(lm->tokenizer, token)) break;
-        if (step + 1 == n_gen) break;  /* the last token is sampled, never fed */
-        double t1 = now_ms();
-        be_forward(&rt, &token, 1, n_prompt + step, 0);
-        gen_ms += now_ms() - t1;
-        n_eval++;
-    }
-    if (!o->json && lm->tokenizer) fputc('\n', stdout);
-    text[text_len] = 0;
-
-    close_partial(&dump, o->dump_logits);
-    close_partial(&act_dump, o->dump_activations);
-
-    fprintf(stderr, "load time = %10.2f ms\n", lm->load_ms);
-    print_eval_line("prompt eval time", prompt_ms, n_prompt, "tokens");
-    print_eval_line("eval time", gen_ms, n_eval, "runs  ");
-    double pp_tps = prompt_ms > 0 ? 1e3 * n_prompt / prompt_ms : 0.0;
-    double tg_tps = gen_ms > 0 ? 1e3 * n_eval / gen_ms : 0.0;
-
-    if (o->json) {
-        char info[512];
-        be_system_info(info, sizeof(info));
-        size_t clean_len;
-        char *clean = utf8_sanitize(text, text_len, &clean_len);
-        printf("{\"prompt_tokens\": ");
-        json_int_array(stdout, prompt, n_prompt);
-        printf(", \"tokens\": ");
-        json_int_array(stdout, out, n_out);
-        printf(", \"text\": ");
-        json_string(stdout, clean, clean_len);
-        printf(", \"timings\": {\"load_ms\": %.3f, \"prompt_ms\": %.3f, \"gen_ms\": %.3f, \"pp_tps\": %.3f, \"tg_tps\": %.3f}",
-               lm->load_ms, prompt_ms, gen_ms, pp_tps, tg_tps);
-        printf(", \"n_threads\": %d, \"vocab_size\": %d, \"system_info\": ", n_threads, c->vocab_size);
-        json_string(stdout, info, strlen(info));
-        printf(", \"kernels\": ");
-        json_string(stdout, lm->kernels->name, strlen(lm->kernels->name));
-        long rss = peak_rss_bytes();
-        printf(", \"peak_rss_bytes\": %ld, \"peak_rss_mb\": %.3f, \"logits_last\": [", rss, rss / 1048576.0);
-        for (int i = 0; i < c->vocab_size; i++) {
-            if (i) fputs(", ", stdout);
-            json_float(stdout, state.logits[i]);
-        }
-        printf("]}\n");
-        free(clean);
-    }
-    free(out);
-    free(text);
-    free(prompt);
-    free_sampler(&sampler);
-    be_pool_free(pool);
-    free_state(&state);
-    return 0;
-}
-
-/* ----------------------------------------------------------------------------------------------------------
- * bench (llama-bench style: times exclude tokenization and sampling) */
-
-typedef struct {
-    double mean, sd;
-} mean_sd;
-
-static mean_sd stats(const double *v, int n) {
-    mean_sd r = {0.0, 0.0};
-    for (int i = 0; i < n; i++) r.mean += v[i];
-    r.mean /= n;
-    if (n > 1) {
-        for (int i = 0; i < n; i++) r.sd += (v[i] - r.mean) * (v[i] - r.mean);
-        r.sd = sqrt(r.sd / (n - 1));
-    }
-    return r;
-}
-
-/* One pp or tg measurement from an empty context; returns nanoseconds. */
-static double bench_once(be_runtime *rt, const int32_t *tokens, int n_prompt, int n_gen) {
-    double t0 = now_ms();
-    if (n_prompt > 0) be_forward_prompt(rt, tokens, n_prompt, 0);
-    for (int i = 0; i < n_gen; i++) be_forward(rt, &tokens[i], 1, i, 0);
-    return (now_ms() - t0) * 1e6;
-}
-
-static void bench_row(FILE *f, loaded_model *lm, int first, int n_threads, int n_prompt, int n_gen, const double *ns,
-                      int reps, const char *cpu_info) {
-    double ts[1000];
-    char test_time[32];
-    time_t now = time(NULL);
-    struct tm tm_utc;
-    strftime(test_time, sizeof(test_time), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm_utc));
-    int n_tok = n_prompt + n_gen;
-    for (int i = 0; i < reps; i++) ts[i] = 1e9 * n_tok / ns[i];
-    mean_sd s_ns = stats(ns, reps), s_ts = stats(ts, reps);
-    const be_config *c = &lm->model.config;
-    fprintf(f, "%s\n  {\"model_type\": ", first ? "" : ",");
-    char type[160];
-    snprintf(type, sizeof(type), "bitnet %dL %dH %s %s", c->n_layers, c->hidden, lm->model.packing_name,
-             lm->model.embed_type_name);
-    json_string(f, type, strlen(type));
-    fprintf(f, ", \"build_commit\": \"%s\", \"test_time\": \"%s\"", BITEDGE_BUILD_COMMIT, test_time);
-    fprintf(f, ", \"model_size\": %lld, \"model_n_params\": %lld, \"n_threads\": %d, \"n_prompt\": %d, \"n_gen\": %d",
-            lm->file_size, (long long)be_model_n_params(&lm->model), n_threads, n_prompt, n_gen);
-    fprintf(f, ", \"test\": \"%s%d\"", n_prompt ? "pp" : "tg", n_prompt ? n_prompt : n_gen);
-    fprintf(f, ", \"avg_ns\": %.0f, \"stddev_ns\": %.0f, \"avg_ts\": %.6f, \"stddev_ts\": %.6f", s_ns.mean, s_ns.sd,
-            s_ts.mean, s_ts.sd);
-    fputs(", \"samples_ns\": [", f);
-    for (int i = 0; i < reps; i++) fprintf(f, i ? ", %.0f" : "%.0f", ns[i]);
-    fputs("], \"samples_ts\": [", f);
-    for (int i = 0; i < reps; i++) fprintf(f, i ? ", %.6f" : "%.6f", ts[i]);
-    fputs("], \"cpu_info\": ", f);
-    json_string(f, cpu_info, strlen(cpu_info));
-    fputs(", \"kernels\": ", f);
-    json_string(f, lm->kernels->name, strlen(lm->kernels->name));
-    long rss = peak_rss_bytes();
-    fprintf(f, ", \"peak_rss_bytes\": %ld, \"peak_rss_mb\": %.3f}", rss, rss / 1048576.0);
-}
-
-static int cmd_bench(loaded_model *lm, const options *o) {
-    const be_config *c = &lm->model.config;
-    int32_t threads[MAX_THREAD_LIST];
-    int n_threads_list = parse_int_list("-t", o->threads_list, threads, MAX_THREAD_LIST, 1, 1024);
-    int n_prompt = o->p_set ? (int)be_parse_long("-p", o->prompt, 0, 1 << 20) : 128;
-    int n_gen = o->n_set ? o->n : 128;
-    if (n_prompt == 0 && n_gen == 0) be_die("bench: nothing to measure (-p 0 and -n 0)");
-    int ctx = n_prompt > n_gen ? n_prompt : n_gen;
-    if (ctx > c->context_length) be_die("bench: %d positions exceed the model's context of %d", ctx, c->context_length);
-    int32_t *tokens = malloc((size_t)ctx * sizeof(int32_t));
-    if (!tokens) be_die("out of memory");
-    for (int i = 0; i < ctx; i++) tokens[i] = (int32_t)((1 + (int64_t)i * 7919) % c->vocab_size);  /* fixed, no tokenizer */
-
-    char cpu_info[256], info[512];
-    be_cpu_name(cpu_info, sizeof(cpu_info));
-    be_system_info(info, sizeof(info));
-    double ns[1000];
-    int first = 1;
-    if (o->json) fputs("[", stdout);
-    else printf("| model | size | threads | kernels | test | t/s |\n| --- | ---: | ---: | --- | ---: | ---: |\n");
-    for (int ti = 0; ti < n_threads_list; ti++) {
-        int nt = threads[ti];
-        char err[256];
-        be_state state;
-        int batch = o->batch ? o->batch : DEFAULT_BATCH;
-        if (build_state(&state, &lm->model, ctx, batch, nt, err, sizeof(err)) != 0) be_die("%s", err);
-        be_pool *pool = be_pool_create(nt);
-        if (!pool) be_die("cannot start %d threads", nt);
-        be_runtime rt = {&lm->model, lm->kernels, pool, &state, NULL};
-        fprintf(stderr, "system_info: n_threads = %d | kernels = %s | %s\n", nt, lm->kernels->name, info);
-        for (int test = 0; test < 2; test++) {
-            int np = test == 0 ? n_prompt : 0, ng = test == 0 ? 0 : n_gen;
-            if (np + ng == 0) continue;
-            bench_once(&rt, tokens, np, ng);  /* warm-up, as llama-bench does */
-            for (int r = 0; r < o->reps; r++) ns[r] = bench_once(&rt, tokens, np, ng);
-            if (o->json) {
-                bench_row(stdout, lm, first, nt, np, ng, ns, o->reps, cpu_info);
-            } else {
-                double ts[1000];
-                for (int r = 0; r < o->reps; r++) ts[r] = 1e9 * (np + ng) / ns[r];
-                mean_sd s = stats(ts, o->reps);
-                printf("| %s | %.2f MiB | %d | %s | %s%d | %.2f ± %.2f |\n", c->name, lm->file_size / 1048576.0, nt,
-                       lm->kernels->name, np ? "pp" : "tg", np ? np : ng, s.mean, s.sd);
-            }
-            first = 0;
-            fflush(stdout);
-        }
-        be_pool_free(pool);
-        free_state(&state);
-    }
-    if (o->json) fputs("\n]\n", stdout);
-    fprintf(stderr, "peak RSS = %.1f MiB\n", peak_rss_bytes() / 1048576.0);
-    free(tokens);
-    return 0;
-}
-
-/* ----------------------------------------------------------------------------------------------------------
- * perplexity: the text is cut into chunks of CTX tokens, each run from an empty cache; every token after the
- * first of a chunk is scored (negative log-likelihood from the logits at the previous position, in double). */
-
-static int cmd_perplexity(loaded_model *lm, const options *o) {
-    const be_config *c = &lm->model.config;
-    if (!o->text_file) be_die("perplexity needs -f TEXT_FILE");
-    be_tokenizer *tok = need_tokenizer(lm, "perplexity");
-    int n_threads = single_thread_count(o);
-    size_t len;
-    char *text = read_file(o->text_file, &len);
-    if (len > (size_t)INT_MAX / 2) be_die("%s is too large", o->text_file);
-    int cap = (int)len + 8;
-    int32_t *tokens = malloc((size_t)cap * sizeof(int32_t));
-    if (!tokens) be_die("out of memory");
-    int n = be_encode(tok, text, len, -1, tokens, cap);
-    if (n < 0) be_die("cannot tokenize %s", o->text_file);
-    int ctx = o->ctx ? o->ctx : 512;
-    if (ctx > c->context_length) ctx = c->context_length;
-    if (n < 2) be_die("%s has %d tokens: perplexity needs at least 2", o->text_file, n);
-    if (ctx > n) ctx = n;
-
-    char err[256];
-    be_state state;
-    int batch = o->batch ? o->batch : DEFAULT_BATCH;
-    if (batch > ctx) batch = ctx;
-    if (build_state(&state, &lm->model, ctx, batch, n_threads, err, sizeof(err)) != 0) be_die("%s", err);
-    be_pool *pool = be_pool_create(n_threads);
-    if (!pool) be_die("cannot start %d threads", n_threads);
-    be_runtime rt = {&lm->model, lm->kernels, pool, &state, NULL};
-    print_system_info(lm, n_threads);
-
-    double nll = 0.0, t0 = now_ms();
-    int scored = 0, chunks = 0;
-    for (int start = 0; start + 1 < n; start += ctx) {
-        int len_chunk = n - start < ctx ? n - start : ctx;
-        if (len_chunk < 2) break;
-        for (int i = 0; i < len_chunk; i += batch) {
-            int nb = len_chunk - i < batch ? len_chunk - i : batch;
-            be_forward(&rt, tokens + start + i, nb, i, 1);
-            for (int b = 0; b < nb; b++) {
-                int pos = i + b;
-                if (pos + 1 >= len_chunk) break;
-                const float *lg = state.logits + (size_t)b * c->vocab_size;
-                double maxv = lg[be_argmax(lg, c->vocab_size)], sum = 0.0;
-                for (int v = 0; v < c->vocab_size; v++) sum += exp((double)lg[v] - maxv);
-                nll += log(sum) + maxv - (double)lg[tokens[start + pos + 1]];
-                scored++;
-            }
-        }
-        chunks++;
-        if (!o->json) fprintf(stderr, "[%d] %.4f\n", chunks, exp(nll / scored));
-    }
-    double ms = now_ms() - t0, ppl = exp(nll / scored);
-    print_eval_line("prompt eval time", ms, scored + chunks, "tokens");
-    if (o->json) {
-        printf("{\"perplexity\": ");
-        json_float(stdout, ppl);
-        printf(", \"nll_mean\": ");
-        json_float(stdout, nll / scored);
-        printf(", \"n_tokens\": %d, \"n_scored\": %d, \"n_chunks\": %d, \"ctx\": %d, \"ms\": %.3f, \"kernels\": ", n,
-               scored, chunks, ctx, ms);
-        json_string(stdout, lm->kernels->name, strlen(lm->kernels->name));
-        printf("}\n");
-    } else {
-        printf("perplexity: %.4f over %d tokens (%d chunks of %d)\n", ppl, scored, chunks, ctx);
-    }
-    be_pool_free(pool);
-    free_state(&state);
-    free(tokens);
-    free(text);
-    return 0;
 }
 
 /* ----------------------------------------------------------------------------------------------------------
@@ -784,9 +393,9 @@ int main(int argc, char **argv) {
     options o;
     parse_options(argc, argv, &o);
     loaded_model lm;
-    load(&lm, o.model);
+    build_loaded_model(&lm, o.model);
     int rc = run(&lm, &o);
-    unload(&lm);
+    free_loaded_model(&lm);
     return rc;
 }
 #endif

@@ -14,28 +14,6 @@
 #define TENSOR_ALIGN 32  /* SIMD kernels and float pointers rely on it; bitedge writes general.alignment = 32 */
 
 /* ----------------------------------------------------------------------------------------------------------
- * packing */
-
-static const char *PACKING_NAMES[] = {"i2_s", "tl1", "tl2", "tq2_0"};
-
-const char *be_packing_name(int packing) {
-    return packing >= 0 && packing <= BE_PACK_TQ2_0 ? PACKING_NAMES[packing] : "?";
-}
-
-static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
-
-int64_t be_packed_nbytes(int packing, int64_t n, int64_t k) {
-    if (n <= 0 || k <= 0) return -1;
-    switch (packing) {
-    case BE_PACK_I2_S: return n * (round_up(k, 128) / 4);
-    case BE_PACK_TL1: return round_up(n, 32) / 32 * (round_up(k, 2) / 2) * 16;
-    case BE_PACK_TL2: return round_up(n, 32) / 32 * (round_up(k, 3) / 3) * 20;
-    case BE_PACK_TQ2_0: return k % 256 ? -1 : n * (k / 256) * 66;
-    default: return -1;
-    }
-}
-
-/* ----------------------------------------------------------------------------------------------------------
  * tensors */
 
 static int check_aligned(const gguf_tensor *t, char *err, size_t errlen) {
@@ -92,7 +70,7 @@ static int map_ternary(const gguf_file *f, const be_config *c, int layer, const 
     snprintf(name, sizeof(name), "blk.%d.%s.weight", layer, role);
     int64_t nbytes = be_packed_nbytes(c->packing, n, k);
     if (nbytes < 0) {
-        gguf_set_err(err, errlen, "tensor '%s' [%d x %d] cannot be stored as %s", name, n, k, PACKING_NAMES[c->packing]);
+        gguf_set_err(err, errlen, "tensor '%s' [%d x %d] cannot be stored as %s", name, n, k, be_packing_name(c->packing));
         return -1;
     }
     const void *p;
@@ -215,7 +193,7 @@ int build_model_ex(const gguf_file *f, be_model *m, unsigned accept, char *err, 
         free_model(m);
         return -1;
     }
-    m->packing_name = PACKING_NAMES[m->config.packing];
+    m->packing_name = be_packing_name(m->config.packing);
     m->embed_type_name = embed_type_name(m->config.embed_type);
     m->n_params = count_params(&m->config);
     return 0;

@@ -15,11 +15,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bitedge_layouts.h" /* rendered: enum be_packing, be_packing_name, be_packed_nbytes */
 #include "gguf.h"
 #include "tokenizer.h"
 
 enum be_ffn_act { BE_ACT_RELU2 = 0, BE_ACT_SILU = 1 };
-enum be_packing { BE_PACK_I2_S = 0, BE_PACK_TL1 = 1, BE_PACK_TL2 = 2, BE_PACK_TQ2_0 = 3 };
 #define BE_PACK_MASK(p) (1u << (p))
 #define BE_PACKINGS_BITEDGE (BE_PACK_MASK(BE_PACK_I2_S) | BE_PACK_MASK(BE_PACK_TL1) | BE_PACK_MASK(BE_PACK_TL2))
 
@@ -99,8 +99,5 @@ int build_model_ex(const gguf_file *f, be_model *m, unsigned accept, char *err, 
 void free_model(be_model *m);
 
 int64_t be_model_n_params(const be_model *m);
-/* Packed bytes of an N x K ternary matrix in a packing; -1 if the packing cannot hold it (tq2_0 and K % 256). */
-int64_t be_packed_nbytes(int packing, int64_t n, int64_t k);
-const char *be_packing_name(int packing);
 
 #endif

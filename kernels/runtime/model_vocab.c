@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bitedge_gguf_keys.h" /* rendered from bitedge.formats.gguf_keys */
+
 /* ----------------------------------------------------------------------------------------------------------
  * tokenizer keys -> be_vocab_view */
 
@@ -105,32 +107,32 @@ static int vocab_numbers_key(const gguf_file *f, const char *key, uint32_t want,
 int be_read_vocab(const gguf_file *f, be_model *m, char *err, size_t errlen) {
     be_vocab_view *v = &m->vocab;
     void *p;
-    if (vocab_str_key(f, "tokenizer.ggml.model", &v->model, err, errlen) ||
-        vocab_str_key(f, "tokenizer.ggml.pre", &v->pre, err, errlen) ||
-        vocab_str_key(f, "tokenizer.chat_template", &v->chat_template, err, errlen) ||
-        vocab_strs_key(f, "tokenizer.ggml.tokens", &v->n_tokens, &m->vocab_tokens_, err, errlen) ||
-        vocab_strs_key(f, "tokenizer.ggml.merges", &v->n_merges, &m->vocab_merges_, err, errlen))
+    if (vocab_str_key(f, BE_KEY_TOKENIZER_MODEL, &v->model, err, errlen) ||
+        vocab_str_key(f, BE_KEY_TOKENIZER_PRE, &v->pre, err, errlen) ||
+        vocab_str_key(f, BE_KEY_CHAT_TEMPLATE, &v->chat_template, err, errlen) ||
+        vocab_strs_key(f, BE_KEY_TOKENS, &v->n_tokens, &m->vocab_tokens_, err, errlen) ||
+        vocab_strs_key(f, BE_KEY_MERGES, &v->n_merges, &m->vocab_merges_, err, errlen))
         return -1;
     v->tokens = m->vocab_tokens_;
     v->merges = m->vocab_merges_;
     if (v->n_tokens > (uint64_t)m->config.vocab_size) {
-        gguf_set_err(err, errlen, "tokenizer.ggml.tokens has %llu tokens but the embedding has only %d rows "
+        gguf_set_err(err, errlen, BE_KEY_TOKENS " has %llu tokens but the embedding has only %d rows "
                 "(bitnet.vocab_size)", (unsigned long long)v->n_tokens, m->config.vocab_size);
         return -1;
     }
-    if (vocab_numbers_key(f, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, v->n_tokens, &p, err, errlen)) return -1;
+    if (vocab_numbers_key(f, BE_KEY_TOKEN_TYPE, GGUF_TYPE_INT32, v->n_tokens, &p, err, errlen)) return -1;
     m->vocab_token_type_ = p;
     v->token_type = m->vocab_token_type_;
-    if (vocab_numbers_key(f, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, v->n_tokens, &p, err, errlen)) return -1;
+    if (vocab_numbers_key(f, BE_KEY_SCORES, GGUF_TYPE_FLOAT32, v->n_tokens, &p, err, errlen)) return -1;
     m->vocab_scores_ = p;
     v->scores = m->vocab_scores_;
-    if (vocab_id_key(f, "tokenizer.ggml.bos_token_id", &v->bos_id, err, errlen) ||
-        vocab_id_key(f, "tokenizer.ggml.eos_token_id", &v->eos_id, err, errlen) ||
-        vocab_id_key(f, "tokenizer.ggml.unknown_token_id", &v->unknown_id, err, errlen) ||
-        vocab_id_key(f, "tokenizer.ggml.padding_token_id", &v->padding_id, err, errlen) ||
-        vocab_flag_key(f, "tokenizer.ggml.add_bos_token", &v->add_bos, err, errlen) ||
-        vocab_flag_key(f, "tokenizer.ggml.add_eos_token", &v->add_eos, err, errlen) ||
-        vocab_flag_key(f, "tokenizer.ggml.add_space_prefix", &v->add_space_prefix, err, errlen))
+    if (vocab_id_key(f, BE_KEY_BOS_ID, &v->bos_id, err, errlen) ||
+        vocab_id_key(f, BE_KEY_EOS_ID, &v->eos_id, err, errlen) ||
+        vocab_id_key(f, BE_KEY_UNKNOWN_ID, &v->unknown_id, err, errlen) ||
+        vocab_id_key(f, BE_KEY_PADDING_ID, &v->padding_id, err, errlen) ||
+        vocab_flag_key(f, BE_KEY_ADD_BOS, &v->add_bos, err, errlen) ||
+        vocab_flag_key(f, BE_KEY_ADD_EOS, &v->add_eos, err, errlen) ||
+        vocab_flag_key(f, BE_KEY_ADD_SPACE_PREFIX, &v->add_space_prefix, err, errlen))
         return -1;
     return 0;
 }

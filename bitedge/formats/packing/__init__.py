@@ -31,4 +31,9 @@ def layout_constants() -> dict[str, int]:
     return constants
 
 
-__all__ = ["PACKINGS", "Packing", "get_packing", "layout_constants"]
+def c_layouts() -> list[dict]:
+    """Every packing's geometry (Packing.c_layout), in the order of the C enum be_packing (PACKINGS' order)."""
+    return [p.c_layout() for p in PACKINGS.values()]
+
+
+__all__ = ["PACKINGS", "Packing", "c_layouts", "get_packing", "layout_constants"]

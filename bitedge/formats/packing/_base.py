@@ -34,6 +34,25 @@ class Packing:
     def c_constants(self) -> dict[str, int]:
         return {}
 
+    # The byte geometry every layout has: rows in tiles of row_tile, K in groups of group_k weights (zero-padded to
+    # whole groups, or required whole with k_exact), group_bytes per (tile, group). nbytes follows from it, and so
+    # does the C runtime's be_packed_nbytes (rendered into bitedge_layouts.h from c_layout).
+    row_tile: int = 1
+    group_k: int
+    group_bytes: int
+    k_exact: bool = False
+
+    def c_layout(self) -> dict:
+        """The layout's geometry for bitedge_layouts.h: its enum name and the numbers of its byte size."""
+        return {"name": self.name, "enum": "BE_PACK_" + self.name.upper(), "row_tile": self.row_tile,
+                "group_k": self.group_k, "group_bytes": self.group_bytes, "k_exact": self.k_exact}
+
+    def geometry_nbytes(self, n: int, k: int) -> int | None:
+        """Bytes of an N x K matrix from the geometry alone (None when k_exact and K is not whole groups)."""
+        if self.k_exact and k % self.group_k:
+            return None
+        return -(-n // self.row_tile) * -(-k // self.group_k) * self.group_bytes
+
     def pack(self, values: np.ndarray, what: str = "tensor") -> np.ndarray:
         values = check_ternary(values, what)
         return self._pack(values, what)
@@ -62,6 +81,10 @@ class TiledPacking(Packing):
     tile_rows: int
     group_k: int
     group_bytes: int
+
+    @property
+    def row_tile(self) -> int:
+        return self.tile_rows
 
     def padded(self, n: int, k: int) -> tuple[int, int]:
         return round_up(n, self.tile_rows), round_up(k, self.group_k)

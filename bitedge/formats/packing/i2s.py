@@ -18,6 +18,7 @@ SHIFTS = np.array([6, 4, 2, 0], dtype=np.uint8)  # bit position of quarter q of 
 
 class I2S(Packing):
     name = "i2_s"
+    group_k, group_bytes = BLOCK_K, BLOCK_BYTES
 
     def padded_k(self, k: int) -> int:
         return round_up(k, BLOCK_K)

@@ -19,6 +19,7 @@ SHIFTS = np.array([0, 2, 4, 6], dtype=np.uint8)
 
 class TQ2(Packing):
     name = "tq2_0"
+    group_k, group_bytes, k_exact = BLOCK_K, BLOCK_BYTES, True
     ggml_type = "TQ2_0"
 
     def check_k(self, n: int, k: int, what: str) -> None:
