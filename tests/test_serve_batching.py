@@ -27,6 +27,13 @@ openai = pytest.importorskip("openai")
 from bitedge.native import run_generate  # noqa: E402
 
 DRIVER = RUNTIME.parent / "tests" / "forward_seqs_main.c"
+
+
+def is_command_line(path) -> bool:
+    """bitedge-run's command-line front end (main.c and its per-command main_*.c): the driver has its own main()."""
+    return path.name == "main.c" or path.name.startswith("main_")
+
+
 # odd shapes (K not a multiple of 3 nor 128, N not of 32), GQA 5:1, a vocabulary to make the output matrix several
 # row blocks; context 64 covers the driver's positions
 CONFIG = ModelConfig(vocab_size=1301, hidden_size=160, intermediate_size=200, num_layers=2, num_heads=5,
@@ -38,7 +45,7 @@ EMBED = {"i2_s": "q8_0", "tl1": "f16", "tl2": "f32"}
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory):
     out = tmp_path_factory.mktemp("seqs")
-    sources = [p for p in runtime_c_sources(out / "kernels") if p.name != "main.c"] + [DRIVER]
+    sources = [p for p in runtime_c_sources(out / "kernels") if not is_command_line(p)] + [DRIVER]
     try:
         return compile_c(sources, out / "forward_seqs_main", flags=("-ffp-contract=off", "-pthread"), opt="-O2",
                          include_dirs=(RUNTIME, out / "kernels"))
@@ -76,7 +83,7 @@ def test_batched_steps_equal_each_sequence_alone(driver, seq_models, packing, ke
 
 def test_batched_steps_under_address_sanitizer(tmp_path, seq_models):
     # every buffer of a batch (activations of n sequences, each cache, logits copied out) within bounds: ASan + UBSan
-    sources = [p for p in runtime_c_sources(tmp_path / "kernels") if p.name != "main.c"] + [DRIVER]
+    sources = [p for p in runtime_c_sources(tmp_path / "kernels") if not is_command_line(p)] + [DRIVER]
     exe = compile_c(sources, tmp_path / "forward_seqs_asan", flags=("-ffp-contract=off", "-pthread"), sanitize=True,
                     include_dirs=(RUNTIME, tmp_path / "kernels"))
     for packing in ("i2_s", "tl2"):
@@ -94,7 +101,7 @@ def test_driver_catches_a_difference(tmp_path, seq_models):
     wrong = src.replace("p->positions ? p->seqs[b] : p->state", "p->positions ? p->seqs[b & 0] : p->state")
     assert wrong != src
     (patched / "forward.c").write_text(wrong)
-    sources = [p for p in runtime_c_sources(tmp_path / "kernels", runtime_dir=patched) if p.name != "main.c"]
+    sources = [p for p in runtime_c_sources(tmp_path / "kernels", runtime_dir=patched) if not is_command_line(p)]
     exe = compile_c([*sources, DRIVER], tmp_path / "broken", flags=("-ffp-contract=off", "-pthread"), opt="-O1",
                     include_dirs=(patched, tmp_path / "kernels"))
     proc = run_binary(exe, [str(seq_models["i2_s"]), "scalar", "1"], timeout=300)

@@ -175,22 +175,6 @@ const be_kernels be_kernels_scalar = {"scalar", i2s_gemv_scalar, i2s_gemm_scalar
 /* ----------------------------------------------------------------------------------------------------------
  * dispatch: tables in order of preference, each with the CPU features it needs */
 
-#if BE_HAVE_AVX2_KERNELS
-extern const be_kernels be_kernels_avx2;
-#endif
-#if BE_HAVE_AVX512VNNI_KERNELS
-extern const be_kernels be_kernels_avx512vnni;
-#endif
-#if BE_HAVE_NEON_KERNELS
-extern const be_kernels be_kernels_neon;
-#endif
-#if BE_HAVE_DOTPROD_KERNELS
-extern const be_kernels be_kernels_neon_dotprod;
-#endif
-#if BE_HAVE_I8MM_KERNELS
-extern const be_kernels be_kernels_neon_i8mm;
-#endif
-
 /* The features a table needs that this CPU lacks ("" when it has them all). avx512-vnni's float and quantize
  * kernels also use AVX2/FMA/F16C instructions; every AVX-512 flag is 0 unless the OS saves the ZMM state. */
 static const char *table_lacks(const be_kernels *k) {

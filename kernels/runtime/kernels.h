@@ -58,6 +58,9 @@ typedef struct {
 } be_kernels;
 
 extern const be_kernels be_kernels_scalar;
+/* the ISA tables, defined in kernels_<isa>.c where the build has them (BE_HAVE_*_KERNELS, cpu_features.h) */
+extern const be_kernels be_kernels_avx2, be_kernels_avx512vnni, be_kernels_neon, be_kernels_neon_dotprod,
+    be_kernels_neon_i8mm;
 /* The best table this build and this CPU support (checks CPU features at run time: a table whose instructions
  * the CPU lacks, e.g. neon-dotprod on a Cortex-A72, is never returned by these three functions). */
 const be_kernels *be_kernels_select(void);

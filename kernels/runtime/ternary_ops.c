@@ -16,19 +16,6 @@
 static int i2s_act_row_bytes(int k) { return be_i2s_kp(k); }
 static size_t no_tables(int kp) { (void)kp; return 0; }
 
-#if BE_HAVE_AVX2_KERNELS
-extern const be_kernels be_kernels_avx2;
-#endif
-#if BE_HAVE_AVX512VNNI_KERNELS
-extern const be_kernels be_kernels_avx512vnni;
-#endif
-#if BE_HAVE_NEON_KERNELS
-extern const be_kernels be_kernels_neon;
-#endif
-#if BE_HAVE_DOTPROD_KERNELS
-extern const be_kernels be_kernels_neon_dotprod;
-#endif
-
 /* the common signatures over one be_kernels table's I2_S kernels (the gemm's act_stride is kp by construction) */
 #define I2S_OPS(suffix, table)                                                                                        \
     static void i2s_gemv_##suffix(const uint8_t *w, const void *act, int32_t *acc, int n0, int n1, int kp) {        \
