@@ -14,13 +14,13 @@ written in row chunks, so memory stays at one chunk whatever the model size.
 from __future__ import annotations
 
 import json
-import os
 import struct
 from pathlib import Path
 
 import numpy as np
 
 from bitedge.errors import BitedgeError
+from bitedge.output import replaced_atomically
 from bitedge.model import ModelConfig, TokenizerData, is_ternary
 
 CHUNK_ELEMENTS = 1 << 22  # values generated and written at a time
@@ -123,19 +123,12 @@ def write_safetensors(path: Path, tensors: list[tuple[str, tuple[int, ...]]], se
     header["__metadata__"] = {"format": "pt"}
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
-    partial = path.with_name(path.name + f".partial-{os.getpid()}")
-    try:
-        with open(partial, "wb") as f:
-            f.write(struct.pack("<Q", len(raw)))
-            f.write(raw)
-            for name, shape in tensors:
-                for chunk in master_chunks(seed, sources[name], shape):
-                    chunk.tofile(f)
-        os.replace(partial, path)
-    except BaseException:
-        if partial.exists():
-            partial.unlink()
-        raise
+    with replaced_atomically(path, hidden=False) as partial, open(partial, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for name, shape in tensors:
+            for chunk in master_chunks(seed, sources[name], shape):
+                chunk.tofile(f)
     return offset
 
 
