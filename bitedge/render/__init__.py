@@ -19,7 +19,7 @@ from pathlib import Path
 
 import jinja2
 
-from bitedge.targets import Target, get_target
+from bitedge.targets import Target
 from bitedge.formats import gguf_keys
 from bitedge.formats.packing import c_layouts, get_packing, layout_constants
 from bitedge.errors import BitedgeError
@@ -245,13 +245,12 @@ def render_gguf_keys_header(out_dir: str | os.PathLike) -> Path:
     return write_if_changed(Path(out_dir) / GGUF_KEYS_HEADER, text)
 
 
-def render_kernels(target: Target | str, shapes: Iterable[tuple[int, int]], method: str, tiles=None,
+def render_kernels(target: Target, shapes: Iterable[tuple[int, int]], method: str, tiles=None,
                    out_dir: str | os.PathLike = "build/kernels") -> list[Path]:
     """Render method's kernels for target, specialised to shapes ((N, K) pairs), into out_dir.
 
     Returns the written paths: the layouts header, the method header, one .c per ISA variant, the dispatch .c
     (compile every .c; include out_dir). tiles: see resolve_tiles."""
-    target = get_target(target)
     method = check_render_method(method)
     shapes = sorted({(int(n), int(k)) for n, k in shapes})
     for n, k in shapes:
