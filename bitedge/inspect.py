@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from bitedge.convert.gguf_foreign import I2_S, open_gguf_any
+from bitedge.convert.gguf_foreign_tensors import I2_S, open_gguf_any
 from bitedge.model import TERNARY_ROLES, tensor_role
 
 BITNET_CPP_ARCHS = ("bitnet-25", "bitnet-b1.58")

@@ -31,9 +31,30 @@ def last_json(text: str):
     return None
 
 
+@contextmanager
+def replaced_atomically(path, *, hidden: bool = True):
+    """The one temp-file-and-rename: yields a temporary path in path's folder to write; on a clean exit it is
+    renamed onto path, on any exception removed (path is never half-written). The temporary name carries the pid
+    and thread, so two writers of one file never share it; hidden=False leaves it visible (`<name>.partial-<pid>`,
+    a long GGUF conversion a user may watch)."""
+    import os
+    import threading
+    from pathlib import Path
+
+    target = Path(path)
+    if hidden:
+        tmp = target.with_name(f".{target.name}.partial-{os.getpid()}-{threading.get_ident()}")
+    else:
+        tmp = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_text_atomic(path, text: str) -> None:
     """Write a file under a temporary name in its folder and rename it into place: never half-written."""
-    import os
     from pathlib import Path
 
     from bitedge.errors import BitedgeError
@@ -43,17 +64,11 @@ def write_text_atomic(path, text: str) -> None:
         raise BitedgeError(f"{target}: is a folder, not a file to write")
     if not target.parent.is_dir():
         raise BitedgeError(f"{target}: cannot write it: the folder {target.parent} does not exist")
-    import threading
-
-    # pid and thread: two threads writing the same file never share a temporary name
-    tmp = target.with_name(f".{target.name}.partial-{os.getpid()}-{threading.get_ident()}")
     try:
-        tmp.write_text(text)
-        os.replace(tmp, target)
+        with replaced_atomically(target) as tmp:
+            tmp.write_text(text)
     except OSError as e:
         raise BitedgeError(f"{target}: cannot write it: {e.strerror or e}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def print_json(data) -> None:

@@ -1,6 +1,6 @@
 """Compile small C test programs from kernels/ and run them, natively or as static aarch64 binaries under qemu-user.
 
-    exe = compile_c(["kernels/runtime/gguf.c", "kernels/tests/fuzz_gguf.c"], tmp_path / "fuzz",
+    exe = compile_c([*glob("kernels/runtime/gguf*.c"), "kernels/tests/fuzz_gguf.c"], tmp_path / "fuzz",
                     include_dirs=["kernels/runtime"], sanitize=True)
     proc = run_binary(exe, ["a.gguf"])
 

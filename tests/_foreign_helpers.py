@@ -7,10 +7,14 @@ the vectorized unpacker under test.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFWriter, quants
+from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter, quants
 
 from conftest import FOREIGN
+from bitedge.convert.gguf_foreign_tensors import ForeignFile, tensor_table
+from bitedge.errors import BitedgeError
 from bitedge.model import ModelConfig, Ternary
 
 def tokenizer_tokens(n: int) -> list[str]:
@@ -173,3 +177,67 @@ def bf16_round(x: float) -> float:
     """x rounded to bfloat16 as gguf.quants does (round to nearest even on the upper 16 bits)."""
     q = quants.quantize(np.array([x], dtype=np.float32), GGMLQuantizationType.BF16)
     return float(quants.dequantize(q, GGMLQuantizationType.BF16)[0])
+
+
+# ---- the fast parser's cross-check: gguf's own GGUFReader, taught the fork's type ids -----------------------------
+
+
+class ForeignGGUFReader(GGUFReader):
+    """GGUFReader that also tables tensors of types the gguf package does not know (bitnet.cpp's I2_S = 36).
+
+    ``tensors`` holds GGUFTensor entries.  A tensor of a type whose size is unknown gets the bytes up to the next
+    tensor's data (or the end of the file), so the table is complete even if such a tensor cannot be decoded.
+    """
+
+    def _build_tensors(self, start_offs: int, fields) -> None:
+        entries = []
+        seen = set()
+        for field in fields:
+            _name_len, name_data, _n_dims, dims, raw_dtype, offset_tensor = field.parts
+            name = bytes(name_data).decode("utf-8", errors="replace")
+            if name in seen:
+                raise ValueError(f"duplicated tensor name {name}")
+            seen.add(name)
+            shape = tuple(int(d) for d in reversed(dims.tolist()))
+            n_elements = int(np.prod(shape, dtype=np.int64)) if shape else 1
+            offset = int(start_offs + int(offset_tensor[0]))
+            entries.append((name, int(raw_dtype[0]), shape, n_elements, offset, self._get))
+        self.tensors = tensor_table(os.fspath(self.data.filename), int(self.data.shape[0]), entries)
+
+
+def open_with_gguf_reader(path) -> ForeignFile:
+    """The same table through gguf's GGUFReader (ForeignGGUFReader): slow on big vocabularies, used to cross-check."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise BitedgeError(f"{path}: no such file")
+    try:
+        reader = ForeignGGUFReader(path, "r")
+    except BitedgeError:
+        raise
+    except Exception as e:  # ValueError, IndexError, OverflowError, UnicodeDecodeError, MemoryError on damaged files
+        detail = str(e).splitlines()[0] if str(e) else ""
+        raise BitedgeError(f"{path}: corrupt or truncated GGUF file ({type(e).__name__}: {detail})") from None
+    version = int(reader.fields["GGUF.version"].parts[-1][0])
+    return ForeignFile(path, version, int(reader.alignment), int(reader.data.shape[0]), read_keys(reader), reader.tensors)
+
+
+def field_value(field):
+    """A GGUFReader key's value as a python value (str, int, float, bool or list)."""
+    main = field.types[0]
+    if main == GGUFValueType.ARRAY:
+        sub = field.types[-1]
+        if sub == GGUFValueType.STRING:
+            return [bytes(field.parts[i]).decode("utf-8", errors="replace") for i in field.data]
+        if sub == GGUFValueType.ARRAY:
+            return None  # nested arrays: nothing BitNet needs
+        return [field.parts[i][0].item() for i in field.data]
+    if main == GGUFValueType.STRING:
+        return bytes(field.parts[field.data[0]]).decode("utf-8", errors="replace")
+    value = field.parts[field.data[0]][0]
+    if main == GGUFValueType.BOOL:
+        return bool(value)
+    return value.item()
+
+
+def read_keys(reader: GGUFReader) -> dict[str, object]:
+    return {name: field_value(f) for name, f in reader.fields.items() if not name.startswith("GGUF.")}

@@ -6,15 +6,15 @@ import hashlib
 from pathlib import Path
 
 from _c_build import compile_c, require_tool
+from bitedge.build.compile import BASE_CFLAGS
 from bitedge.lossless import check_lossless
 from bitedge.native import read_activations, run_generate
 
 REPO = Path(__file__).resolve().parents[1]
 RUNTIME = REPO / "kernels" / "runtime"
 TEMPLATES = REPO / "kernels" / "templates"
-# the product's flags that matter for the bits (bitedge.build.compile.BASE_CFLAGS); _c_build adds -std=c11 -Wall
-# -Wextra -Werror
-EXTRA_FLAGS = ("-ffp-contract=off", "-pthread")
+# the product's flags, written once (bitedge.build.compile.BASE_CFLAGS); _c_build adds -Werror
+EXTRA_FLAGS = BASE_CFLAGS
 
 
 def runtime_c_sources(kernels_dir: Path, target: str = "native", runtime_dir: Path = RUNTIME) -> list[Path]:

@@ -259,7 +259,8 @@ def build_driver(out_dir: Path, cc: str | None = None, name: str = "tokenize_mai
     exe = out_dir / name
     extra = [*extra, *os.environ.get("TOKENIZE_MAIN_CFLAGS", "").split()]
     cmd = [cc, "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-D_POSIX_C_SOURCE=200809L", *extra,
-           f"-I{RUNTIME}", str(DRIVER_SOURCE), *map(str, sorted(RUNTIME.glob("tokenizer*.c"))), str(RUNTIME / "gguf.c"),
+           f"-I{RUNTIME}", str(DRIVER_SOURCE), *map(str, sorted(RUNTIME.glob("tokenizer*.c"))),
+           *map(str, sorted(RUNTIME.glob("gguf*.c"))),
            "-o", str(exe)]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     return exe

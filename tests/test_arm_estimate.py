@@ -104,13 +104,13 @@ def test_tune_estimate_marks_estimated_and_measured_wins(tmp_path):
     cache = tmp_path / "tuning.json"
     cands = {"tl1": [{"bm": 32, "bk": 128, "bn": 256}, {"bm": 64, "bk": 128, "bn": 256}]}
     shapes = [(64, 256)]
-    results = estimate_tune("rpi5", shapes, ["tl1"], candidates=cands, cache_path=cache)
+    results = estimate_tune(get_target("rpi5"), shapes, ["tl1"], candidates=cands, cache_path=cache)
     entry = results["tl1/64x256"]
     assert entry["estimated"] is True and not entry["emulated"] and "not a measurement" in entry["where"]
     assert entry["mean_ns"] > 0 and len(entry["candidates"]) == 2
     stored = load_cache(cache)["entries"]
     assert all(e["estimated"] for e in stored.values())
-    assert tuned_tiles("rpi5", "tl1", shapes, cache_path=cache)[(64, 256)] == entry["tiles"]
+    assert tuned_tiles(get_target("rpi5"), "tl1", shapes, cache_path=cache)[(64, 256)] == entry["tiles"]
 
     # a board's measurement, older than the estimate, still wins
     other = {"bm": 96, "bk": 252, "bn": 768}
@@ -119,7 +119,7 @@ def test_tune_estimate_marks_estimated_and_measured_wins(tmp_path):
         "tiles": other, "mean_ns": 1e6, "sd_ns": 0.0, "emulated": False, "cpu": "Cortex-A76",
         "measured_at": "2000-01-01T00:00:00Z"}
     save_cache(data, cache)
-    assert tuned_tiles("rpi5", "tl1", shapes, cache_path=cache)[(64, 256)] == other
+    assert tuned_tiles(get_target("rpi5"), "tl1", shapes, cache_path=cache)[(64, 256)] == other
     json.loads(Path(cache).read_text())  # still a valid cache
 
 
@@ -128,11 +128,11 @@ def test_tune_estimate_ranks_the_hand_written_i2s(tmp_path):
     _tools_or_skip()
     from bitedge.render.estimate import estimate_kernel, estimate_tune, runtime_kernels
 
-    results = estimate_tune("rpi4", [(64, 256)], ["i2_s"], cache_path=tmp_path / "tuning.json")
+    results = estimate_tune(get_target("rpi4"), [(64, 256)], ["i2_s"], cache_path=tmp_path / "tuning.json")
     entry = results["i2_s/64x256"]
     assert entry["tiles"] == {} and len(entry["candidates"]) == 1 and entry["estimated"] is True
     case = next(c for c in runtime_kernels(get_target("rpi4"), 256) if c.name == "i2_s runtime neon gemv")
-    assert entry["cycles_per_block"] == pytest.approx(estimate_kernel("rpi4", case, tmp_path).cycles_per_block)
+    assert entry["cycles_per_block"] == pytest.approx(estimate_kernel(get_target("rpi4"), case, tmp_path).cycles_per_block)
 
 
 def test_cli_estimate_refuses_host(tmp_path):

@@ -16,7 +16,7 @@ from tests._c_build import (RUNTIME, CToolMissing, compile_c, have_tool, run_bin
 
 GT = gguf.GGUFValueType
 QT = gguf.GGMLQuantizationType
-SOURCES = (RUNTIME / "gguf.c", *sorted(RUNTIME.glob("model*.c")), RUNTIME.parent / "tests" / "fuzz_gguf.c")
+SOURCES = (*sorted(RUNTIME.glob("gguf*.c")), *sorted(RUNTIME.glob("model*.c")), RUNTIME.parent / "tests" / "fuzz_gguf.c")
 
 # ----------------------------------------------------------------------------------------------------------
 # a tiny bitedge model written with gguf-py

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from bitedge.cli import main
-from bitedge.convert.dummy import dummy_source, write_dummy_hf
+from bitedge.convert.dummy import dummy_source
+from bitedge.convert.hf_writer import write_dummy_hf
 from bitedge.convert.gguf_writer import write_gguf
 from bitedge.results.store import ResultStore, rows_from_bench
 

@@ -9,7 +9,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from bitedge.convert.dummy import PRESETS, dummy_source, preset_config, write_dummy_hf
+from bitedge.convert.dummy import PRESETS, dummy_source, preset_config
+from bitedge.convert.hf_writer import write_dummy_hf
 from bitedge.convert.gguf_writer import write_gguf
 from bitedge.formats.packing import PACKINGS
 from bitedge.errors import BitedgeError

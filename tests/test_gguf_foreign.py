@@ -7,12 +7,14 @@ import pytest
 from conftest import FOREIGN, tiny_weights
 from _foreign_helpers import (
     bf16_round,
+    open_with_gguf_reader,
     write_bitnet_cpp_i2s_gguf,
     write_llama_cpp_gguf,
 )
 from gguf import GGMLQuantizationType, quants
 
-from bitedge.convert.gguf_foreign import open_gguf_any, open_with_gguf_reader, read_foreign
+from bitedge.convert.gguf_foreign import read_foreign
+from bitedge.convert.gguf_foreign_tensors import open_gguf_any
 from bitedge.errors import BitedgeError
 from bitedge.model import Ternary
 

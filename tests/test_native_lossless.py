@@ -144,15 +144,38 @@ def test_sampling_is_deterministic_per_seed(binary, models):
     assert p0["tokens"] == g  # a nucleus this small holds only the most likely token
 
 
+# the emulated board each qemu CPU stands for: its target profile, built as a user builds it
+QEMU_PROFILES = {"cortex-a72": "rpi4-qemu", "cortex-a76": "rpi5-qemu", "max": "aarch64-max-qemu"}
+
+
 @pytest.fixture(scope="module")
-def aarch64_binary(tmp_path_factory):
-    return session_runtime(tmp_path_factory, target="aarch64")
+def aarch64_binaries(tmp_path_factory):
+    """bitedge-run for an emulated board as a user builds and ships it: the product's build (bitedge.build.compile,
+    the profile's first toolchain that works here: zig, as on a user's machine) with -Werror added; one per
+    profile, built on first use."""
+    from bitedge.build.compile import build_runtime
+    from bitedge.targets import get_target
+
+    if shutil.which("qemu-aarch64") is None:
+        pytest.skip("qemu-aarch64 is not installed")
+    built = {}
+
+    def binary(profile: str):
+        if profile not in built:
+            result = build_runtime(get_target(profile), out_dir=tmp_path_factory.mktemp(profile),
+                                   extra_cflags=("-Werror",))
+            print(f"{profile} built with {result.toolchain.id}")
+            built[profile] = result.binary
+        return built[profile]
+
+    return binary
 
 
 @pytest.mark.qemu
 @pytest.mark.parametrize("cpu", ["cortex-a72", "cortex-a76", "max"])
-def test_aarch64_under_qemu_matches_reference(aarch64_binary, models, tmp_path, cpu):
+def test_aarch64_under_qemu_matches_reference(aarch64_binaries, models, tmp_path, cpu):
     runner = qemu_runner(cpu)
+    aarch64_binary = aarch64_binaries(QEMU_PROFILES[cpu])
     for name in ("gqa6-relu2-tied", "mha-silu-untied"):
         path, reference = models[name]
         prompt = PROMPTS[2]

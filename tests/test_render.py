@@ -83,7 +83,7 @@ def test_target_isas():
 
 
 def test_render_files_and_names(tmp_path):
-    paths = render_kernels("x86-64-avx2", SHAPES_2B4T, "tl1", {"bm": 64, "bk": 128}, tmp_path)
+    paths = render_kernels(get_target("x86-64-avx2"), SHAPES_2B4T, "tl1", {"bm": 64, "bk": 128}, tmp_path)
     names = [p.name for p in paths]
     assert names == ["bitedge_layouts.h", "bitedge_tl1_kernels.h", "bitedge_tl1_avx2.c", "bitedge_tl1_scalar.c",
                      "bitedge_tl1_dispatch.c"]
@@ -94,7 +94,7 @@ def test_render_files_and_names(tmp_path):
     assert "be_tl1_gemv_avx2_generic_bm64_bk128_bn256(w, tables, acc, n0, n1, kp)" in avx2  # one dict: all paths
     assert "Overflow bound" in avx2 and "< 32767" in avx2  # the overflow bound is stated
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary files left behind
-    tl2 = render_kernels("rpi5", [(100, 70)], "tl2", None, tmp_path / "arm")
+    tl2 = render_kernels(get_target("rpi5"), [(100, 70)], "tl2", None, tmp_path / "arm")
     assert [p.name for p in tl2][2:] == ["bitedge_tl2_neon.c", "bitedge_tl2_scalar.c", "bitedge_tl2_dispatch.c"]
     assert "be_tl2_gemv_neon_k72_bm32_bk96_bn256" in (tmp_path / "arm" / "bitedge_tl2_neon.c").read_text()  # K 70 -> 72
 
@@ -102,7 +102,7 @@ def test_render_files_and_names(tmp_path):
 def test_i2s_is_not_rendered(tmp_path):
     """I2_S has one implementation, bitedge-run's hand-written kernels (the rendered one lost on every ARM model and
     on Zen 3): render_kernels and the driver refuse it with one line, nothing written."""
-    for call in (lambda: render_kernels("rpi5", [(100, 70)], "i2_s", None, tmp_path / "arm"),
+    for call in (lambda: render_kernels(get_target("rpi5"), [(100, 70)], "i2_s", None, tmp_path / "arm"),
                  lambda: render_driver(["i2_s"], tmp_path / "drv")):
         with pytest.raises(BitedgeError, match="i2_s is not rendered: bitedge-run's hand-written kernels"):
             call()
@@ -111,12 +111,12 @@ def test_i2s_is_not_rendered(tmp_path):
 
 
 def test_rerender_leaves_unchanged_files_alone(tmp_path):
-    first = render_kernels("x86-64-avx2", [(64, 64)], "tl2", None, tmp_path)
+    first = render_kernels(get_target("x86-64-avx2"), [(64, 64)], "tl2", None, tmp_path)
     stamps = {p: p.stat().st_mtime_ns for p in first}
     os.utime(first[2], ns=(1, 1))
-    second = render_kernels("x86-64-avx2", [(64, 64)], "tl2", None, tmp_path)
+    second = render_kernels(get_target("x86-64-avx2"), [(64, 64)], "tl2", None, tmp_path)
     assert second == first and first[2].stat().st_mtime_ns == 1 and first[0].stat().st_mtime_ns == stamps[first[0]]
-    render_kernels("x86-64-avx2", [(64, 96)], "tl2", None, tmp_path)  # another shape: the sources change
+    render_kernels(get_target("x86-64-avx2"), [(64, 96)], "tl2", None, tmp_path)  # another shape: the sources change
     assert first[2].stat().st_mtime_ns != 1
 
 
@@ -138,9 +138,9 @@ def test_tile_checks():
     with pytest.raises(BitedgeError, match="i2_s is not rendered"):
         check_tiles("i2_s", {"bm": 256, "bk": 128})
     with pytest.raises(BitedgeError, match="unknown kernel method"):
-        render_kernels("x86-64-avx2", [(32, 32)], "tl3", None, "/nonexistent")
+        render_kernels(get_target("x86-64-avx2"), [(32, 32)], "tl3", None, "/nonexistent")
     with pytest.raises(BitedgeError, match="bad matrix shape"):
-        render_kernels("x86-64-avx2", [(0, 32)], "tl1", None, "/nonexistent")
+        render_kernels(get_target("x86-64-avx2"), [(0, 32)], "tl1", None, "/nonexistent")
 
 
 @pytest.mark.parametrize("cc", ["gcc", "clang"])
@@ -182,7 +182,7 @@ def test_every_shipped_target_renders_warning_free(tmp_path, cc):
 
 
 def test_dispatch_by_kernel_table_name(tmp_path):
-    paths = render_kernels("x86-64-avx2", [(32, 32)], "tl1", None, tmp_path)
+    paths = render_kernels(get_target("x86-64-avx2"), [(32, 32)], "tl1", None, tmp_path)
     prog = tmp_path / "which.c"
     prog.write_text('#include <stdio.h>\n#include "bitedge_tl1_kernels.h"\nint main(void) {\n'
                     '    const char *names[] = {"avx2", "scalar", "neon", "nonsense"};\n'
@@ -196,7 +196,7 @@ def test_tune_keeps_winner_in_cache(tmp_path):
     cache = tmp_path / "tuning.json"
     cands = {"tl1": [{"bm": 32, "bk": 128}, {"bm": 64, "bk": 64}], "tl2": [{"bm": 32, "bk": 96}]}
     steps = []
-    results = tune("x86-64-avx2", [(96, 200), (64, 96)], ["tl1", "tl2", "i2_s"], cands, cache, reps=3, rounds=2,
+    results = tune(get_target("x86-64-avx2"), [(96, 200), (64, 96)], ["tl1", "tl2", "i2_s"], cands, cache, reps=3, rounds=2,
                    work_dir=tmp_path / "work", advance=steps.append)
     # the progress bar's length: 4 candidates built (i2_s: the runtime's hand-written kernel, one build without
     # tiles), each timed on 2 shapes in 2 rounds
@@ -209,10 +209,10 @@ def test_tune_keeps_winner_in_cache(tmp_path):
         assert r["mean_ns"] > 0 and not r["emulated"]
     entries = load_cache(cache)["entries"]
     assert len(entries) == 6 and all("|x86-64-avx2|" in k for k in entries)
-    tiles = tuned_tiles("x86-64-avx2", "tl1", [(96, 200), (64, 96), (5, 5)], cache)
+    tiles = tuned_tiles(get_target("x86-64-avx2"), "tl1", [(96, 200), (64, 96), (5, 5)], cache)
     assert set(tiles) == {(96, 200), (64, 96)}
     # the tuned tiles feed render_kernels: the specialisation carries the winner's tiles
-    render_kernels("x86-64-avx2", [(96, 200)], "tl1", tiles, tmp_path / "r")
+    render_kernels(get_target("x86-64-avx2"), [(96, 200)], "tl1", tiles, tmp_path / "r")
     win = results["tl1/96x200"]["tiles"]
     assert f"_k200_bm{win['bm']}_bk{win['bk']}_bn{win['bn']}" in (tmp_path / "r" / "bitedge_tl1_avx2.c").read_text()
     assert json.loads(cache.read_text())["version"] == 1
@@ -220,7 +220,7 @@ def test_tune_keeps_winner_in_cache(tmp_path):
 
 def test_tune_refuses_what_cannot_run_here(tmp_path):
     with pytest.raises(BitedgeError, match="cannot run on this"):
-        tune("rpi5", [(32, 32)], ["tl1"], cache_path=tmp_path / "t.json")
+        tune(get_target("rpi5"), [(32, 32)], ["tl1"], cache_path=tmp_path / "t.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(BitedgeError, match="unreadable tuning cache"):

@@ -8,8 +8,8 @@ import shutil
 import pytest
 
 from bitedge.targets import get_target
-from bitedge.build.toolchains import (detect_toolchain, detect_toolchains, doctor, host_arch, select_toolchain,
-                                      zig_cpu_flags)
+from bitedge.build.doctor import doctor
+from bitedge.build.toolchains import detect_toolchain, detect_toolchains, host_arch, select_toolchain, zig_cpu_flags
 from bitedge.errors import BitedgeError
 
 needs_cross_gcc = pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None, reason="no aarch64-linux-gnu-gcc")

@@ -127,7 +127,7 @@ def test_tune_on_an_unreachable_board_is_one_line(lab, tmp_path, capsys):
     rc = main(["tune", "--host", "x86", *lab.ssh_args()])
     assert rc == 2 and "missing the MODEL argument" in capsys.readouterr().err
     with pytest.raises(BitedgeError, match="cannot run on this x86_64 machine: tune on the board over SSH"):
-        tune("rpi5", [(32, 32)], ["tl1"], cache_path=tmp_path / "t.json")
+        tune(get_target("rpi5"), [(32, 32)], ["tl1"], cache_path=tmp_path / "t.json")
     assert Path(tmp_path / "t.json").exists() is False
 
 

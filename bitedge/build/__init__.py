@@ -2,7 +2,8 @@
 
 from bitedge.build.compile import BuildResult, build_runtime
 from bitedge.targets import Target, get_target, load_targets, suggest_targets
-from bitedge.build.toolchains import doctor, select_toolchain
+from bitedge.build.doctor import doctor
+from bitedge.build.toolchains import select_toolchain
 
 __all__ = ["BuildResult", "Target", "build_runtime", "doctor", "get_target", "load_targets", "select_toolchain",
            "suggest_targets"]

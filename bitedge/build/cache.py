@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from bitedge.output import replaced_atomically
+
 try:
     import fcntl
 except ImportError:  # not POSIX: builds of one process are still serialised by the thread lock
@@ -50,12 +52,8 @@ def cache_key(parts: dict) -> str:
 
 def copy_atomic(src: Path, dst: Path) -> None:
     """Copy src to dst through a temporary name in dst's folder (keeps the mode bits)."""
-    tmp = dst.with_name(f".{dst.name}.partial-{os.getpid()}-{threading.get_ident()}")
-    try:
+    with replaced_atomically(dst) as tmp:
         shutil.copy2(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # one lock per build folder for the threads of this process (a fleet's boards on one profile build in threads)

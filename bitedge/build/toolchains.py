@@ -1,5 +1,6 @@
 """C toolchains that can build bitedge-run for a target: detection (with versions), which targets each one
-serves, the flags it needs, and `doctor()`: what is usable here and what to install for the rest.
+serves, the flags it needs, which one builds a target (`select_toolchain`); bitedge.build.doctor says what is
+usable here and what to install for the rest.
 
 Toolchain knowledge lives here, in code, not in toolchains/*.toml: what a toolchain is is behaviour (how to
 probe it, how to spell a CPU for it, whether it links statically), and a user's own compiler is given with
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Iterable
 
 from bitedge.errors import BitedgeError
-from bitedge.targets import TOOLCHAIN_IDS, Target, load_targets
+from bitedge.targets import TOOLCHAIN_IDS, Target
 
 ZIG_CACHE_ENV = "BITEDGE_ZIG_CACHE"
 # what every CPU of an architecture runs (zig spells them -mcpu=x86_64 / -mcpu=generic)
@@ -280,7 +281,7 @@ class UserCC(Toolchain):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# detection, selection, doctor
+# detection, selection (doctor: bitedge/build/doctor.py)
 
 
 def _apt_arch_pkg(base: str, arch: str) -> str:
@@ -367,57 +368,3 @@ def select_toolchain(target: "Target", toolchain: str | None = None, cc: str | N
         else:
             return tc
     raise BitedgeError(f"no toolchain here can build {target.id}: " + "; ".join(reasons))
-
-
-@dataclass(frozen=True)
-class DoctorRow:
-    target: str
-    os: str
-    arch: str
-    toolchain: str | None  # what `bitedge build --target TARGET` would use, None if nothing fits
-    version: str
-    usable: tuple[str, ...]  # every toolchain here that can build it
-    static: bool | None
-    runner: str | None  # the emulator the profile runs under, if any
-    runner_ok: bool | None
-    fix: str  # what to install, "" if nothing is missing
-
-    def as_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
-
-
-def doctor(targets: Iterable["Target"] | None = None, cc: str | None = None) -> list[DoctorRow]:
-    """One row per target: which toolchains can build it here, which one a build would pick, whether its
-    emulator is installed, and what to install for what is missing."""
-    targets = list(load_targets().values()) if targets is None else list(targets)
-    rows = []
-    for target in targets:
-        usable, hints = [], []
-        for tid in TOOLCHAIN_IDS:
-            if tid == "cc" and not (cc or os.environ.get("CC")):
-                continue
-            try:
-                tc = UserCC.from_command(cc or os.environ["CC"]) if tid == "cc" else detect_toolchain(tid, target.arch)
-            except BitedgeError:
-                tc = None
-            if tc is not None and tc.unsupported(target) is None:
-                usable.append(tid)
-            elif tid in target.toolchains:
-                hints.append(install_hint(tid, target) if tc is None else tc.unsupported(target))
-        try:
-            chosen = select_toolchain(target, cc=cc)
-        except BitedgeError:
-            chosen = None
-        runner = target.runner[0] if target.runner else None
-        runner_ok = None if runner is None else shutil.which(runner) is not None
-        fix = []
-        if chosen is None:
-            fix.append(hints[0] if hints else "no known toolchain builds this target")
-        if runner_ok is False:
-            fix.append("apt install qemu-user")
-        rows.append(DoctorRow(
-            target=target.id, os=target.os, arch=target.arch, toolchain=chosen.id if chosen else None,
-            version=chosen.version if chosen else "", usable=tuple(usable),
-            static=None if chosen is None else (target.os == "linux" and chosen.static_linux),
-            runner=runner, runner_ok=runner_ok, fix="; ".join(fix)))
-    return rows

@@ -30,7 +30,7 @@ from bitedge.build.toolchains import host_arch
 from bitedge.errors import BitedgeError
 from bitedge.formats.packing import get_packing
 from bitedge.render.tune import DEFAULT_CANDIDATES, cache_key, cpu_model, load_cache, save_cache
-from bitedge.targets import Target, get_target
+from bitedge.targets import Target
 
 # the runtime's hand-written I2_S kernels and what they need (linked into the driver for method i2_s)
 I2S_SOURCES = ("kernels.c", "kernels_avx2.c", "kernels_avx512vnni.c", "kernels_neon.c", "kernels_neon_i8mm.c",
@@ -148,7 +148,7 @@ def fastest_method(results: Mapping[str, dict], shape_counts: Mapping[tuple[int,
     return {"method": best, "token_ns": per_method}
 
 
-def tune(target: Target | str, shapes: Iterable[tuple[int, int]], methods: Iterable[str] = ("tl1", "tl2"),
+def tune(target: Target, shapes: Iterable[tuple[int, int]], methods: Iterable[str] = ("tl1", "tl2"),
          candidates: Mapping[str, list[dict]] | None = None, cache_path: str | os.PathLike | None = None,
          reps: int = 20, rounds: int = 3, work_dir: str | os.PathLike | None = None,
          progress: Callable[[str], None] | None = None, timer=None,
@@ -160,7 +160,6 @@ def tune(target: Target | str, shapes: Iterable[tuple[int, int]], methods: Itera
     "sd_ns", "candidates": [{"tiles", "mean_ns", "sd_ns"}...], "emulated", "cpu"}}."""
     from bitedge.render import c_sources, check_method, check_tiles, render_driver, render_kernels, target_isas
 
-    target = get_target(target)
     say = progress or (lambda msg: None)
     step = advance or (lambda n=1: None)
     shapes = sorted({(int(n), int(k)) for n, k in shapes})

@@ -49,7 +49,7 @@ def targets_show(obj, name, out):
 @output_options()
 def doctor(cc, out):
     """Which toolchains can build which targets here, and what to install for the rest."""
-    from bitedge.build.toolchains import doctor as doctor_rows
+    from bitedge.build.doctor import doctor as doctor_rows
 
     rows = doctor_rows(cc=cc)
 

@@ -63,7 +63,8 @@ def inspect(model, out):
 @output_options(has_progress=True)
 def dummy(preset, output, hf_dir, old_hf, packing, embed_type, seed, force, out):
     """Write a random ternary model at the sizes of the bitnet.cpp paper (streamed: little memory)."""
-    from bitedge.convert.dummy import dummy_source, write_dummy_hf
+    from bitedge.convert.dummy import dummy_source
+    from bitedge.convert.hf_writer import write_dummy_hf
     from bitedge.convert.gguf_writer import plan_tensors, write_gguf
 
     if old_hf:

@@ -167,14 +167,3 @@ def dummy_source(preset: str, seed: int = 0) -> ModelSource:
         source_sha256=hashlib.sha256(f"dummy:{preset}:seed={seed}".encode()).hexdigest(),
         metadata={"dummy.preset": preset, "dummy.seed": seed},
     )
-
-
-def write_dummy_hf(preset: str, directory, *, seed: int = 0, force: bool = False, max_shard_bytes: int = 2 << 30) -> dict:
-    """Write a Hugging Face BitNetForCausalLM checkpoint of the preset (bf16 master weights, sharded
-    safetensors, autobitlinear online quantization, tokenizer.json), tensor by tensor."""
-    from bitedge.convert.hf_writer import write_hf_checkpoint
-
-    config = preset_config(preset)
-    return write_hf_checkpoint(
-        config, directory, seed=seed, tokenizer=dummy_tokenizer(config.vocab_size), force=force, max_shard_bytes=max_shard_bytes
-    )

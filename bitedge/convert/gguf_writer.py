@@ -25,6 +25,7 @@ import bitedge
 from bitedge.formats import gguf_keys as K
 from bitedge.formats.packing import get_packing
 from bitedge.errors import BitedgeError
+from bitedge.output import replaced_atomically
 from bitedge.model import ModelConfig, ModelSource, Ternary, TokenizerData, TOKEN_UNUSED, is_ternary
 
 ARCH, FORMAT_VERSION, ALIGNMENT, QUANTIZATION_VERSION = K.ARCH, K.FORMAT_VERSION, K.ALIGNMENT, K.QUANTIZATION_VERSION
@@ -218,11 +219,6 @@ def write_tensor_chunks(w: GGUFWriter, name: str, chunks, progress) -> int:
 # ---------------------------------------------------------------------------------------------- main entry
 
 
-def output_paths(path) -> tuple[Path, Path]:
-    path = Path(path)
-    return path, path.with_name(f"{path.name}.partial-{os.getpid()}")
-
-
 def check_destination(path: Path, force: bool) -> None:
     if path.is_dir():
         raise BitedgeError(f"{path}: is a directory (give a .gguf file name)")
@@ -251,7 +247,7 @@ def write_gguf(
         raise BitedgeError(f"unknown embedding type {embed_type!r} (choose from {', '.join(EMBED_TYPES)})")
     config = source.config.validate()
     source.check_complete()
-    path, partial = output_paths(path)
+    path = Path(path)
     check_destination(path, force)
     plans = plan_tensors(config, packer.name, embed_type)
 
@@ -263,41 +259,35 @@ def write_gguf(
         w.add_tensor_info(p.name, p.stored_shape, np.dtype(p.np_dtype), p.nbytes, raw_dtype=p.ggml_type)
 
     totals = {"ternary": 0, "scale": 0, "float": 0, "embed": 0}
-    try:
-        w.write_header_to_file(partial)
-        w.write_kv_data_to_file()
-        w.write_ti_data_to_file()
-        pending_scale: dict[str, float] = {}
-        for p in plans:
-            if p.kind == "scale":
-                data = np.array([pending_scale.pop(p.source)], dtype=np.float32)
-                totals["scale"] += write_tensor_chunks(w, p.name, [data], progress)
-                continue
-            value = source.tensors[p.source]()
-            if p.kind == "ternary":
-                t = ternary_value(p.name, value, p.shape)
-                if packer.name == "tq2_0":
-                    packed = packer.pack(t.values, p.name, scale=t.scale)
-                else:
-                    packed = packer.pack(t.values, p.name)
-                    pending_scale[p.source] = float(np.float32(t.scale))
-                del value, t
-                totals["ternary"] += write_tensor_chunks(w, p.name, [packed], progress)
-                del packed
-            else:
-                arr = float_value(p.name, value, p.shape)
-                del value
-                totals[p.kind] += write_tensor_chunks(w, p.name, float_chunks(p.name, arr, p), progress)
-                del arr
-        w.close()
-        os.replace(partial, path)
-    except BaseException:
-        w.close()
+    with replaced_atomically(path, hidden=False) as partial:
         try:
-            os.unlink(partial)
-        except FileNotFoundError:
-            pass
-        raise
+            w.write_header_to_file(partial)
+            w.write_kv_data_to_file()
+            w.write_ti_data_to_file()
+            pending_scale: dict[str, float] = {}
+            for p in plans:
+                if p.kind == "scale":
+                    data = np.array([pending_scale.pop(p.source)], dtype=np.float32)
+                    totals["scale"] += write_tensor_chunks(w, p.name, [data], progress)
+                    continue
+                value = source.tensors[p.source]()
+                if p.kind == "ternary":
+                    t = ternary_value(p.name, value, p.shape)
+                    if packer.name == "tq2_0":
+                        packed = packer.pack(t.values, p.name, scale=t.scale)
+                    else:
+                        packed = packer.pack(t.values, p.name)
+                        pending_scale[p.source] = float(np.float32(t.scale))
+                    del value, t
+                    totals["ternary"] += write_tensor_chunks(w, p.name, [packed], progress)
+                    del packed
+                else:
+                    arr = float_value(p.name, value, p.shape)
+                    del value
+                    totals[p.kind] += write_tensor_chunks(w, p.name, float_chunks(p.name, arr, p), progress)
+                    del arr
+        finally:
+            w.close()
 
     ternary_params = sum(int(np.prod(p.shape)) for p in plans if p.kind == "ternary")
     return {

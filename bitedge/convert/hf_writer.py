@@ -1,6 +1,6 @@
 """Write a Hugging Face BitNetForCausalLM checkpoint with random bf16 master weights, tensor by tensor.
 
-Used by ``bitedge.convert.dummy.write_dummy_hf`` so that conversion (load_hf -> ternarize -> write_gguf)
+Used by ``write_dummy_hf`` (a preset of bitedge.convert.dummy) so that conversion (load_hf -> ternarize -> write_gguf)
 can be measured at real sizes without downloading anything. The layout is the -bf16 repository's:
 config.json with quantization_config {quant_method bitnet, linear_class autobitlinear, quantization_mode
 online}, sharded ``model-0000i-of-0000n.safetensors`` + ``model.safetensors.index.json`` (one
@@ -14,13 +14,14 @@ written in row chunks, so memory stays at one chunk whatever the model size.
 from __future__ import annotations
 
 import json
-import os
 import struct
 from pathlib import Path
 
 import numpy as np
 
+from bitedge.convert.dummy import dummy_tokenizer, preset_config, tensor_rng
 from bitedge.errors import BitedgeError
+from bitedge.output import replaced_atomically
 from bitedge.model import ModelConfig, TokenizerData, is_ternary
 
 CHUNK_ELEMENTS = 1 << 22  # values generated and written at a time
@@ -86,8 +87,6 @@ def f32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
 def master_chunks(seed: int, name: str, shape: tuple[int, ...]):
     """The tensor's random master weights as bf16 bits, a block of rows at a time (deterministic per seed,
     tensor and block; blocks depend only on the shape, so the values do not depend on memory settings)."""
-    from bitedge.convert.dummy import tensor_rng
-
     if len(shape) == 1:
         rng = tensor_rng(seed, "hf:" + name)
         yield f32_to_bf16_bits(1.0 + 0.1 * rng.standard_normal(shape, dtype=np.float32))
@@ -123,19 +122,12 @@ def write_safetensors(path: Path, tensors: list[tuple[str, tuple[int, ...]]], se
     header["__metadata__"] = {"format": "pt"}
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
-    partial = path.with_name(path.name + f".partial-{os.getpid()}")
-    try:
-        with open(partial, "wb") as f:
-            f.write(struct.pack("<Q", len(raw)))
-            f.write(raw)
-            for name, shape in tensors:
-                for chunk in master_chunks(seed, sources[name], shape):
-                    chunk.tofile(f)
-        os.replace(partial, path)
-    except BaseException:
-        if partial.exists():
-            partial.unlink()
-        raise
+    with replaced_atomically(path, hidden=False) as partial, open(partial, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for name, shape in tensors:
+            for chunk in master_chunks(seed, sources[name], shape):
+                chunk.tofile(f)
     return offset
 
 
@@ -206,3 +198,12 @@ def write_hf_checkpoint(
         "ternary_tensors": sum(1 for n in sources.values() if is_ternary(n)),
         "n_params": config.n_params(),
     }
+
+
+def write_dummy_hf(preset: str, directory, *, seed: int = 0, force: bool = False, max_shard_bytes: int = 2 << 30) -> dict:
+    """Write a Hugging Face BitNetForCausalLM checkpoint of the preset (bf16 master weights, sharded
+    safetensors, autobitlinear online quantization, tokenizer.json), tensor by tensor."""
+    config = preset_config(preset)
+    return write_hf_checkpoint(
+        config, directory, seed=seed, tokenizer=dummy_tokenizer(config.vocab_size), force=force, max_shard_bytes=max_shard_bytes
+    )

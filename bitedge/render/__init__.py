@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import jinja2
 
-from bitedge.targets import Target, get_target
+from bitedge.targets import Target
 from bitedge.formats import gguf_keys
 from bitedge.formats.packing import c_layouts, get_packing, layout_constants
 from bitedge.errors import BitedgeError
+from bitedge.output import replaced_atomically
 from bitedge.model import ModelConfig, is_ternary
 
 from bitedge._shipped import TEMPLATES_DIR  # noqa: E402
@@ -83,7 +83,7 @@ def render_template(name: str, **context) -> str:
 
 
 def write_if_changed(path: Path, text: str) -> Path:
-    """Write text to path via a temporary file in the same folder and os.replace; untouched if identical."""
+    """Write text to path atomically (bitedge.output.replaced_atomically); untouched if identical."""
     path = Path(path)
     try:
         if path.read_text() == text:
@@ -91,14 +91,8 @@ def write_if_changed(path: Path, text: str) -> Path:
     except (OSError, UnicodeDecodeError):
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with replaced_atomically(path) as tmp:
+        tmp.write_text(text)
     return path
 
 
@@ -186,10 +180,10 @@ def check_tiles(method: str, tiles: Mapping[str, int]) -> dict[str, int]:
     return {"bm": bm, "bk": bk, "bn": bn}
 
 
-def resolve_tiles(method: str, target: Target, shapes: Iterable[tuple[int, int]], tiles=None
+def resolve_tiles(method: str, shapes: Iterable[tuple[int, int]], tiles=None
                   ) -> dict[tuple[int, int], dict[str, int]]:
-    """Tiles per shape: tiles may be None (the defaults: profiles carry no tiles, tuning results do), one dict for
-    every shape, or a mapping (N, K) -> dict (missing shapes get the defaults)."""
+    """Tiles per shape: tiles may be None (the defaults), one dict for every shape, or a mapping (N, K) -> dict
+    (missing shapes get the defaults). Target profiles hold no tiles (the tuning cache does)."""
     shapes = list(shapes)
     if tiles is None:
         return {s: check_tiles(method, {}) for s in shapes}
@@ -198,7 +192,7 @@ def resolve_tiles(method: str, target: Target, shapes: Iterable[tuple[int, int]]
     return {s: check_tiles(method, tiles) for s in shapes}
 
 
-def generic_tiles(method: str, target: Target, tiles=None) -> dict[str, int]:
+def generic_tiles(method: str, tiles=None) -> dict[str, int]:
     """Tiles of the generic (any kp) path: one dict given for all shapes, else the defaults."""
     if tiles and not all(isinstance(k, tuple) for k in tiles):
         return check_tiles(method, tiles)
@@ -251,13 +245,12 @@ def render_gguf_keys_header(out_dir: str | os.PathLike) -> Path:
     return write_if_changed(Path(out_dir) / GGUF_KEYS_HEADER, text)
 
 
-def render_kernels(target: Target | str, shapes: Iterable[tuple[int, int]], method: str, tiles=None,
+def render_kernels(target: Target, shapes: Iterable[tuple[int, int]], method: str, tiles=None,
                    out_dir: str | os.PathLike = "build/kernels") -> list[Path]:
     """Render method's kernels for target, specialised to shapes ((N, K) pairs), into out_dir.
 
     Returns the written paths: the layouts header, the method header, one .c per ISA variant, the dispatch .c
     (compile every .c; include out_dir). tiles: see resolve_tiles."""
-    target = get_target(target)
     method = check_render_method(method)
     shapes = sorted({(int(n), int(k)) for n, k in shapes})
     for n, k in shapes:
@@ -265,13 +258,13 @@ def render_kernels(target: Target | str, shapes: Iterable[tuple[int, int]], meth
             raise BitedgeError(f"bad matrix shape ({n}, {k}): rows and columns must be positive")
     out = Path(out_dir)
     paths = [render_layouts_header(out)]
-    per_shape = resolve_tiles(method, target, shapes, tiles)
+    per_shape = resolve_tiles(method, shapes, tiles)
     isas = target_isas(target, method)
     alias_map = []  # (be_kernels name, index of the table it gets): the first (best) table claiming a name wins
     for i, isa in enumerate(isas):
         alias_map += [(alias, i) for alias in ISA_ALIASES[isa] if alias not in dict(alias_map)]
     common = {"method": method, "target_id": target.id, "isas": isas}
-    generic = generic_tiles(method, target, tiles)
+    generic = generic_tiles(method, tiles)
     all_specs = {isa: gemv_specs(method, isa, per_shape, generic) for isa in isas}
     paths.append(write_if_changed(out / f"bitedge_{method}_kernels.h",
                                   render_template("tl_kernels.h.j2", specs=all_specs["scalar"], **common)))

@@ -136,9 +136,8 @@ def rendered_kernels(target: Target, kp: int, method: str, tiles: dict | None, o
     return cases
 
 
-def estimate_kernel(target: Target | str, case: KernelCase, work_dir: Path, mca_cpu: str | None = None) -> Estimate:
+def estimate_kernel(target: Target, case: KernelCase, work_dir: Path, mca_cpu: str | None = None) -> Estimate:
     """Compile case's harness for target (clang, the profile's -mcpu and -O level) and model its hot loop."""
-    target = get_target(target)
     mca_cpu = mca_cpu or board(target)["mca_cpu"]
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -161,6 +160,7 @@ def estimate_kernel(target: Target | str, case: KernelCase, work_dir: Path, mca_
 
 
 def board(target: Target | str) -> dict:
+    # a name too: bench/arm_estimate.py looks boards up by id
     target = get_target(target)
     if target.id not in mca.BOARDS:
         raise BitedgeError(f"no clock / bandwidth / scheduling model known for {target.id} "
@@ -217,7 +217,7 @@ def estimate_cpu(target: Target) -> str:
     return f"estimate:llvm-mca-{mca.tools()['version']}:{board(target)['mca_cpu']}"
 
 
-def estimate_tune(target: Target | str, shapes, methods=("i2_s", "tl1", "tl2"), candidates=None, cache_path=None,
+def estimate_tune(target: Target, shapes, methods=("i2_s", "tl1", "tl2"), candidates=None, cache_path=None,
                   work_dir: Path | None = None, progress=None) -> dict[str, dict]:
     """tune() without a board: every candidate tile's gemv (and, for TL methods, its table building) is modelled
     with llvm-mca at each shape's K, the cheapest per (method, shape) is stored in the tuning cache marked
@@ -230,7 +230,6 @@ def estimate_tune(target: Target | str, shapes, methods=("i2_s", "tl1", "tl2"), 
     from bitedge.render import check_method, check_tiles
     from bitedge.render.tune import DEFAULT_CANDIDATES, cache_key, load_cache, save_cache
 
-    target = get_target(target)
     info = board(target)
     say = progress or (lambda msg: None)
     shapes = sorted({(int(n), int(k)) for n, k in shapes})

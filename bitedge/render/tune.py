@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from bitedge.errors import BitedgeError
-from bitedge.targets import Target, get_target
+from bitedge.targets import Target
 
 CACHE_VERSION = 1
 DEFAULT_CANDIDATES = {
@@ -70,7 +70,7 @@ def save_cache(data: dict, path: str | os.PathLike | None = None) -> Path:
     return write_if_changed(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
-def tuned_tiles(target: Target | str, method: str, shapes: Iterable[tuple[int, int]],
+def tuned_tiles(target: Target, method: str, shapes: Iterable[tuple[int, int]],
                 cache_path: str | os.PathLike | None = None, cpu: str | None = None
                 ) -> dict[tuple[int, int], dict[str, int]] | None:
     """Tiles per shape from the tuning cache (None when nothing is cached: use the defaults).
@@ -79,7 +79,6 @@ def tuned_tiles(target: Target | str, method: str, shapes: Iterable[tuple[int, i
     target's runner) comes first; a shape it has not tuned takes the newest entry of any CPU for the same
     target profile, which is what a board tuned over SSH left (the build runs here, not on the board); entries
     measured anywhere rank above llvm-mca estimates ("estimated": true, from `bitedge tune --estimate`)."""
-    target = get_target(target)
     entries = load_cache(cache_path)["entries"]
     here = cpu or cpu_model(target)
     found = {}

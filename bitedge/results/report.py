@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bitedge.errors import BitedgeError
+from bitedge.output import replaced_atomically
 from bitedge.results.store import BenchRow
 
 KEY = ("board", "model", "method", "threads", "test")
@@ -176,9 +177,10 @@ def plot(rows: list[BenchRow], out_dir: str | Path, baseline: str | None = None)
     for spec in plot_specs(rows, baseline):
         fig = draw(spec)
         path = out_dir / spec.filename
-        tmp = path.with_suffix(".tmp.png")
-        fig.savefig(tmp, dpi=110)
-        plt.close(fig)
-        tmp.replace(path)
+        try:
+            with replaced_atomically(path) as tmp:
+                fig.savefig(tmp, dpi=110, format="png")
+        finally:
+            plt.close(fig)
         written.append(path)
     return written

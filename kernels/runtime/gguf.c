@@ -3,6 +3,7 @@
  * Parsing is one pass over the mapping with a bounds-checked cursor; every count is compared with the bytes
  * left before anything is allocated for it, so a 100-byte file cannot make us allocate gigabytes. */
 #include "gguf.h"
+#include "gguf_reader.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -15,45 +16,7 @@
 #include <unistd.h>
 
 /* ----------------------------------------------------------------------------------------------------------
- * types */
-
-typedef struct {
-    uint32_t id;
-    const char *name;
-    int64_t blck;      /* elements per block */
-    int64_t size;      /* bytes per block */
-} ggml_type_info;
-
-static const ggml_type_info GGML_TYPES[] = {
-    {GGML_TYPE_F32, "F32", 1, 4},      {GGML_TYPE_F16, "F16", 1, 2},       {GGML_TYPE_Q4_0, "Q4_0", 32, 18},
-    {GGML_TYPE_Q4_1, "Q4_1", 32, 20},  {GGML_TYPE_Q5_0, "Q5_0", 32, 22},   {GGML_TYPE_Q5_1, "Q5_1", 32, 24},
-    {GGML_TYPE_Q8_0, "Q8_0", 32, 34},  {GGML_TYPE_Q8_1, "Q8_1", 32, 36},   {GGML_TYPE_Q2_K, "Q2_K", 256, 84},
-    {GGML_TYPE_Q3_K, "Q3_K", 256, 110}, {GGML_TYPE_Q4_K, "Q4_K", 256, 144}, {GGML_TYPE_Q5_K, "Q5_K", 256, 176},
-    {GGML_TYPE_Q6_K, "Q6_K", 256, 210}, {GGML_TYPE_Q8_K, "Q8_K", 256, 292}, {GGML_TYPE_I8, "I8", 1, 1},
-    {GGML_TYPE_I16, "I16", 1, 2},      {GGML_TYPE_I32, "I32", 1, 4},       {GGML_TYPE_I64, "I64", 1, 8},
-    {GGML_TYPE_F64, "F64", 1, 8},      {GGML_TYPE_BF16, "BF16", 1, 2},     {GGML_TYPE_TQ1_0, "TQ1_0", 256, 54},
-    {GGML_TYPE_TQ2_0, "TQ2_0", 256, 66},
-    /* bitnet.cpp: 4 weights a byte, then one 32-byte block holding the tensor's scale (see ggml_nbytes there) */
-    {GGML_TYPE_I2_S, "I2_S", 4, 1},
-};
-#define I2_S_TRAILER 32
-
-static const ggml_type_info *type_info(uint32_t id) {
-    for (size_t i = 0; i < sizeof(GGML_TYPES) / sizeof(GGML_TYPES[0]); i++)
-        if (GGML_TYPES[i].id == id) return &GGML_TYPES[i];
-    return NULL;
-}
-
-const char *ggml_type_name(uint32_t type) {
-    const ggml_type_info *t = type_info(type);
-    return t ? t->name : NULL;
-}
-
-int64_t ggml_row_size(uint32_t type, int64_t n) {
-    const ggml_type_info *t = type_info(type);
-    if (!t || n < 0 || n % t->blck) return -1;
-    return n / t->blck * t->size;
-}
+ * value types */
 
 /* Fixed size in bytes of a scalar value type; 0 for string and array. */
 static uint64_t scalar_size(uint32_t type) {
@@ -73,15 +36,7 @@ const char *gguf_type_name(uint32_t type) {
 }
 
 /* ----------------------------------------------------------------------------------------------------------
- * a bounds-checked cursor over the mapping */
-
-typedef struct {
-    const uint8_t *base;
-    uint64_t size;
-    uint64_t off;
-    char *err;
-    size_t errlen;
-} reader;
+ * messages and strings */
 
 void gguf_clean_message(char *msg) {
     unsigned char *s = (unsigned char *)msg;
@@ -99,63 +54,9 @@ void gguf_clean_message(char *msg) {
     }
 }
 
-static void fail(reader *r, const char *fmt, ...) {
-    if (!r->err || !r->errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(r->err, r->errlen, fmt, ap);
-    va_end(ap);
-    gguf_clean_message(r->err);
-}
-
-static uint64_t left(const reader *r) { return r->size - r->off; }
-
-static int read_bytes(reader *r, void *out, uint64_t n, const char *what) {
-    if (n > left(r)) {
-        fail(r, "truncated file: %s at offset %llu needs %llu bytes, %llu left", what, (unsigned long long)r->off,
-             (unsigned long long)n, (unsigned long long)left(r));
-        return -1;
-    }
-    memcpy(out, r->base + r->off, (size_t)n);
-    r->off += n;
-    return 0;
-}
-
-/* little-endian only: GGUF is little-endian and so are the targets (x86-64, aarch64) */
-static int read_u32(reader *r, uint32_t *v, const char *what) { return read_bytes(r, v, 4, what); }
-static int read_u64(reader *r, uint64_t *v, const char *what) { return read_bytes(r, v, 8, what); }
-
-/* A string: u64 length then bytes. *s points into the mapping. */
-static int read_str(reader *r, gguf_str *s, const char *what) {
-    uint64_t n;
-    if (read_u64(r, &n, what)) return -1;
-    if (n > left(r)) {
-        fail(r, "%s at offset %llu: string length %llu exceeds the %llu bytes left in the file", what,
-             (unsigned long long)(r->off - 8), (unsigned long long)n, (unsigned long long)left(r));
-        return -1;
-    }
-    s->ptr = (const char *)r->base + r->off;
-    s->len = n;
-    r->off += n;
-    return 0;
-}
-
 int gguf_str_eq(gguf_str s, const char *c) {
     size_t n = strlen(c);
     return s.len == n && memcmp(s.ptr, c, n) == 0;
-}
-
-/* printable form of an untrusted string for messages: at most 64 bytes, control bytes as '?' */
-static const char *show(gguf_str s, char *buf, size_t cap) {
-    size_t n = s.len < cap - 1 ? (size_t)s.len : cap - 1;
-    if (n > 64) n = 64;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s.ptr[i];
-        buf[i] = (ch < 32 || ch == 127) ? '?' : (char)ch;
-    }
-    buf[n] = 0;
-    if (n < s.len && n >= 3) memcpy(buf + n - 3, "...", 3);
-    return buf;
 }
 
 /* ----------------------------------------------------------------------------------------------------------
@@ -260,89 +161,6 @@ static int cmp_keys(const void *a, const void *b) {
     int c = memcmp(x->key.ptr, y->key.ptr, (size_t)n);
     if (c) return c;
     return x->key.len < y->key.len ? -1 : x->key.len > y->key.len;
-}
-
-/* Element count and byte size of a tensor from its dims and type; -1 with a message on any problem. */
-static int tensor_size(reader *r, gguf_tensor *t) {
-    const ggml_type_info *ti = type_info(t->type);
-    if (!ti) {
-        if (t->type == 38 || t->type == 39)  /* bitnet.cpp's fork; 39 is MXFP4 upstream */
-            fail(r, "tensor '%s': ggml type %u is bitnet.cpp's %s (not a ggml type this runtime reads): convert the "
-                 "model with bitedge convert", t->name, t->type, t->type == 38 ? "TL1" : "TL2");
-        else
-            fail(r, "tensor '%s': unknown ggml type %u", t->name, t->type);
-        return -1;
-    }
-    int64_t n = 1;
-    for (uint32_t d = 0; d < t->n_dims; d++) {
-        if (t->ne[d] <= 0) {
-            fail(r, "tensor '%s': dimension %u is %lld (must be > 0)", t->name, d, (long long)t->ne[d]);
-            return -1;
-        }
-        if (n > INT64_MAX / t->ne[d]) {
-            fail(r, "tensor '%s': element count overflows", t->name);
-            return -1;
-        }
-        n *= t->ne[d];
-    }
-    if (t->ne[0] % ti->blck) {
-        fail(r, "tensor '%s': row length %lld is not a multiple of the %s block size %lld", t->name,
-             (long long)t->ne[0], ti->name, (long long)ti->blck);
-        return -1;
-    }
-    if (n / ti->blck > (INT64_MAX - I2_S_TRAILER) / ti->size) {
-        fail(r, "tensor '%s': byte size overflows", t->name);
-        return -1;
-    }
-    t->n_elements = n;
-    t->nbytes = (uint64_t)(n / ti->blck * ti->size);
-    if (t->type == GGML_TYPE_I2_S) t->nbytes += I2_S_TRAILER;
-    return 0;
-}
-
-static int read_tensor_info(reader *r, gguf_tensor *t, char *names, uint64_t *names_used, uint64_t index) {
-    gguf_str name;
-    char what[64];
-    snprintf(what, sizeof(what), "tensor info %llu", (unsigned long long)index);
-    if (read_str(r, &name, what)) return -1;
-    char shown[80];
-    if (name.len == 0) {
-        fail(r, "tensor info %llu: empty tensor name", (unsigned long long)index);
-        return -1;
-    }
-    if (name.len > GGUF_MAX_NAME) {
-        fail(r, "tensor info %llu: name '%s' is %llu bytes long (at most %d)", (unsigned long long)index,
-             show(name, shown, sizeof(shown)), (unsigned long long)name.len, GGUF_MAX_NAME);
-        return -1;
-    }
-    if (memchr(name.ptr, 0, (size_t)name.len)) {
-        fail(r, "tensor info %llu: name '%s' contains a NUL byte", (unsigned long long)index,
-             show(name, shown, sizeof(shown)));
-        return -1;
-    }
-    memcpy(names + *names_used, name.ptr, (size_t)name.len);
-    names[*names_used + name.len] = 0;
-    t->name = names + *names_used;
-    *names_used += name.len + 1;
-
-    if (read_u32(r, &t->n_dims, t->name)) return -1;
-    if (t->n_dims < 1 || t->n_dims > GGUF_MAX_DIMS) {
-        fail(r, "tensor '%s': %u dimensions (1 to %d allowed)", t->name, t->n_dims, GGUF_MAX_DIMS);
-        return -1;
-    }
-    for (int d = 0; d < GGUF_MAX_DIMS; d++) t->ne[d] = 1;
-    for (uint32_t d = 0; d < t->n_dims; d++) {
-        uint64_t v;
-        if (read_u64(r, &v, t->name)) return -1;
-        if (v == 0 || v > (uint64_t)INT64_MAX) {
-            fail(r, "tensor '%s': dimension %u is %llu (must be between 1 and 2^63-1)", t->name, d,
-                 (unsigned long long)v);
-            return -1;
-        }
-        t->ne[d] = (int64_t)v;
-    }
-    if (read_u32(r, &t->type, t->name) || read_u64(r, &t->offset, t->name)) return -1;
-    return tensor_size(r, t);
 }
 
 /* ----------------------------------------------------------------------------------------------------------
@@ -494,7 +312,7 @@ static int parse(gguf_file *f, char *err, size_t errlen) {
         gguf_tensor t;
         char scratch[GGUF_MAX_NAME + 1];
         uint64_t used = 0;
-        if (read_tensor_info(r, &t, scratch, &used, i)) return -1;
+        if (gguf_read_tensor_info(r, &t, scratch, &used, i)) return -1;
         names_size += used;
     }
     f->tensors = calloc(f->n_tensors ? (size_t)f->n_tensors : 1, sizeof(gguf_tensor));
@@ -505,7 +323,7 @@ static int parse(gguf_file *f, char *err, size_t errlen) {
     }
     uint64_t infos_end = r->off, names_used = 0;
     r->off = infos_start;
-    for (uint64_t i = 0; i < f->n_tensors; i++) read_tensor_info(r, &f->tensors[i], f->names, &names_used, i);
+    for (uint64_t i = 0; i < f->n_tensors; i++) gguf_read_tensor_info(r, &f->tensors[i], f->names, &names_used, i);
     r->off = infos_end;
 
     /* data section: aligned start, then every tensor inside the file and aligned */
@@ -615,134 +433,4 @@ void gguf_close(gguf_file *f) {
     if (impl->owns_map) munmap((void *)f->base, (size_t)f->size);
     free_parts(f);
     free(impl);
-}
-
-/* ----------------------------------------------------------------------------------------------------------
- * look-ups */
-
-int gguf_find_key(const gguf_file *f, const char *key) {
-    for (uint64_t i = 0; i < f->n_kv; i++)
-        if (gguf_str_eq(f->kv[i].key, key)) return i > (uint64_t)INT32_MAX ? -1 : (int)i;
-    return -1;
-}
-
-static const gguf_kv *find_kv(const gguf_file *f, const char *key) {
-    int i = gguf_find_key(f, key);
-    return i < 0 ? NULL : &f->kv[i];
-}
-
-/* Any integer value widened to int64 / uint64; 0 ok, GGUF_WRONG_TYPE if not an integer, GGUF_OUT_OF_RANGE for a
- * u64 above INT64_MAX (then *u holds it). */
-static int kv_integer(const gguf_kv *kv, int64_t *i, uint64_t *u, int *is_unsigned_big) {
-    const uint8_t *p = kv->data;
-    *is_unsigned_big = 0;
-    switch (kv->type) {
-    case GGUF_TYPE_UINT8: { uint8_t v; memcpy(&v, p, 1); *i = v; break; }
-    case GGUF_TYPE_INT8: { int8_t v; memcpy(&v, p, 1); *i = v; break; }
-    case GGUF_TYPE_UINT16: { uint16_t v; memcpy(&v, p, 2); *i = v; break; }
-    case GGUF_TYPE_INT16: { int16_t v; memcpy(&v, p, 2); *i = v; break; }
-    case GGUF_TYPE_UINT32: { uint32_t v; memcpy(&v, p, 4); *i = v; break; }
-    case GGUF_TYPE_INT32: { int32_t v; memcpy(&v, p, 4); *i = v; break; }
-    case GGUF_TYPE_INT64: { int64_t v; memcpy(&v, p, 8); *i = v; break; }
-    case GGUF_TYPE_UINT64: {
-        uint64_t v;
-        memcpy(&v, p, 8);
-        *u = v;
-        if (v > (uint64_t)INT64_MAX) { *is_unsigned_big = 1; return GGUF_OUT_OF_RANGE; }
-        *i = (int64_t)v;
-        break;
-    }
-    default: return GGUF_WRONG_TYPE;
-    }
-    return GGUF_OK;
-}
-
-int gguf_get_i64(const gguf_file *f, const char *key, int64_t *out) {
-    const gguf_kv *kv = find_kv(f, key);
-    if (!kv) return GGUF_ABSENT;
-    int64_t i;
-    uint64_t u;
-    int big;
-    int rc = kv_integer(kv, &i, &u, &big);
-    if (rc) return rc;
-    *out = i;
-    return GGUF_OK;
-}
-
-int gguf_get_u32(const gguf_file *f, const char *key, uint32_t *out) {
-    int64_t v;
-    int rc = gguf_get_i64(f, key, &v);
-    if (rc) return rc;
-    if (v < 0 || v > (int64_t)UINT32_MAX) return GGUF_OUT_OF_RANGE;
-    *out = (uint32_t)v;
-    return GGUF_OK;
-}
-
-int gguf_get_i32(const gguf_file *f, const char *key, int32_t *out) {
-    int64_t v;
-    int rc = gguf_get_i64(f, key, &v);
-    if (rc) return rc;
-    if (v < INT32_MIN || v > INT32_MAX) return GGUF_OUT_OF_RANGE;
-    *out = (int32_t)v;
-    return GGUF_OK;
-}
-
-int gguf_get_f32(const gguf_file *f, const char *key, float *out) {
-    const gguf_kv *kv = find_kv(f, key);
-    if (!kv) return GGUF_ABSENT;
-    if (kv->type == GGUF_TYPE_FLOAT32) {
-        memcpy(out, kv->data, 4);
-        return GGUF_OK;
-    }
-    if (kv->type == GGUF_TYPE_FLOAT64) {
-        double d;
-        memcpy(&d, kv->data, 8);
-        *out = (float)d;
-        return GGUF_OK;
-    }
-    return GGUF_WRONG_TYPE;
-}
-
-int gguf_get_bool(const gguf_file *f, const char *key, int *out) {
-    const gguf_kv *kv = find_kv(f, key);
-    if (!kv) return GGUF_ABSENT;
-    if (kv->type != GGUF_TYPE_BOOL) return GGUF_WRONG_TYPE;
-    *out = kv->data[0] != 0;
-    return GGUF_OK;
-}
-
-int gguf_get_str(const gguf_file *f, const char *key, gguf_str *out) {
-    const gguf_kv *kv = find_kv(f, key);
-    if (!kv) return GGUF_ABSENT;
-    if (kv->type != GGUF_TYPE_STRING) return GGUF_WRONG_TYPE;
-    uint64_t n;
-    memcpy(&n, kv->data, 8);
-    out->ptr = (const char *)kv->data + 8;
-    out->len = n;
-    return GGUF_OK;
-}
-
-int gguf_get_arr(const gguf_file *f, const char *key, uint32_t *elem_type, uint64_t *n, const void **data) {
-    const gguf_kv *kv = find_kv(f, key);
-    if (!kv) return GGUF_ABSENT;
-    if (kv->type != GGUF_TYPE_ARRAY) return GGUF_WRONG_TYPE;
-    *elem_type = kv->arr_type;
-    *n = kv->arr_n;
-    *data = kv->data;
-    return GGUF_OK;
-}
-
-int gguf_get_arr_strs(const gguf_file *f, const char *key, uint64_t *n, const gguf_str **strs) {
-    const gguf_kv *kv = find_kv(f, key);
-    if (!kv) return GGUF_ABSENT;
-    if (kv->type != GGUF_TYPE_ARRAY || kv->arr_type != GGUF_TYPE_STRING) return GGUF_WRONG_TYPE;
-    *n = kv->arr_n;
-    *strs = kv->arr_strs;
-    return GGUF_OK;
-}
-
-const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name) {
-    for (uint64_t i = 0; i < f->n_tensors; i++)
-        if (strcmp(f->tensors[i].name, name) == 0) return &f->tensors[i];
-    return NULL;
 }
