@@ -158,6 +158,18 @@ def test_profile_estimate_key():
         assert not kernel.measured and "static estimate, not measured" in kernel.estimate and " ms" in kernel.estimate
 
 
+def test_tl_default_profiles_take_the_default_tiles():
+    # rpi3 / generic-aarch64 default to tl1 and profiles carry no tiles: rendering their TL kernels (the estimate,
+    # the build) takes the defaults instead of reading a [kernel.tiles] that no longer exists
+    from bitedge.render import check_tiles, generic_tiles, resolve_tiles
+
+    for tid in ("rpi3", "generic-aarch64"):
+        target = get_target(tid)
+        assert target.kernel.method == "tl1"
+        assert generic_tiles("tl1", target) == check_tiles("tl1", {})
+        assert resolve_tiles("tl1", target, [(256, 2560)]) == {(256, 2560): check_tiles("tl1", {})}
+
+
 def test_estimate_tables_from_json(tmp_path, capsys):
     """bench/arm_estimate.py's tables, from a saved run (no compiling): labelled as estimates, peers in their rows."""
     import importlib.util

@@ -186,30 +186,24 @@ def check_tiles(method: str, tiles: Mapping[str, int]) -> dict[str, int]:
     return {"bm": bm, "bk": bk, "bn": bn}
 
 
-def profile_tiles(method: str, target: Target) -> dict[str, int]:
-    """The profile's [kernel.tiles] when its method is this TL method (i2_s is not rendered: none)."""
-    if method not in TL_METHODS or target.kernel.method != method:
-        return {}
-    return dict(target.kernel.tiles)
-
-
 def resolve_tiles(method: str, target: Target, shapes: Iterable[tuple[int, int]], tiles=None
                   ) -> dict[tuple[int, int], dict[str, int]]:
-    """Tiles per shape: tiles may be None (profile_tiles, else the defaults), one dict for every shape, or a
+    """Tiles per shape: tiles may be None (the defaults: profiles carry no tiles), one dict for every shape, or a
     mapping (N, K) -> dict (missing shapes get the defaults)."""
     shapes = list(shapes)
     if tiles is None:
-        return {s: check_tiles(method, profile_tiles(method, target)) for s in shapes}
+        return {s: check_tiles(method, {}) for s in shapes}
     if tiles and all(isinstance(k, tuple) for k in tiles):
         return {s: check_tiles(method, tiles.get(s, {})) for s in shapes}
     return {s: check_tiles(method, tiles) for s in shapes}
 
 
 def generic_tiles(method: str, target: Target, tiles=None) -> dict[str, int]:
-    """Tiles of the generic (any kp) path: one dict given for all shapes, else the profile's, else the defaults."""
+    """Tiles of the generic (any kp) path: one dict given for all shapes, else the defaults (profiles carry no
+    tiles since [kernel.tiles] went)."""
     if tiles and not all(isinstance(k, tuple) for k in tiles):
         return check_tiles(method, tiles)
-    return check_tiles(method, profile_tiles(method, target))
+    return check_tiles(method, {})
 
 
 def gemv_specs(method: str, isa: str, shapes_tiles: Mapping[tuple[int, int], dict[str, int]],
