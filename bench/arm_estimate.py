@@ -67,8 +67,11 @@ def estimate_all(target_id: str, ks: list[int], work: Path, peers: Path | None) 
             runs += [(case, mca.I8MM_MCA_CPU, f"{case.name} @{mca.I8MM_MCA_CPU}") for case in cases
                      if case.kind == "gemm" and case.name.startswith(("i2_s runtime i8mm", "i2_s runtime dotprod"))]
         for case, mca_cpu, name in runs:
+            # the peers' C++ assembly is cached by content in one folder per board, so a K-independent harness
+            # (bitnet.cpp's lut_ctor: 3 minutes of clang) compiles once per board, not once per K
+            folder = f"{target.id}-peers" if case.lang == "c++" else f"{target.id}-k{k}"
             try:
-                e = estimate_kernel(target, case, work / "mca" / f"{target.id}-k{k}", mca_cpu=mca_cpu)
+                e = estimate_kernel(target, case, work / "mca" / folder, mca_cpu=mca_cpu)
             except Exception as err:  # one kernel failing to compile must not hide the others
                 print(f"  {target.id} k={k} {name}: {err}", file=sys.stderr)
                 continue
