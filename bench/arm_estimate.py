@@ -197,6 +197,28 @@ def summary(results: dict) -> str:
     return "\n".join(lines)
 
 
+def board_table(results: dict) -> str:
+    """One row per board and generation method (bitedge's, then each peer's): the gemv's cycles per block-row at
+    K_TABLE and the predicted generation tokens/s of both model shapes (docs/performance.md "ARM, estimated")."""
+    lines = [f"Per board: each generation method's gemv (cycles per block-row, K = {K_TABLE}) and predicted generation "
+             "tokens/s, 1 thread / all cores (mem: capped by the peak DRAM bandwidth); static estimates:", "",
+             "| board | method (gemv) | cycles / block-row | " + " | ".join(f"{m} t/s" for m in MODELS)
+             + " | output matrix share of a token (2B-4T, 1 thread) |", "|---|---|---:|" + "---:|" * (len(MODELS) + 1)]
+    for tid, r in results.items():
+        for method, per in r["tokens"].items():
+            label = next((lbl for lbl, prefixes in SUMMARY_KERNELS if lbl.lower().startswith(method.lower())), None)
+            prefixes = dict(SUMMARY_KERNELS).get(label, ()) if label else ()
+            if not prefixes:  # a peer: its gemv is its "peer:<label>" entry
+                prefixes = ("peer:" + method,)
+            e = next((x for p in prefixes if (x := pick(r["kernels"], p, K_TABLE))), None)
+            cells = [f"{p['tg_1t']:.1f} / {p['tg_all']:.1f}{' mem' if p['bound_all'] == 'memory' else ''}"
+                     if p else "n/a" for p in (per.get(m) for m in MODELS)]
+            share = (per.get("2B-4T") or {}).get("output_share")
+            lines.append(f"| {tid} | {method} | {e['cycles_per_block']:.1f} | " if e else f"| {tid} | {method} | n/a | ")
+            lines[-1] += " | ".join(cells) + (f" | {share:.0%} |" if share is not None else " | n/a |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--boards", default=",".join(BOARDS))
@@ -210,6 +232,8 @@ def main(argv=None) -> int:
         results = {tid: {**r, "kernels": {(e["kernel"], e["k"]): e for e in r["kernels"]}} for tid, r in data.items()}
         print(markdown(results))
         print(summary(results))
+        print()
+        print(board_table(results))
         return 0
     tools = mca.tools()
     print(f"clang {tools['clang']}, llvm-mca {tools['mca']} (LLVM {tools['version']})", file=sys.stderr)
@@ -226,6 +250,8 @@ def main(argv=None) -> int:
         results[tid] = {"kernels": est, "tokens": tokens, "cores": get_target(tid).cores, "board": board(tid)}
     print(markdown(results))
     print(summary(results))
+    print()
+    print(board_table(results))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         data = {tid: {**r, "kernels": list(r["kernels"].values())} for tid, r in results.items()}

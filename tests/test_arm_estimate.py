@@ -189,6 +189,7 @@ def test_estimate_tables_from_json(tmp_path, capsys):
     assert script.main(["--from-json", str(path)]) == 0
     out = capsys.readouterr().out
     assert "not measurements" in out and "| bitedge I2_S (bitedge-run) | 14.0 |" in out
+    assert "| rpi5 | bitedge i2_s | 14.0 | 4.3 / 17.3 | n/a | 57% |" in out  # the per-board table
     assert "| bitnet.cpp TL1 | 15.0 |" in out and "4.3 / 17.3" in out and "measured" not in out.replace("not measurements", "")
 
 
