@@ -3,7 +3,8 @@
 
     python3 bench/arm_estimate.py                       # every ARM profile; 2B-4T and 700M shapes
     python3 bench/arm_estimate.py --boards rpi5 --json build/arm-estimate/rpi5.json
-    python3 bench/arm_estimate.py --peers build/arm-peers   # also the peers' kernels (bench/arm_peers.py fetches them)
+    python3 bench/arm_estimate.py --peers build/arm-peers   # also the peers' kernels (bench/arm_peers.py's sources,
+                                                            # prepared into that folder first when missing)
 
 Each kernel is compiled for aarch64 by clang at the board profile's -mcpu (the newest LLVM installed: apt-get install
 clang-22 llvm-22), its steady-state loop is taken from the assembly and llvm-mca simulates it at the scheduling model
@@ -235,6 +236,10 @@ def main(argv=None) -> int:
         print()
         print(board_table(results))
         return 0
+    if args.peers is not None and not all((args.peers / d).is_dir() for d in ("bitnet", "ik", "llama.cpp")):
+        import arm_peers  # noqa: E402  (bench/arm_peers.py: the sources, once, from its default places)
+
+        arm_peers.main(["--dest", str(args.peers)])
     tools = mca.tools()
     print(f"clang {tools['clang']}, llvm-mca {tools['mca']} (LLVM {tools['version']})", file=sys.stderr)
     works = {m: model_work(p) for m, p in MODELS.items()}
