@@ -27,8 +27,6 @@
 #pragma STDC FP_CONTRACT OFF
 #endif
 
-static int pad128(int k) { return (k + 127) / 128 * 128; }
-
 /* where token b of a batch sits: its position and the KV cache it reads and extends */
 typedef struct {
     be_state *state;           /* one sequence: token b at pos0 + b in state's cache */
