@@ -3,7 +3,8 @@
 
     python3 bench/arm_estimate.py                       # every ARM profile; 2B-4T and 700M shapes
     python3 bench/arm_estimate.py --boards rpi5 --json build/arm-estimate/rpi5.json
-    python3 bench/arm_estimate.py --peers build/arm-peers   # also the peers' kernels (bench/arm_peers.py fetches them)
+    python3 bench/arm_estimate.py --peers build/arm-peers   # also the peers' kernels (bench/arm_peers.py's sources,
+                                                            # prepared into that folder first when missing)
 
 Each kernel is compiled for aarch64 by clang at the board profile's -mcpu (the newest LLVM installed: apt-get install
 clang-22 llvm-22), its steady-state loop is taken from the assembly and llvm-mca simulates it at the scheduling model
@@ -67,8 +68,11 @@ def estimate_all(target_id: str, ks: list[int], work: Path, peers: Path | None) 
             runs += [(case, mca.I8MM_MCA_CPU, f"{case.name} @{mca.I8MM_MCA_CPU}") for case in cases
                      if case.kind == "gemm" and case.name.startswith(("i2_s runtime i8mm", "i2_s runtime dotprod"))]
         for case, mca_cpu, name in runs:
+            # the peers' C++ assembly is cached by content in one folder per board, so a K-independent harness
+            # (bitnet.cpp's lut_ctor: 3 minutes of clang) compiles once per board, not once per K
+            folder = f"{target.id}-peers" if case.lang == "c++" else f"{target.id}-k{k}"
             try:
-                e = estimate_kernel(target, case, work / "mca" / f"{target.id}-k{k}", mca_cpu=mca_cpu)
+                e = estimate_kernel(target, case, work / "mca" / folder, mca_cpu=mca_cpu)
             except Exception as err:  # one kernel failing to compile must not hide the others
                 print(f"  {target.id} k={k} {name}: {err}", file=sys.stderr)
                 continue
@@ -194,6 +198,28 @@ def summary(results: dict) -> str:
     return "\n".join(lines)
 
 
+def board_table(results: dict) -> str:
+    """One row per board and generation method (bitedge's, then each peer's): the gemv's cycles per block-row at
+    K_TABLE and the predicted generation tokens/s of both model shapes (docs/performance.md "ARM, estimated")."""
+    lines = [f"Per board: each generation method's gemv (cycles per block-row, K = {K_TABLE}) and predicted generation "
+             "tokens/s, 1 thread / all cores (mem: capped by the peak DRAM bandwidth); static estimates:", "",
+             "| board | method (gemv) | cycles / block-row | " + " | ".join(f"{m} t/s" for m in MODELS)
+             + " | output matrix share of a token (2B-4T, 1 thread) |", "|---|---|---:|" + "---:|" * (len(MODELS) + 1)]
+    for tid, r in results.items():
+        for method, per in r["tokens"].items():
+            label = next((lbl for lbl, prefixes in SUMMARY_KERNELS if lbl.lower().startswith(method.lower())), None)
+            prefixes = dict(SUMMARY_KERNELS).get(label, ()) if label else ()
+            if not prefixes:  # a peer: its gemv is its "peer:<label>" entry
+                prefixes = ("peer:" + method,)
+            e = next((x for p in prefixes if (x := pick(r["kernels"], p, K_TABLE))), None)
+            cells = [f"{p['tg_1t']:.1f} / {p['tg_all']:.1f}{' mem' if p['bound_all'] == 'memory' else ''}"
+                     if p else "n/a" for p in (per.get(m) for m in MODELS)]
+            share = (per.get("2B-4T") or {}).get("output_share")
+            lines.append(f"| {tid} | {method} | {e['cycles_per_block']:.1f} | " if e else f"| {tid} | {method} | n/a | ")
+            lines[-1] += " | ".join(cells) + (f" | {share:.0%} |" if share is not None else " | n/a |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--boards", default=",".join(BOARDS))
@@ -207,7 +233,13 @@ def main(argv=None) -> int:
         results = {tid: {**r, "kernels": {(e["kernel"], e["k"]): e for e in r["kernels"]}} for tid, r in data.items()}
         print(markdown(results))
         print(summary(results))
+        print()
+        print(board_table(results))
         return 0
+    if args.peers is not None and not all((args.peers / d).is_dir() for d in ("bitnet", "ik", "llama.cpp")):
+        import arm_peers  # noqa: E402  (bench/arm_peers.py: the sources, once, from its default places)
+
+        arm_peers.main(["--dest", str(args.peers)])
     tools = mca.tools()
     print(f"clang {tools['clang']}, llvm-mca {tools['mca']} (LLVM {tools['version']})", file=sys.stderr)
     works = {m: model_work(p) for m, p in MODELS.items()}
@@ -223,6 +255,8 @@ def main(argv=None) -> int:
         results[tid] = {"kernels": est, "tokens": tokens, "cores": get_target(tid).cores, "board": board(tid)}
     print(markdown(results))
     print(summary(results))
+    print()
+    print(board_table(results))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         data = {tid: {**r, "kernels": list(r["kernels"].values())} for tid, r in results.items()}

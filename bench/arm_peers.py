@@ -11,6 +11,12 @@ ik_llama.cpp = github:ikawrakow/ik_llama.cpp, both as git repositories (a bare m
 llama-cpp-python 0.3.36 sdist (pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36). Only the files
 the kernels need are copied, and the harnesses #include them: no peer code is copied into this repository.
 
+Needs, besides clang-22 / llvm-22 (scripts/setup.sh --test): libstdc++-12-dev-arm64-cross (apt-get install it), the
+aarch64 C++ headers bitnet.cpp's and ik_llama.cpp's C++ include. No test needs it, so setup.sh does not install it.
+Cost: bitnet.cpp's table builder (lut_ctor<128>, fully unrolled by its #pragma unroll) takes about 3 minutes of clang
+per board; the rest a few seconds each. Its assembly is cached by content (build/arm-estimate/mca), so a re-run is
+quick.
+
 Kernels (each the function the peer's generation path calls for one token):
   bitnet.cpp I2_S    ggml_vec_dot_i2_i8_s_1x1 (src/ggml-bitnet-mad.cpp), one row per call
   bitnet.cpp TL1     qgemm_lut_<M>_<K> from its own codegen (utils/codegen_tl1.py, run here for our K with the

@@ -158,6 +158,20 @@ def test_profile_estimate_key():
         assert not kernel.measured and "static estimate, not measured" in kernel.estimate and " ms" in kernel.estimate
 
 
+def test_tl_default_profiles_take_the_default_tiles(tmp_path):
+    # rpi3 defaults to tl1 and profiles carry no tiles: rendering its TL kernels (the estimate, the build) takes the
+    # defaults instead of reading a [kernel.tiles] that no longer exists
+    from bitedge.render import TILE_DEFAULTS, check_tiles, generic_tiles, render_kernels, resolve_tiles
+
+    target = get_target("rpi3")
+    assert target.kernel.method == "tl1"
+    assert generic_tiles("tl1") == check_tiles("tl1", {}) == TILE_DEFAULTS["tl1"]
+    assert resolve_tiles("tl1", [(256, 2560)]) == {(256, 2560): check_tiles("tl1", {})}
+    paths = render_kernels(target, [(256, 2560)], "tl1", None, tmp_path)
+    bm = TILE_DEFAULTS["tl1"]["bm"]
+    assert any(f"_bm{bm}_" in p.read_text() for p in paths if p.suffix == ".c")
+
+
 def test_estimate_tables_from_json(tmp_path, capsys):
     """bench/arm_estimate.py's tables, from a saved run (no compiling): labelled as estimates, peers in their rows."""
     import importlib.util
@@ -177,6 +191,7 @@ def test_estimate_tables_from_json(tmp_path, capsys):
     assert script.main(["--from-json", str(path)]) == 0
     out = capsys.readouterr().out
     assert "not measurements" in out and "| bitedge I2_S (bitedge-run) | 14.0 |" in out
+    assert "| rpi5 | bitedge i2_s | 14.0 | 4.3 / 17.3 | n/a | 57% |" in out  # the per-board table
     assert "| bitnet.cpp TL1 | 15.0 |" in out and "4.3 / 17.3" in out and "measured" not in out.replace("not measurements", "")
 
 

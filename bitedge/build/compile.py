@@ -92,8 +92,8 @@ def render_tl_kernels(target: Target, shapes: Iterable[tuple[int, int]], kernels
                       tuning_cache: str | os.PathLike | None = None, say: Callable[[str], None] | None = None
                       ) -> list[Path]:
     """Render tl1 and tl2 for target into kernels_dir (generic, plus shapes); returns the .c files to compile.
-    Shapes that `bitedge tune` measured for this target (here or on a board) get the winning tiles, the others the
-    profile's."""
+    Shapes that `bitedge tune` measured for this target (here or on a board) get the winning tiles (or
+    `bitedge tune --estimate`'s), the others the defaults (profiles carry no tiles)."""
     from bitedge.render import TL_METHODS, c_sources, render_kernels  # jinja2 only when kernels are rendered
     from bitedge.render.tune import tuned_tiles
 
