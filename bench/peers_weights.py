@@ -10,8 +10,8 @@ sentencepiece tokenizer, and their output would be the same F16/F32 matrices (pe
 
 Checks (peer_checks): bitnet.cpp's I2_S tensors are compared byte for byte with bitedge's own I2_S file (codes,
 scale, the q8_0 embedding, the norms); ik_llama.cpp's IQ2_BN tensors are decoded here (row scale + 2-bit codes,
-iqk_quantize.cpp's layout) and compared with the dummy's ternary values and scales; IQ2_BN_R4 (rows interleaved by
-4) is checked for its tensor names, types and shapes only.
+iqk_quantize.cpp's layouts, IQ2_BN_R4 with rows interleaved by 4) and compared with the dummy's ternary values and
+scales; every file is checked for its tensor names, types and shapes.
 """
 
 from __future__ import annotations
@@ -148,6 +148,18 @@ def decode_iq2_bn(raw: np.ndarray, n: int, k: int) -> tuple[np.ndarray, np.ndarr
     return codes.reshape(n, k).astype(np.int8) - 1, scales
 
 
+def decode_iq2_bn_r4(raw: np.ndarray, n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """IQ2_BN_R4 (rows interleaved by 4, iqk_quantize.cpp repack_iq2_bn): per group of 4 rows, their 4 f32 scales,
+    then per 64 columns 64 bytes; byte 16*l + 4*r + i holds row r's codes of columns 16*l + i + {0, 4, 8, 12} in
+    bits 0-1, 2-3, 4-5, 6-7."""
+    groups = raw.reshape(n // 4, 16 + k)
+    scales = groups[:, :16].copy().view(np.float32).reshape(n)
+    qx = groups[:, 16:].reshape(n // 4, k // 64, 4, 4, 4)  # [group, block, l, row, i]
+    codes = np.stack([(qx >> s) & 3 for s in (0, 2, 4, 6)], axis=-1)  # [..., i, m]: column 16*l + 4*m + i
+    values = codes.transpose(0, 3, 1, 2, 5, 4).reshape(n, k)  # [group, row, block, l, m, i]
+    return values.astype(np.int8) - 1, scales
+
+
 def tensor_types(path: Path) -> dict[str, tuple[int, tuple[int, ...]]]:
     g = open_gguf(path)
     return {t.name: (int(t.ggml_type), t.shape) for t in g.tensors}
@@ -194,20 +206,21 @@ def check_i2s_identical(peer: Path, ours: Path) -> list[str]:
 
 
 def check_iq2bn_values(peer: Path, preset: str, names: list[str] | None = None) -> list[str]:
-    """ik_llama.cpp's IQ2_BN tensors decoded and compared with the dummy's ternary values and scales."""
+    """ik_llama.cpp's IQ2_BN / IQ2_BN_R4 tensors decoded and compared with the dummy's ternary values and scales."""
     source = tied_source(preset)
     g = open_gguf(peer)
     problems = []
     for t in g.tensors:
-        if int(t.ggml_type) != IQ2_BN or (names and t.name not in names):
+        if int(t.ggml_type) not in (IQ2_BN, IQ2_BN_R4) or (names and t.name not in names):
             continue
         n, k = t.shape
-        values, scales = decode_iq2_bn(g.raw(t, n * (4 + k // 4)), n, k)
+        decode = decode_iq2_bn if int(t.ggml_type) == IQ2_BN else decode_iq2_bn_r4
+        values, scales = decode(g.raw(t, n * (4 + k // 4)), n, k)
         want = source.tensors[t.name]()
         if not np.array_equal(values, want.values):
-            problems.append(f"{t.name}: IQ2_BN values differ from the dummy's")
+            problems.append(f"{t.name}: {t.type_name} values differ from the dummy's")
         if not np.all(scales == np.float32(want.scale)):
-            problems.append(f"{t.name}: IQ2_BN row scales differ from the dummy's {want.scale}")
+            problems.append(f"{t.name}: row scales differ from the dummy's {want.scale}")
     return problems
 
 
@@ -223,8 +236,8 @@ def peer_checks(preset: str, models: dict[str, Path], bitedge_i2s: Path, all_ten
         if qtype == "I2_S":
             problems += check_i2s_identical(path, bitedge_i2s)
             what += "; every tensor byte-identical to bitedge's I2_S file (codes, scales, q8_0 embedding, norms)"
-        elif qtype == "IQ2_BN":
+        else:
             problems += check_iq2bn_values(path, preset, sample)
-            what += "; IQ2_BN decoded = the dummy's ternary values and scales" + (" (all matrices)" if sample is None else " (layer 0)")
+            what += f"; {qtype} decoded = the dummy's ternary values and scales" + (" (all matrices)" if sample is None else " (layer 0)")
         out[label] = ("ok: " + what) if not problems else "MISMATCH: " + "; ".join(problems[:4])
     return out

@@ -88,6 +88,25 @@ def _iq2_bn_rows(values: np.ndarray, scale: float) -> bytes:
     return rows.tobytes()
 
 
+def _iq2_bn_r4_rows(values: np.ndarray, scale: float) -> bytes:
+    """IQ2_BN_R4 (iqk_quantize.cpp repack_iq2_bn), written from its description independently of the decoder:
+    per 4 rows 4 f32 scales, then per 64 columns byte 16*l + 4*r + i = row r's codes of 16*l + i + 4*m at bits 2*m."""
+    n, k = values.shape
+    codes = (values.astype(np.int16) + 1).astype(np.uint8)
+    out = bytearray()
+    for g in range(n // 4):
+        out += np.full(4, scale, np.float32).tobytes()
+        for ib in range(k // 64):
+            block = bytearray(64)
+            for l in range(4):
+                for r in range(4):
+                    for i in range(4):
+                        block[16 * l + 4 * r + i] = sum(int(codes[4 * g + r, 64 * ib + 16 * l + i + 4 * m]) << (2 * m)
+                                                        for m in range(4))
+            out += block
+    return bytes(out)
+
+
 def test_peer_source_gguf_holds_the_dummy_weights_as_f32(tmp_path):
     """The F32 file the peers' llama-quantize reads: every tensor of the tied dummy, ternary ones = values x scale."""
     weights = _bench_module("peers_weights")
@@ -119,7 +138,7 @@ def test_peer_checks_accept_the_same_weights_and_catch_a_changed_byte(tmp_path):
     ours, _ = model_files("test", tmp_path, "q8_0", packings=("i2_s",))
     g = open_gguf(ours)
     source = weights.tied_source("test")
-    i2s, iq2 = [], []
+    i2s, iq2, r4 = [], [], []
     for name, shape in source.config.tensor_shapes().items():
         t = g.by_name[name]
         if is_ternary(name):
@@ -127,24 +146,27 @@ def test_peer_checks_accept_the_same_weights_and_catch_a_changed_byte(tmp_path):
             i2s.append((name, weights.I2_S, shape, g.raw(t).tobytes() + scale + b"\0" * 28))
             q = source.tensors[name]()
             iq2.append((name, weights.IQ2_BN, shape, _iq2_bn_rows(q.values, q.scale)))
+            r4.append((name, weights.IQ2_BN_R4, shape, _iq2_bn_r4_rows(q.values, q.scale)))
         else:
-            i2s.append((name, int(t.ggml_type), shape, g.raw(t).tobytes()))
-            iq2.append((name, int(t.ggml_type), shape, g.raw(t).tobytes()))
-    bitnet, ik = tmp_path / "i2s.gguf", tmp_path / "iq2bn.gguf"
+            for rows in (i2s, iq2, r4):
+                rows.append((name, int(t.ggml_type), shape, g.raw(t).tobytes()))
+    bitnet, ik, ik_r4 = tmp_path / "i2s.gguf", tmp_path / "iq2bn.gguf", tmp_path / "iq2bn_r4.gguf"
     _write_raw_gguf(bitnet, i2s)
     _write_raw_gguf(ik, iq2)
-    checks = weights.peer_checks("test", {"bitnet.cpp I2_S": bitnet, "ik_llama.cpp IQ2_BN": ik}, ours)
+    _write_raw_gguf(ik_r4, r4)
+    files = {"bitnet.cpp I2_S": bitnet, "ik_llama.cpp IQ2_BN": ik, "ik_llama.cpp IQ2_BN_R4": ik_r4}
+    checks = weights.peer_checks("test", files, ours)
     assert all(v.startswith("ok: ") for v in checks.values()), checks
 
     # one weight changed in each: both checks must notice
     name = "blk.0.ffn_up.weight"
-    for rows, path in ((i2s, bitnet), (iq2, ik)):
+    for rows, path in ((i2s, bitnet), (iq2, ik), (r4, ik_r4)):
         i = [r[0] for r in rows].index(name)
         data = bytearray(rows[i][3])
-        data[7] ^= 0x03 if path is bitnet else 0x0c  # flips a 2-bit code between 0 and 3 / 1 and 2
+        data[37] ^= 0x03 if path is bitnet else 0x0c  # a 2-bit code: 0 <-> 3 or 1 <-> 2 (past IQ2_BN*'s scales)
         rows[i] = (*rows[i][:3], bytes(data))
         _write_raw_gguf(path, rows)
-    checks = weights.peer_checks("test", {"bitnet.cpp I2_S": bitnet, "ik_llama.cpp IQ2_BN": ik}, ours)
+    checks = weights.peer_checks("test", files, ours)
     assert all(v.startswith("MISMATCH") and name in v for v in checks.values()), checks
 
 
