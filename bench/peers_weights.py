@@ -124,7 +124,7 @@ def quantize(llama_quantize: Path, src: Path, dst: Path, qtype: str, threads: in
 def peer_models(preset: str, models_dir: Path, bins: dict[str, Path]) -> dict[str, Path]:
     """{"bitnet.cpp I2_S": path, "ik_llama.cpp IQ2_BN": path, ...} for the engines whose bin/ is given."""
     models_dir.mkdir(parents=True, exist_ok=True)
-    wanted = {(engine, qtype): models_dir / f"{preset}-{qtype.lower()}-q8_0.gguf"
+    wanted = {(engine, qtype): models_dir / f"{preset}-{engine}-{qtype.lower()}-q8_0.gguf"
               for engine in bins for qtype in PEER_TYPES[engine]}
     src = models_dir / f"{preset}-peer-f32.gguf"
     if not all(p.exists() for p in wanted.values()):
