@@ -131,7 +131,9 @@ def peer_models(preset: str, models_dir: Path, bins: dict[str, Path]) -> dict[st
         write_peer_source(preset, src)
     out = {f"{engine} {qtype}": quantize(bins[engine] / "llama-quantize", src, path, qtype)
            for (engine, qtype), path in wanted.items()}
-    src.unlink(missing_ok=True)  # 4 bytes a weight: 10 GB for the 2.4B shape; the quantized files are what is kept
+    every_peer = [models_dir / f"{preset}-{e}-{q.lower()}-q8_0.gguf" for e, qs in PEER_TYPES.items() for q in qs]
+    if all(p.exists() for p in every_peer):  # 4 bytes a weight (10 GB for 2.4B): kept until every peer has its file
+        src.unlink(missing_ok=True)
     return out
 
 
