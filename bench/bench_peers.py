@@ -175,8 +175,9 @@ def main() -> None:
                     if r.get("kernels"):
                         kernels[engine] = r["kernels"]
                     samples.setdefault((preset, engine, int(r["n_threads"]), test_name(r)), []).extend(r["samples_ts"])
-        # peak RSS: one short generation-only run per engine on its own (the rounds' processes share one rusage)
-        short = argparse.Namespace(**{**vars(a), "n_prompt": 0, "reps": 1})
+        # peak RSS: one short generation-only run per engine in a process of its own (RUSAGE_CHILDREN is a maximum
+        # over every child so far); the weights are all read by the first token, so 16 tokens are enough
+        short = argparse.Namespace(**{**vars(a), "n_prompt": 0, "n_gen": 16, "reps": 1})
         for engine in engines:
             rss[(preset, engine)] = rss_of_one(bench_cmd(engine, exes[engine], paths[engine], short, [max(threads)]))
     stream_after = {t: stream_read_gbs(t) for t in all_threads}
