@@ -87,7 +87,11 @@ def resolve_engines(a) -> dict[str, Path]:
     from bitedge.build.compile import build_runtime
     from bitedge.targets import get_target
 
-    wanted = [e for e in ENGINES if not a.engines or any(e.startswith(x) or e == x for x in a.engines.split(","))]
+    asked = [x.strip() for x in (a.engines or "").split(",") if x.strip()]
+    for x in asked:
+        if not any(e.startswith(x) for e in ENGINES):
+            raise SystemExit(f"--engines: unknown engine {x!r} (choose from {', '.join(ENGINES)})")
+    wanted = [e for e in ENGINES if not asked or any(e.startswith(x) for x in asked)]
     exes: dict[str, Path] = {}
     for engine in wanted:
         if engine.startswith("bitedge"):
@@ -143,6 +147,16 @@ def main() -> None:
     if a.rounds < 1 or a.reps < 1:
         raise SystemExit("--rounds and --reps must be at least 1")
     presets = parse_presets(a.presets, a.threads)
+    from bitedge.convert.dummy import preset_config
+    from bitedge.errors import BitedgeError
+
+    try:
+        for preset, threads in presets:
+            preset_config(preset)
+            if not threads or min(threads) < 1:
+                raise BitedgeError(f"--threads for {preset}: thread counts must be at least 1")
+    except BitedgeError as e:
+        raise SystemExit(str(e)) from None
 
     exes = resolve_engines(a)
     if not exes:

@@ -197,3 +197,16 @@ def test_peers_table_ratios_and_roofline_from_fake_samples(tmp_path):
     assert "0.80× (ik_llama.cpp IQ2_BN) · 0.80× (llama.cpp TQ2_0)" in text
     msg = report_mod.plot(report, tmp_path / "peers.png")
     assert (tmp_path / "peers.png").exists() or msg.startswith("matplotlib is not installed")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--engines", "foo"], "--engines: unknown engine 'foo'"),
+    (["--presets", "9Q"], "unknown dummy preset '9Q'"),
+    (["--presets", "700M:x"], "thread counts must be integers"),
+])
+def test_bench_peers_refuses_bad_arguments_in_one_line(args, message):
+    """Before building or writing anything: one line naming the problem, a non-zero exit."""
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_peers.py"), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert message in proc.stderr and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
