@@ -194,24 +194,41 @@ def main() -> None:
         short = argparse.Namespace(**{**vars(a), "n_prompt": 0, "n_gen": 16, "reps": 1})
         for engine in engines:
             rss[(preset, engine)] = rss_of_one(bench_cmd(engine, exes[engine], paths[engine], short, [max(threads)]))
+        done = [p for p, _ in presets][:len(models)]
+        if len(done) < len(presets):  # what is measured so far, in case the run is cut short
+            write_report(a, make_report(a, engines, exes, kernels, stream_before, stream_before, samples, files, rss,
+                                        done, models), final=False)
     stream_after = {t: stream_read_gbs(t) for t in all_threads}
-    stream = {t: max(stream_before[t], stream_after[t]) for t in all_threads}
+    report = make_report(a, engines, exes, kernels, stream_before, stream_after, samples, files, rss,
+                         [p for p, _ in presets], models)
+    write_report(a, report, final=True)
 
-    report = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()) + " UTC"},
+
+def make_report(a, engines, exes, kernels, stream_before, stream_after, samples, files, rss, presets, checks) -> dict:
+    stream = {t: max(stream_before[t], stream_after[t]) for t in stream_before}
+    report = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
+                          "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()) + " UTC"},
               "method": (f"-p {a.n_prompt} -n {a.n_gen} -r {a.reps} per round, {a.rounds} interleaved rounds "
                          f"(order reversed every other round), mean ± sd over every sample"),
               "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
               "n_prompt": a.n_prompt, "n_gen": a.n_gen, "engines": engines,
               "executables": {e: str(p) for e, p in exes.items()}, "bitedge_kernels": kernels,
               "stream_read_gbs": {str(t): v for t, v in stream.items()},
-              "stream_read_gbs_before_after": {str(t): [stream_before[t], stream_after[t]] for t in all_threads},
-              "models": peers_report.summarize(samples, files, rss, stream, [p for p, _ in presets], engines)}
-    for m, checks in zip(report["models"], models):
-        m["checks"] = checks
+              "stream_read_gbs_before_after": {str(t): [stream_before[t], stream_after[t]] for t in stream_before},
+              "models": peers_report.summarize(samples, files, rss, stream, presets, engines)}
+    for m, c in zip(report["models"], checks):
+        m["checks"] = c
+    return report
+
+
+def write_report(a, report: dict, final: bool) -> None:
     a.output.parent.mkdir(parents=True, exist_ok=True)
     a.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(peers_report.markdown(report))
-    print(peers_report.plot(report, a.output.with_suffix(".png")), file=sys.stderr)
+    if final:
+        print(peers_report.markdown(report))
+        print(peers_report.plot(report, a.output.with_suffix(".png")), file=sys.stderr)
+    else:
+        print(f"(partial report so far in {a.output})", file=sys.stderr)
 
 
 if __name__ == "__main__":
