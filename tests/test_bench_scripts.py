@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,3 +47,166 @@ def test_bench_runtime_compares_kernel_tables(tmp_path):
     assert all(r["n_samples"] == 2 and r["mean_ts"] > 0 for r in rows)
     assert all("speedup_vs_baseline" in r for r in rows if r["engine"].endswith("avx2"))
     assert "vs scalar" in proc.stdout
+
+
+# ------------------------------------------------------------------ bench_peers.py: weights and table, no peer built
+
+
+def _bench_module(name: str):
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+
+
+def _write_raw_gguf(path: Path, tensors: list[tuple[str, int, tuple[int, ...], bytes]]) -> None:
+    """A GGUF with no keys and tensors of any ggml type id (the forks' I2_S = 36, IQ2_BN = 135 that the gguf
+    package cannot write): (name, type id, numpy shape, data bytes)."""
+    import struct
+
+    header = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), 0)
+    offset, table, datas = 0, b"", []
+    for name, type_id, shape, data in tensors:
+        raw = name.encode()
+        table += struct.pack("<Q", len(raw)) + raw + struct.pack("<I", len(shape))
+        table += struct.pack(f"<{len(shape)}Q", *reversed(shape)) + struct.pack("<IQ", type_id, offset)
+        padded = data + b"\0" * (-len(data) % 32)
+        datas.append(padded)
+        offset += len(padded)
+    head = header + table
+    path.write_bytes(head + b"\0" * (-len(head) % 32) + b"".join(datas))
+
+
+def _iq2_bn_rows(values: np.ndarray, scale: float) -> bytes:
+    """ik_llama.cpp's IQ2_BN encoding of ternary rows (iqk_quantize.cpp quantize_one_row_2bn): per row an f32
+    scale, then per 64 values 16 bytes, byte j = codes of j, j+16, j+32, j+48 in bits 0-1, 2-3, 4-5, 6-7."""
+    n, k = values.shape
+    codes = (values.astype(np.int16) + 1).astype(np.uint8).reshape(n, k // 64, 4, 16)
+    packed = codes[:, :, 0] | (codes[:, :, 1] << 2) | (codes[:, :, 2] << 4) | (codes[:, :, 3] << 6)
+    rows = np.concatenate([np.full((n, 1), scale, np.float32).view(np.uint8), packed.reshape(n, k // 4)], axis=1)
+    return rows.tobytes()
+
+
+def _iq2_bn_r4_rows(values: np.ndarray, scale: float) -> bytes:
+    """IQ2_BN_R4 (iqk_quantize.cpp repack_iq2_bn), written from its description independently of the decoder:
+    per 4 rows 4 f32 scales, then per 64 columns byte 16*l + 4*r + i = row r's codes of 16*l + i + 4*m at bits 2*m."""
+    n, k = values.shape
+    codes = (values.astype(np.int16) + 1).astype(np.uint8)
+    out = bytearray()
+    for g in range(n // 4):
+        out += np.full(4, scale, np.float32).tobytes()
+        for ib in range(k // 64):
+            block = bytearray(64)
+            for l in range(4):
+                for r in range(4):
+                    for i in range(4):
+                        block[16 * l + 4 * r + i] = sum(int(codes[4 * g + r, 64 * ib + 16 * l + i + 4 * m]) << (2 * m)
+                                                        for m in range(4))
+            out += block
+    return bytes(out)
+
+
+def test_peer_source_gguf_holds_the_dummy_weights_as_f32(tmp_path):
+    """The F32 file the peers' llama-quantize reads: every tensor of the tied dummy, ternary ones = values x scale."""
+    weights = _bench_module("peers_weights")
+    from bitedge.gguf_read import open_gguf
+
+    path = weights.write_peer_source("test", tmp_path / "test-peer-f32.gguf")
+    g = open_gguf(path)
+    source = weights.tied_source("test")
+    assert [t.name for t in g.tensors] == list(source.config.tensor_shapes())
+    assert all(t.type_name == "F32" for t in g.tensors)
+    assert g.kv["general.architecture"] == "bitnet" and g.kv["bitnet.block_count"] == source.config.num_layers
+    assert len(g.kv["tokenizer.ggml.tokens"]) == source.config.vocab_size
+    q = source.tensors["blk.1.ffn_down.weight"]()
+    got = g.array(g.by_name["blk.1.ffn_down.weight"])
+    assert np.array_equal(got, q.values.astype(np.float32) * np.float32(q.scale))
+    # what quantize_i2_s and quantize_iq2_bn compute from it: max|W| is the scale, signs are the values
+    assert np.abs(got).max() == np.float32(q.scale)
+    assert np.array_equal(np.sign(got).astype(np.int8), q.values)
+
+
+def test_peer_checks_accept_the_same_weights_and_catch_a_changed_byte(tmp_path):
+    """check_i2s_identical against bitedge's own I2_S file and the IQ2_BN decoder against the dummy, on files
+    laid out as bitnet.cpp's and ik_llama.cpp's llama-quantize write them."""
+    weights = _bench_module("peers_weights")
+    model_files = _bench_module("bench_runtime").model_files
+    from bitedge.gguf_read import open_gguf
+    from bitedge.model import is_ternary
+
+    ours, _ = model_files("test", tmp_path, "q8_0", packings=("i2_s",))
+    g = open_gguf(ours)
+    source = weights.tied_source("test")
+    i2s, iq2, r4 = [], [], []
+    for name, shape in source.config.tensor_shapes().items():
+        t = g.by_name[name]
+        if is_ternary(name):
+            scale = g.array(g.by_name[name.removesuffix(".weight") + ".scale"]).tobytes()
+            i2s.append((name, weights.I2_S, shape, g.raw(t).tobytes() + scale + b"\0" * 28))
+            q = source.tensors[name]()
+            iq2.append((name, weights.IQ2_BN, shape, _iq2_bn_rows(q.values, q.scale)))
+            r4.append((name, weights.IQ2_BN_R4, shape, _iq2_bn_r4_rows(q.values, q.scale)))
+        else:
+            for rows in (i2s, iq2, r4):
+                rows.append((name, int(t.ggml_type), shape, g.raw(t).tobytes()))
+    bitnet, ik, ik_r4 = tmp_path / "i2s.gguf", tmp_path / "iq2bn.gguf", tmp_path / "iq2bn_r4.gguf"
+    _write_raw_gguf(bitnet, i2s)
+    _write_raw_gguf(ik, iq2)
+    _write_raw_gguf(ik_r4, r4)
+    files = {"bitnet.cpp I2_S": bitnet, "ik_llama.cpp IQ2_BN": ik, "ik_llama.cpp IQ2_BN_R4": ik_r4}
+    checks = weights.peer_checks("test", files, ours)
+    assert all(v.startswith("ok: ") for v in checks.values()), checks
+
+    # one weight changed in each: both checks must notice
+    name = "blk.0.ffn_up.weight"
+    for rows, path in ((i2s, bitnet), (iq2, ik), (r4, ik_r4)):
+        i = [r[0] for r in rows].index(name)
+        data = bytearray(rows[i][3])
+        data[37] ^= 0x03 if path is bitnet else 0x0c  # a 2-bit code: 0 <-> 3 or 1 <-> 2 (past IQ2_BN*'s scales)
+        rows[i] = (*rows[i][:3], bytes(data))
+        _write_raw_gguf(path, rows)
+    checks = weights.peer_checks("test", files, ours)
+    assert all(v.startswith("MISMATCH") and name in v for v in checks.values()), checks
+
+
+def test_peers_table_ratios_and_roofline_from_fake_samples(tmp_path):
+    """summarize: bitedge against the best peer of each cell, generation against STREAM / file bytes; markdown has
+    one row per shape x threads and a column per engine; the plot is written (or skipped with a message)."""
+    report_mod = _bench_module("peers_report")
+    engines = ["bitedge i2_s", "llama.cpp TQ2_0", "ik_llama.cpp IQ2_BN"]
+    samples = {}
+    for engine, pp, tg in (("bitedge i2_s", 100.0, 40.0), ("llama.cpp TQ2_0", 80.0, 50.0), ("ik_llama.cpp IQ2_BN", 125.0, 20.0)):
+        for threads in (1, 2):
+            samples[("700M", engine, threads, "pp128")] = [pp * threads - 1, pp * threads + 1]
+            samples[("700M", engine, threads, "tg128")] = [tg * threads] * 3
+    files = {("700M", e): 200_000_000 for e in engines}
+    rss = {("700M", e): 250.0 for e in engines}
+    models = report_mod.summarize(samples, files, rss, {1: 10.0, 2: 16.0}, ["700M"], engines)
+    ratios = {(r["threads"], r["test"]): (r["best_peer"], r["ratio"]) for r in models[0]["ratios"]}
+    assert ratios[(1, "pp128")] == ("ik_llama.cpp IQ2_BN", pytest.approx(100 / 125))
+    assert ratios[(2, "tg128")] == ("llama.cpp TQ2_0", pytest.approx(80 / 100))
+    row = [r for r in models[0]["rows"] if r["engine"] == "bitedge i2_s" and r["threads"] == 2 and r["test"] == "tg128"][0]
+    assert row["roofline_ts"] == pytest.approx(16e9 / 2e8) and row["fraction_of_roofline"] == pytest.approx(80 / 80)
+    assert row["sd_ts"] == 0 and row["n_samples"] == 3
+    report = {"machine": {"cpu": "test cpu", "cores": 2, "date": "2026-12-07"}, "method": "fake",
+              "stream_read_gbs": {"1": 10.0, "2": 16.0}, "engines": engines, "n_prompt": 128, "n_gen": 128,
+              "models": models}
+    text = report_mod.markdown(report)
+    assert "| 700M, 1 | 100.0 ± 1.4 / 40.0 ± 0.0 | 80.0 ± 1.4 / 50.0 ± 0.0 | 125.0 ± 1.4 / 20.0 ± 0.0 |" in text
+    assert "0.80× (ik_llama.cpp IQ2_BN) · 0.80× (llama.cpp TQ2_0)" in text
+    msg = report_mod.plot(report, tmp_path / "peers.png")
+    assert (tmp_path / "peers.png").exists() or msg.startswith("matplotlib is not installed")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--engines", "foo"], "--engines: unknown engine 'foo'"),
+    (["--presets", "9Q"], "unknown dummy preset '9Q'"),
+    (["--presets", "700M:x"], "thread counts must be integers"),
+])
+def test_bench_peers_refuses_bad_arguments_in_one_line(args, message):
+    """Before building or writing anything: one line naming the problem, a non-zero exit."""
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_peers.py"), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert message in proc.stderr and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
