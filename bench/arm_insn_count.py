@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bitedge.build.compile import build_runtime  # noqa: E402
+from bitedge.builder.compile import build_runtime  # noqa: E402
 from bitedge.targets import get_target  # noqa: E402
 from bitedge.gguf_read import open_gguf, read_model  # noqa: E402
 from bitedge.model import is_ternary  # noqa: E402

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from bitedge.targets import get_target  # noqa: E402
 from bitedge.render import c_sources, render_driver, render_kernels, target_isas  # noqa: E402
-from bitedge.build.tuner import LocalTimer, compile_driver, time_kernel, write_case  # noqa: E402
+from bitedge.builder.tuner import LocalTimer, compile_driver, time_kernel, write_case  # noqa: E402
 from bitedge.render.tune import cpu_model, tuned_tiles  # noqa: E402
 
 # BitNet b1.58 2B-4T: hidden 2560, FFN 6912, 20 heads / 5 KV heads of 128
@@ -68,7 +68,7 @@ def write_tokens(q_one: Path, k: int, kp: int, tokens: int, seed: int = 2) -> Pa
 
 
 def time_call(timer, exe, method, mode, isa, w, q, n, kp, reps, tokens) -> dict[str, float]:
-    """One driver timing (timer: bitedge.build.tuner.LocalTimer); for several tokens the per-token share of each call."""
+    """One driver timing (timer: bitedge.builder.tuner.LocalTimer); for several tokens the per-token share of each call."""
     if mode == "time":
         return time_kernel(timer, str(exe), method, isa, str(w), str(q), n, kp, reps)
     out = timer.run([str(exe), mode, method, isa, str(w), str(q), str(n), str(kp), str(reps), str(tokens)], timeout=600)
@@ -103,7 +103,7 @@ def run_e2e(args, target) -> int:
         if not models[packing].exists():
             print(f"# writing {models[packing]}", file=sys.stderr)
             write_gguf(source, models[packing], packing=packing, embed_type=args.embed_type)
-    from bitedge.build.compile import build_runtime
+    from bitedge.builder.compile import build_runtime
 
     binary = build_runtime(target, model=models["tl1"], out_dir=Path(args.build_dir)).binary
     samples: dict[tuple[str, str], list[float]] = {}

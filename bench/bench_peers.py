@@ -84,7 +84,7 @@ def rss_of_one(cmd: list[str]) -> float:
 
 def resolve_engines(a) -> dict[str, Path]:
     """Engine label -> benchmark executable, for the engines asked for and available."""
-    from bitedge.build.compile import build_runtime
+    from bitedge.builder.compile import build_runtime
     from bitedge.targets import get_target
 
     asked = [x.strip() for x in (a.engines or "").split(",") if x.strip()]

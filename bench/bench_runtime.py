@@ -100,7 +100,7 @@ def main() -> None:
                                       "the first is the baseline) instead of llama.cpp")
     a = ap.parse_args()
 
-    from bitedge.build.compile import build_runtime
+    from bitedge.builder.compile import build_runtime
     from bitedge.targets import get_target
 
     bitedge_run = build_runtime(get_target("x86-64-avx2")).binary

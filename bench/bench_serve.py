@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bitedge.board import host_target_id  # noqa: E402
 from bitedge.targets import get_target  # noqa: E402
-from bitedge.build.compile import build_runtime  # noqa: E402
+from bitedge.builder.compile import build_runtime  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

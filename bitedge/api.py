@@ -78,7 +78,7 @@ def resolve_target(name: str | None = None, targets_dirs=()):
 def run_dir(target, model: Model | None = None) -> Path:
     """Where generate / bench / deploy / serve / tune build: a folder in the build cache (never ./build), one per
     target and set of model shapes so that two models render their kernels side by side."""
-    from bitedge.build.cache import default_cache_dir
+    from bitedge.builder.cache import default_cache_dir
 
     tag = hashlib.sha256(repr(model.shapes if model else []).encode()).hexdigest()[:12]
     return default_cache_dir() / "work" / f"{target.id}-{tag}"
@@ -86,7 +86,7 @@ def run_dir(target, model: Model | None = None) -> Path:
 
 def build(target, model: Model | None = None, *, out_dir: str | Path | None = None, say: Say = _quiet, **kw):
     """bitedge-run for target (TL kernels specialised to model's shapes); out_dir None: the cache's run_dir."""
-    from bitedge.build.compile import build_runtime
+    from bitedge.builder.compile import build_runtime
 
     out = out_dir if out_dir is not None else run_dir(target, model)
     return build_runtime(target, shapes=model.shapes if model else (), out_dir=out, progress=say, **kw)
@@ -303,9 +303,9 @@ def bench_fleet(specs, ssh: SshOptions, model: Model, plan: BenchPlan, *, target
 def tune(target, model: Model, methods, *, spec=None, conn=None, cache=None,
          reps: int = 20, rounds: int = 3, show_progress: bool = False) -> dict:
     """Time every candidate tile per method and shape, here or (spec + an open conn) on a board; the winners go
-    to the tuning cache. Returns bitedge.build.tuner.tune's results."""
-    from bitedge.build.tuner import planned_steps
-    from bitedge.build.tuner import tune as tune_kernels
+    to the tuning cache. Returns bitedge.builder.tuner.tune's results."""
+    from bitedge.builder.tuner import planned_steps
+    from bitedge.builder.tuner import tune as tune_kernels
 
     counts = model.shape_counts
     steps = planned_steps(methods, len(counts), rounds)

@@ -37,7 +37,7 @@ def run_demo(*, model: str | Path | None = None, workdir: str | Path = "build/de
     """step(description) is a context-manager factory for progress display (a no-op if None)."""
     from contextlib import nullcontext
 
-    from bitedge.build.compile import build_runtime
+    from bitedge.builder.compile import build_runtime
     from bitedge.board import host_target_id
     from bitedge.targets import get_target
     from bitedge.convert.gguf_writer import write_gguf

@@ -136,7 +136,7 @@ def _enum(path: Path, key: str, value: str, allowed: Iterable[str]) -> str:
 
 _TOP_KEYS = {"id", "name", "aliases", "os", "arch", "libc", "cpu_flags", "isa", "cores", "memory_mb", "kernel",
              "toolchains", "optimize", "runner", "match", "notes"}
-# the toolchain ids a profile may name (bitedge.build.toolchains implements them)
+# the toolchain ids a profile may name (bitedge.builder.toolchains implements them)
 TOOLCHAIN_IDS = ("zig", "gcc-cross", "clang-cross", "gcc", "clang", "cc")
 _KERNEL_KEYS = {"method", "measured", "estimate"}  # no "tiles": kernel tiles come from `bitedge tune`'s cache
 

@@ -6,22 +6,22 @@ import hashlib
 from pathlib import Path
 
 from _c_build import compile_c, require_tool
-from bitedge.build.compile import BASE_CFLAGS
+from bitedge.builder.compile import BASE_CFLAGS
 from bitedge.lossless import check_lossless
 from bitedge.native import read_activations, run_generate
 
 REPO = Path(__file__).resolve().parents[1]
 RUNTIME = REPO / "kernels" / "runtime"
 TEMPLATES = REPO / "kernels" / "templates"
-# the product's flags, written once (bitedge.build.compile.BASE_CFLAGS); _c_build adds -Werror
+# the product's flags, written once (bitedge.builder.compile.BASE_CFLAGS); _c_build adds -Werror
 EXTRA_FLAGS = BASE_CFLAGS
 
 
 def runtime_c_sources(kernels_dir: Path, target: str = "native", runtime_dir: Path = RUNTIME) -> list[Path]:
-    """The C sources of bitedge-run as the product builds it (bitedge.build.compile): kernels/runtime/*.c (or the
+    """The C sources of bitedge-run as the product builds it (bitedge.builder.compile): kernels/runtime/*.c (or the
     same files in runtime_dir, a patched copy) plus the TL kernels rendered (generic) into kernels_dir for the
     host's target profile, or generic-aarch64's for target="aarch64"."""
-    from bitedge.build.compile import render_tl_kernels, runtime_sources
+    from bitedge.builder.compile import render_tl_kernels, runtime_sources
     from bitedge.board import host_target_id
     from bitedge.targets import get_target
 

@@ -15,10 +15,10 @@ import subprocess
 
 import pytest
 
-import bitedge.build.compile as compile_mod
-from bitedge.build.compile import build_runtime
+import bitedge.builder.compile as compile_mod
+from bitedge.builder.compile import build_runtime
 from bitedge.targets import load_targets
-from bitedge.build.toolchains import detect_toolchain, host_arch
+from bitedge.builder.toolchains import detect_toolchain, host_arch
 from bitedge.errors import BitedgeError
 
 from _build_helpers import PROBE_DOT, QEMU_CPU, have, write_probe, zig_session_cache
@@ -300,10 +300,10 @@ def test_the_build_lock_keeps_another_process_out(tmp_path):
     import sys
     import time
 
-    from bitedge.build.cache import BuildCache
+    from bitedge.builder.cache import BuildCache
 
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom bitedge.build.cache import BuildCache\n"
+        [sys.executable, "-c", "import sys, time\nfrom bitedge.builder.cache import BuildCache\n"
          f"with BuildCache({str(tmp_path / 'cache')!r}).build_lock({str(tmp_path / 'out')!r}):\n"
          "    print('held', flush=True)\n    time.sleep(2)\n"],
         stdout=subprocess.PIPE, text=True, cwd=str(compile_mod.REPO))

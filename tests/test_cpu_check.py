@@ -1,7 +1,7 @@
 """The runtime's start-up CPU check (kernels/runtime/cpu_isa_table.h, cpu_features.c): a build for an instruction
 set this CPU lacks exits 3 naming it, never SIGILL (issue #17).
 
-Real builds through bitedge/build/compile.py (cpu_features.c at the baseline, the rest with the profile's flags),
+Real builds through bitedge/builder/compile.py (cpu_features.c at the baseline, the rest with the profile's flags),
 run natively or under qemu-user as an older CPU: qemu-x86_64 -cpu Haswell (AVX2, no AVX-VNNI, no AVX-512) on any
 x86 host, qemu-aarch64 -cpu cortex-a72 (no dotprod, fp16, LSE) and cortex-a76 (no i8mm, SVE). The table's
 completeness is checked against what this machine's compilers define for a range of -march/-mcpu values.
@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from _c_build import host_cpu_flags
-from bitedge.build.compile import build_runtime
-from bitedge.build.toolchains import detect_toolchain, host_arch, zig_cpu_flags
+from bitedge.builder.compile import build_runtime
+from bitedge.builder.toolchains import detect_toolchain, host_arch, zig_cpu_flags
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE = REPO / "kernels" / "runtime" / "cpu_isa_table.h"

@@ -24,7 +24,7 @@ LAYERS = [
     ["bitedge.convert"],
     ["bitedge.render"],
     ["bitedge.board"],
-    ["bitedge.build"],
+    ["bitedge.builder"],
     ["bitedge.deploy"],
     ["bitedge.results"],
     ["bitedge.serve", "bitedge.demo", "bitedge.inspect"],
@@ -120,15 +120,15 @@ def test_the_check_sees_a_wrong_import(tmp_path, monkeypatch):
     fake = tmp_path / "bitedge"
     fake.mkdir()
     (fake / "__init__.py").write_text("")
-    (fake / "targets.py").write_text("def f():\n    from bitedge.build.compile import build_runtime\n")
-    (fake / "build").mkdir()
-    (fake / "build" / "__init__.py").write_text("")
-    (fake / "build" / "compile.py").write_text("from bitedge.targets import f\n")
+    (fake / "targets.py").write_text("def f():\n    from bitedge.builder.compile import build_runtime\n")
+    (fake / "builder").mkdir()
+    (fake / "builder" / "__init__.py").write_text("")
+    (fake / "builder" / "compile.py").write_text("from bitedge.targets import f\n")
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
-    with pytest.raises(AssertionError, match="bitedge.targets .layer 1. imports bitedge.build.compile"):
+    with pytest.raises(AssertionError, match="bitedge.targets .layer 1. imports bitedge.builder.compile"):
         test_every_import_goes_up_the_layers()
     with pytest.raises(AssertionError):
         test_targets_is_a_leaf()
-    with pytest.raises(AssertionError, match="bitedge.build.compile -> bitedge.targets -> bitedge.build.compile|"
-                                             "bitedge.targets -> bitedge.build.compile -> bitedge.targets"):
+    with pytest.raises(AssertionError, match="bitedge.builder.compile -> bitedge.targets -> bitedge.builder.compile|"
+                                             "bitedge.targets -> bitedge.builder.compile -> bitedge.targets"):
         test_no_import_cycles()

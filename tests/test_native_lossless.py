@@ -150,10 +150,10 @@ QEMU_PROFILES = {"cortex-a72": "rpi4-qemu", "cortex-a76": "rpi5-qemu", "max": "a
 
 @pytest.fixture(scope="module")
 def aarch64_binaries(tmp_path_factory):
-    """bitedge-run for an emulated board as a user builds and ships it: the product's build (bitedge.build.compile,
+    """bitedge-run for an emulated board as a user builds and ships it: the product's build (bitedge.builder.compile,
     the profile's first toolchain that works here: zig, as on a user's machine) with -Werror added; one per
     profile, built on first use."""
-    from bitedge.build.compile import build_runtime
+    from bitedge.builder.compile import build_runtime
     from bitedge.targets import get_target
 
     if shutil.which("qemu-aarch64") is None:

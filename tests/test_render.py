@@ -16,7 +16,7 @@ from bitedge.formats.packing import get_packing, layout_constants
 from bitedge.errors import BitedgeError
 from bitedge.render import (TEMPLATES_DIR, TILE_DEFAULTS, c_sources, check_tiles, environment, model_shapes,
                             render_driver, render_kernels, render_layouts_header, render_template, target_isas)
-from bitedge.build.tuner import planned_steps, tune
+from bitedge.builder.tuner import planned_steps, tune
 from bitedge.render.tune import load_cache, tuned_tiles
 from tests._c_build import AARCH64_CC, CBuildError, compile_c, have_tool, run_binary
 from conftest import ODD

@@ -16,9 +16,9 @@ import pytest
 
 from _c_build import have_tool
 from _runtime_helpers import generate_checked
-from bitedge.build.compile import build_runtime
+from bitedge.builder.compile import build_runtime
 from bitedge.targets import get_target
-from bitedge.build.toolchains import detect_toolchain
+from bitedge.builder.toolchains import detect_toolchain
 from bitedge.convert.gguf_writer import write_gguf
 from bitedge.gguf_read import read_model
 from bitedge.model import ModelConfig
@@ -134,7 +134,7 @@ def test_cli_build_with_a_tl_model_links_the_tl_kernels(models, tmp_path):
     import subprocess
     import sys
 
-    from bitedge.build.cache import CACHE_DIR_ENV
+    from bitedge.builder.cache import CACHE_DIR_ENV
 
     env = {**os.environ, CACHE_DIR_ENV: str(tmp_path / "cache")}
     proc = subprocess.run([sys.executable, "-m", "bitedge.cli", "build", str(models["tl1"]), "--target", "x86-64-avx2",
@@ -154,7 +154,7 @@ def test_tl_runtime_is_sanitizer_clean(models, tmp_path):
     widest K is a multiple of 128 but not of 3 (the TL2 row, 258 > 256, outgrows I2_S's padding)."""
     from _c_build import compile_c, run_binary, sanitizer_report
     from _runtime_helpers import EXTRA_FLAGS, RUNTIME
-    from bitedge.build.compile import render_tl_kernels, runtime_sources
+    from bitedge.builder.compile import render_tl_kernels, runtime_sources
     from bitedge.convert.dummy import dummy_source
     from bitedge.render import model_shapes
 

@@ -8,8 +8,8 @@ import shutil
 import pytest
 
 from bitedge.targets import get_target
-from bitedge.build.doctor import doctor
-from bitedge.build.toolchains import detect_toolchain, detect_toolchains, host_arch, select_toolchain, zig_cpu_flags
+from bitedge.builder.doctor import doctor
+from bitedge.builder.toolchains import detect_toolchain, detect_toolchains, host_arch, select_toolchain, zig_cpu_flags
 from bitedge.errors import BitedgeError
 
 needs_cross_gcc = pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None, reason="no aarch64-linux-gnu-gcc")
@@ -108,7 +108,7 @@ def test_doctor_rows(monkeypatch):
 
 
 def test_doctor_says_what_to_install(monkeypatch):
-    import bitedge.build.toolchains as tcs
+    import bitedge.builder.toolchains as tcs
 
     monkeypatch.delenv("CC", raising=False)
     monkeypatch.setattr(tcs, "detect_toolchain", lambda tid, arch=None: None)

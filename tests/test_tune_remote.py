@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bitedge.targets import get_target
-from bitedge.build.compile import render_tl_kernels
+from bitedge.builder.compile import render_tl_kernels
 from bitedge.cli import main
 from bitedge.convert.dummy import dummy_source
 from bitedge.convert.gguf_writer import write_gguf
@@ -20,7 +20,7 @@ from bitedge.deploy.remote import BoardTimer
 from bitedge.deploy.ssh import HostSpec, connect
 from bitedge.errors import BitedgeError
 from bitedge.render import model_shapes
-from bitedge.build.tuner import tune
+from bitedge.builder.tuner import tune
 from bitedge.render.tune import cache_key, load_cache, save_cache, tuned_tiles
 
 
@@ -136,7 +136,7 @@ def test_tuning_drivers_for_a_mac_are_mach_o(tmp_path):
     cross-builds it as Mach-O arm64, as deploy does the runtime); running it needs a real Mac."""
     from bitedge.deploy.probe import binary_platform
     from bitedge.render import c_sources, render_driver, render_kernels
-    from bitedge.build.tuner import compile_driver
+    from bitedge.builder.tuner import compile_driver
 
     mac = get_target("apple-m1")
     for method in ("tl1", "i2_s"):  # i2_s: the runtime's hand-written kernels, linked into the driver

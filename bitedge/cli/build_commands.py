@@ -49,7 +49,7 @@ def targets_show(obj, name, out):
 @output_options()
 def doctor(cc, out):
     """Which toolchains can build which targets here, and what to install for the rest."""
-    from bitedge.build.doctor import doctor as doctor_rows
+    from bitedge.builder.doctor import doctor as doctor_rows
 
     rows = doctor_rows(cc=cc)
 
@@ -159,7 +159,7 @@ def tune(model, target, targets_dirs, methods, host, estimate, cache, reps, roun
     """Measure candidate tiles per method and shape of MODEL, here or on a board; keep the winners in the tuning
     cache."""
     from bitedge import api
-    from bitedge.build.tuner import fastest_method
+    from bitedge.builder.tuner import fastest_method
 
     if estimate and host:
         raise BitedgeError("--estimate models the kernels here without a board; leave out --host (or --estimate)")

@@ -142,7 +142,7 @@ def remote_bench(conn: Connection, dep: Deployment, *, n_prompt: int = 128, n_ge
 
 
 class BoardTimer:
-    """Runs kernel drivers on a board over SSH for bitedge.build.tuner: files are uploaded (sha256-checked, kept
+    """Runs kernel drivers on a board over SSH for bitedge.builder.tuner: files are uploaded (sha256-checked, kept
     when unchanged) into <remote_dir>/tune, commands run under the profile's runner when it has one, and the
     cache entries are keyed by the board's CPU. close() removes the folder."""
 

@@ -280,7 +280,7 @@ def render_kernels(target: Target, shapes: Iterable[tuple[int, int]], method: st
 def render_driver(methods: Iterable[str], out_dir: str | os.PathLike, isa_names: Iterable[str] = (),
                   runtime_i2s: bool = False) -> Path:
     """Write the test / timing driver (kernel_driver.c.j2) for rendered (TL) methods; runtime_i2s adds method
-    "i2_s-runtime" (the runtime's hand-written I2_S: link bitedge.build.tuner.I2S_SOURCES)."""
+    "i2_s-runtime" (the runtime's hand-written I2_S: link bitedge.builder.tuner.I2S_SOURCES)."""
     methods = [check_render_method(m) for m in methods]
     names = list(isa_names) or ["avx2", "neon-i8mm", "neon-dotprod", "neon", "scalar"]
     return write_if_changed(Path(out_dir) / DRIVER_SOURCE,

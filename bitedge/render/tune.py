@@ -3,7 +3,7 @@ JSON file keyed by CPU model, target, method and shape; the next build renders t
 
     tiles = tuned_tiles(target, "tl1", shapes)          # -> render_kernels(target, shapes, "tl1", tiles, out)
 
-The measuring itself is in bitedge.build.tuner (it builds and runs kernel drivers: a layer above this one).
+The measuring itself is in bitedge.builder.tuner (it builds and runs kernel drivers: a layer above this one).
 """
 
 from __future__ import annotations

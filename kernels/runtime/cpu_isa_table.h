@@ -5,7 +5,7 @@
  * be_cpu_check_build() (cpu_features.c) refuses to start a build whose compiler had any of these macros defined
  * on a CPU without the feature: exit 3 with the names, never SIGILL. cpu_build_isa.c, compiled with the build's
  * own CPU flags, records which macros were defined (data only); cpu_features.c itself is compiled for the
- * architecture's baseline (bitedge/build/compile.py), so the check runs on any CPU of the architecture.
+ * architecture's baseline (bitedge/builder/compile.py), so the check runs on any CPU of the architecture.
  * Kernel dispatch (which kernel table runs) is separate: be_cpu_get() and kernels.c.
  *
  * What is checked: every instruction set the compiler may emit code for on its own (vectorising, lowering a

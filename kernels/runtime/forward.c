@@ -22,7 +22,7 @@
 #include <string.h>
 
 /* No fused multiply-add: keep the reference's rounding. gcc contracts only with -ffp-contract=fast (not the
- * default under -std=c11; bitedge/build/compile.py passes -ffp-contract=off anyway); clang honours the standard pragma. */
+ * default under -std=c11; bitedge/builder/compile.py passes -ffp-contract=off anyway); clang honours the standard pragma. */
 #ifdef __clang__
 #pragma STDC FP_CONTRACT OFF
 #endif

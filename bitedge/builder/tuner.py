@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from bitedge._shipped import RUNTIME_DIR
-from bitedge.build.compile import build_runtime
-from bitedge.build.toolchains import host_arch
+from bitedge.builder.compile import build_runtime
+from bitedge.builder.toolchains import host_arch
 from bitedge.errors import BitedgeError
 from bitedge.formats.packing import get_packing
 from bitedge.render.tune import DEFAULT_CANDIDATES, cache_key, cpu_model, load_cache, save_cache

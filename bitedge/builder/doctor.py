@@ -8,7 +8,7 @@ import shutil
 from dataclasses import dataclass
 from typing import Iterable
 
-from bitedge.build import toolchains  # through the module: tests replace its detect_toolchain
+from bitedge.builder import toolchains  # through the module: tests replace its detect_toolchain
 from bitedge.errors import BitedgeError
 from bitedge.targets import TOOLCHAIN_IDS, Target, load_targets
 

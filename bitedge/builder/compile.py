@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from bitedge._shipped import KERNELS_DIR, RUNTIME_DIR
-from bitedge.build.cache import BuildCache, cache_key, copy_atomic, file_sha256
+from bitedge.builder.cache import BuildCache, cache_key, copy_atomic, file_sha256
 from bitedge.targets import Target, get_target
-from bitedge.build.toolchains import Toolchain, select_toolchain
+from bitedge.builder.toolchains import Toolchain, select_toolchain
 from bitedge.errors import BitedgeError
 from bitedge.output import write_text_atomic
 

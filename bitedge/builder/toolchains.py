@@ -1,5 +1,5 @@
 """C toolchains that can build bitedge-run for a target: detection (with versions), which targets each one
-serves, the flags it needs, which one builds a target (`select_toolchain`); bitedge.build.doctor says what is
+serves, the flags it needs, which one builds a target (`select_toolchain`); bitedge.builder.doctor says what is
 usable here and what to install for the rest.
 
 Toolchain knowledge lives here, in code, not in toolchains/*.toml: what a toolchain is is behaviour (how to
@@ -281,7 +281,7 @@ class UserCC(Toolchain):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# detection, selection (doctor: bitedge/build/doctor.py)
+# detection, selection (doctor: bitedge/builder/doctor.py)
 
 
 def _apt_arch_pkg(base: str, arch: str) -> str:
