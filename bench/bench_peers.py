@@ -36,8 +36,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import peers_build  # noqa: E402
 import peers_report  # noqa: E402
 import peers_weights  # noqa: E402
-from bench_runtime import cpu_name, model_files, stream_read_gbs  # noqa: E402
-from bitedge.output import last_json  # noqa: E402
+from bench_runtime import cpu_name, model_files, run_json, stream_read_gbs  # noqa: E402
 
 ENGINES = ["bitedge i2_s", "llama.cpp TQ2_0", "bitnet.cpp I2_S", "ik_llama.cpp IQ2_BN", "ik_llama.cpp IQ2_BN_R4"]
 
@@ -51,19 +50,6 @@ def parse_presets(text: str, threads: str) -> list[tuple[str, list[int]]]:
         except ValueError:
             raise SystemExit(f"--presets {item!r}: thread counts must be integers (e.g. 2.4B:1/2)") from None
     return out
-
-
-def run_json(cmd: list[str], timeout: float = 3600) -> object:
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise SystemExit(f"{Path(cmd[0]).name} took more than {timeout:.0f} s: {' '.join(cmd)}") from None
-    if r.returncode != 0:
-        raise SystemExit(f"{Path(cmd[0]).name} failed ({r.returncode}): {r.stderr[-1500:]}")
-    data = last_json(r.stdout)
-    if data is None:
-        raise SystemExit(f"{Path(cmd[0]).name} printed no JSON: {r.stdout[-500:]} {r.stderr[-500:]}")
-    return data
 
 
 def bench_cmd(engine: str, exe: Path, model: Path, a, threads: list[int]) -> list[str]:
@@ -184,7 +170,7 @@ def main() -> None:
             print(f"{preset} round {rnd + 1}/{a.rounds}: {', '.join(order)} ({time.time() - t0:.0f} s; "
                   f"load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
             for engine in order:
-                data = run_json(bench_cmd(engine, exes[engine], paths[engine], a, threads))
+                data = run_json(bench_cmd(engine, exes[engine], paths[engine], a, threads), timeout=3600)
                 for r in data["results"] if isinstance(data, dict) else data:
                     if r.get("kernels"):
                         kernels[engine] = r["kernels"]

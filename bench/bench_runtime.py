@@ -72,12 +72,17 @@ def model_files(preset: str, out: Path, embed_type: str, packings=("i2_s", "tq2_
 
 
 def run_json(cmd: list[str], timeout: float = 7200, env: dict | None = None) -> object:
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    """The last JSON value cmd prints; a failure, a timeout or no JSON is one line (SystemExit)."""
+    name = Path(cmd[0]).name
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"{name} took more than {timeout:.0f} s: {' '.join(cmd)}") from None
     if r.returncode != 0:
-        raise SystemExit(f"{cmd[0]} failed ({r.returncode}): {r.stderr[-2000:]}")
+        raise SystemExit(f"{name} failed ({r.returncode}): {r.stderr[-2000:]}")
     data = last_json(r.stdout)
     if data is None:
-        raise SystemExit(f"{cmd[0]} printed no JSON: {r.stdout[-500:]}")
+        raise SystemExit(f"{name} printed no JSON: {r.stdout[-500:]} {r.stderr[-500:]}")
     return data
 
 
