@@ -18,8 +18,9 @@ greedy, the same token-id prompts for both engines):
     not depend on what else runs on a shared machine);
   - the server's peak RSS (VmHWM) after both. Memory per slot is (VmHWM with the most slots - VmHWM with 1 slot) /
     (slots - 1), per round: measured, so it counts only the memory the server touched (a KV cache allocated but not
-    yet written is not in it); the KV cache each engine allocates per slot is printed next to it (bitedge: f32 keys
-    and values; llama-server: its log's `llama_kv_cache` size / slots).
+    yet written is not in it); the KV cache each engine allocates per slot is printed next to it: 2 × layers × ctx ×
+    kv_dim values, f32 in bitedge, f16 in llama-server (its default cache type; its log's `llama_kv_cache` size /
+    slots instead when the log shows it).
 Every request must generate exactly N (or 1) tokens, or the run stops: the engines then did the same work.
 Rounds interleave the engines (order reversed every other round); the table gives mean ± sd over rounds, and each
 engine's ratio to the baseline (llama-server when it runs, else turns) computed per round. Writes JSON.
@@ -346,7 +347,9 @@ def main() -> None:
     config = preset_config(args.preset)
     vocab = min(config.vocab_size, 30000)  # prompt token ids below it
     kv_dim = config.num_kv_heads * config.head_dim
-    kv_mib = {e: 2 * config.num_layers * args.ctx * kv_dim * 4 / 2**20 for e in engines if e != "llama-server"}
+    # bytes per cached value: bitedge keeps f32, llama-server f16 (its default --cache-type-k/v); its log's size
+    # replaces the estimate when the log shows it
+    kv_mib = {e: 2 * config.num_layers * args.ctx * kv_dim * (2 if e == "llama-server" else 4) / 2**20 for e in engines}
     started = datetime.datetime.now(datetime.timezone.utc)
     load0 = os.getloadavg()
     rows = []

@@ -59,13 +59,13 @@ data: [DONE]
 
 """
 
-# llama-server's shape for /v1/completions streams: one event per token, `usage` (and `timings`) in the last choice
-# event, no empty-choices event.
-LLAMA_SERVER_STREAM = b"""data: {"choices":[{"text":" a","index":0,"logprobs":null,"finish_reason":null}],"created":1,"model":"m","system_fingerprint":"b1","object":"text_completion","id":"chatcmpl-x"}
+# A real llama-server stream (llama-cpp-python 0.3.36 sdist, the 700M TQ2_0 file, 2 greedy tokens): one event per
+# token, `usage` (and `timings`) in the last choice event, no empty-choices event.
+LLAMA_SERVER_STREAM = b"""data: {"choices":[{"text":"","index":0,"logprobs":null,"finish_reason":null}],"created":1796670127,"model":"build/bench/models/700M-tq2_0-q8_0.gguf","system_fingerprint":"b1-0c1e570","object":"text_completion","id":"chatcmpl-d4HwkMhNhjE7GZzqLorKpGskQiFW9Ia1"}
 
-data: {"choices":[{"text":"b","index":0,"logprobs":null,"finish_reason":null}],"created":1,"model":"m","system_fingerprint":"b1","object":"text_completion","id":"chatcmpl-x"}
+data: {"choices":[{"text":"","index":0,"logprobs":null,"finish_reason":null}],"created":1796670127,"model":"build/bench/models/700M-tq2_0-q8_0.gguf","system_fingerprint":"b1-0c1e570","object":"text_completion","id":"chatcmpl-d4HwkMhNhjE7GZzqLorKpGskQiFW9Ia1"}
 
-data: {"choices":[{"text":"","index":0,"logprobs":null,"finish_reason":"length"}],"created":1,"model":"m","system_fingerprint":"b1","object":"text_completion","usage":{"completion_tokens":2,"prompt_tokens":8,"total_tokens":10},"id":"chatcmpl-x","timings":{"predicted_n":2}}
+data: {"choices":[{"text":"","index":0,"logprobs":null,"finish_reason":"length"}],"created":1796670127,"model":"build/bench/models/700M-tq2_0-q8_0.gguf","system_fingerprint":"b1-0c1e570","object":"text_completion","usage":{"completion_tokens":2,"prompt_tokens":3,"total_tokens":5,"prompt_tokens_details":{"cached_tokens":0}},"id":"chatcmpl-d4HwkMhNhjE7GZzqLorKpGskQiFW9Ia1","timings":{"cache_n":0,"prompt_n":3,"prompt_ms":52.379,"prompt_per_token_ms":17.459666666666667,"prompt_per_second":57.27486206304053,"predicted_n":2,"predicted_ms":22.506,"predicted_per_token_ms":22.506,"predicted_per_second":44.43259575224385}}
 
 data: [DONE]
 
@@ -84,7 +84,7 @@ def test_bench_serve_reads_both_servers_streams():
     mine = bs.stream_summary(bs.sse_events(BITEDGE_STREAM.splitlines(keepends=True)))
     assert mine == {"text": "\ufffdP", "tokens": 3, "prompt_tokens": 3, "finish_reason": "length"}
     theirs = bs.stream_summary(bs.sse_events(LLAMA_SERVER_STREAM.splitlines(keepends=True)))
-    assert theirs == {"text": " ab", "tokens": 2, "prompt_tokens": 8, "finish_reason": "length"}
+    assert theirs == {"text": "", "tokens": 2, "prompt_tokens": 3, "finish_reason": "length"}
     # events after [DONE] are not read; a stream without usage or with an error event is refused
     assert bs.stream_summary(bs.sse_events(BITEDGE_STREAM.splitlines() + [b'data: {"usage": 5}']))["tokens"] == 3
     with pytest.raises(RuntimeError, match="no usage"):
