@@ -38,9 +38,10 @@ class RemoteServer:
         return asdict(self)
 
 
-def server_args(model: str, *, listen: str, port: int, threads: int, slots: int, ctx: int | None) -> list[str]:
+def server_args(model: str, *, listen: str, port: int, threads: int, slots: int, ctx: int | None,
+                decode_batch: int | None = None) -> list[str]:
     args = ["serve", "-m", model, "--host", listen, "--port", str(port), "-t", str(threads), "--slots", str(slots)]
-    return args + (["-c", str(ctx)] if ctx else [])
+    return args + (["-c", str(ctx)] if ctx else []) + (["--decode-batch", str(decode_batch)] if decode_batch else [])
 
 
 def run_local(command: list[str], api_key: str | None) -> int:

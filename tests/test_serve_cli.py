@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -75,12 +76,14 @@ class Cli:
 
 
 def test_serve_here_in_the_foreground(lab, tmp_path):
-    cli = Cli(["serve", lab.model, "--port", "0", "--slots", "2"], cwd=tmp_path)
+    cli = Cli(["serve", lab.model, "--port", "0", "--slots", "2", "--decode-batch", "1"], cwd=tmp_path)
     try:
         port = int(cli.wait_for(r"listening on http://127\.0\.0\.1:(\d+)").group(1))
         c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
         got = c.completions.create(model="x", prompt="In the beginning", max_tokens=4, temperature=0)
         assert got.usage.completion_tokens >= 1
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as r:
+            assert json.load(r)["decode_batch"] == 1  # --decode-batch reached the server
     finally:
         assert cli.interrupt() in (130, 0, -signal.SIGINT), "".join(cli.lines)[-2000:]
 

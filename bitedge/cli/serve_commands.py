@@ -23,14 +23,16 @@ from bitedge.errors import BitedgeError
 @click.option("-t", "--threads", type=click.IntRange(1, 1024), default=1, show_default=True)
 @click.option("--slots", type=click.IntRange(1, 256), default=4, show_default=True, help="Requests served at once.")
 @click.option("-c", "--ctx", type=click.IntRange(2), help="Context per slot (default: the model's).")
+@click.option("--decode-batch", type=click.IntRange(1, 256),
+              help="Most slots' decode steps run as one batch (default: --slots; 1: the slots take turns).")
 @click.option("--api-key", envvar="BITEDGE_API_KEY", help="Require Authorization: Bearer KEY (or $BITEDGE_API_KEY).")
 @target_options("Target profile (here: emulated profiles run under their runner; with --host: default the "
                 "inventory's, else bitedge probe's suggestion).")
 @click.option("--start-timeout", type=float, default=300.0, show_default=True, help="Seconds to wait for /health.")
 @ssh_options
 @output_options(has_progress=True)
-def serve(model, host, port, listen, forward_port, stop, threads, slots, ctx, api_key, target, targets_dirs,
-          start_timeout, ssh, out):
+def serve(model, host, port, listen, forward_port, stop, threads, slots, ctx, decode_batch, api_key, target,
+          targets_dirs, start_timeout, ssh, out):
     """Serve MODEL over an OpenAI-compatible HTTP API (docs/serve.md): here in the foreground, or on a board."""
     from bitedge import api
     from bitedge import serve as srv
@@ -49,7 +51,7 @@ def serve(model, host, port, listen, forward_port, stop, threads, slots, ctx, ap
     if not model:
         raise BitedgeError("which model? give MODEL (a .gguf file)")
     m = api.Model.read(model)
-    args = dict(listen=listen, port=port, threads=threads, slots=slots, ctx=ctx)
+    args = dict(listen=listen, port=port, threads=threads, slots=slots, ctx=ctx, decode_batch=decode_batch)
     if not host:
         t = api.resolve_target(target, targets_dirs)
         built = api.build(t, m, say=out.say)
