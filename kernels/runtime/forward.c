@@ -294,15 +294,18 @@ static void output_logits(be_runtime *rt, int row0, int n_rows, float *logits) {
 /* ----------------------------------------------------------------------------------------------------------
  * the forward pass */
 
-/* Every layer for the nb tokens in s->x (embedded), each at its place. pos0: one sequence's first position (the
- * activation dump says where its records are), or -1 for several sequences (no dump). */
-static void forward_layers(be_runtime *rt, int nb, const token_places *places, int pos0) {
+/* Every layer for the nb tokens, each at its place: embeds tokens[b] into s->x, then runs the layers. */
+static void forward_layers(be_runtime *rt, const int32_t *tokens, int nb, const token_places *places) {
     const be_model *m = rt->model;
     const be_config *c = &m->config;
     be_state *s = rt->state;
     int hidden = c->hidden, ffn = c->ffn, hd = c->head_dim, half = hd / 2;
     int q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
     float eps = c->rms_eps;
+    /* where the activation dump files these tokens: one sequence's first position, or -1 (several: not dumped) */
+    int pos0 = places->positions ? -1 : places->pos0;
+    for (int b = 0; b < nb; b++)
+        be_dequantize_row(m->token_embd, c->embed_type, tokens[b], hidden, s->x + (size_t)b * hidden);
     for (int l = 0; l < c->n_layers; l++) {
         const be_layer *L = &m->layers[l];
 
@@ -361,7 +364,6 @@ static void forward_layers(be_runtime *rt, int nb, const token_places *places, i
 }
 
 void be_forward(be_runtime *rt, const int32_t *tokens, int nb, int pos0, int all_logits) {
-    const be_config *c = &rt->model->config;
     be_state *s = rt->state;
     if (nb < 1 || nb > s->max_batch || pos0 < 0 || pos0 + nb > s->ctx || !s->key_cache) {
         /* a caller bug, not bad input: main.c checks the context before it runs anything */
@@ -369,10 +371,8 @@ void be_forward(be_runtime *rt, const int32_t *tokens, int nb, int pos0, int all
                 s->max_batch, s->ctx, s->key_cache ? "" : ", no KV cache");
         abort();
     }
-    for (int b = 0; b < nb; b++)
-        be_dequantize_row(rt->model->token_embd, c->embed_type, tokens[b], c->hidden, s->x + (size_t)b * c->hidden);
     token_places places = {s, pos0, NULL, NULL};
-    forward_layers(rt, nb, &places, pos0);
+    forward_layers(rt, tokens, nb, &places);
     /* logits of every token, or only the last one into logits[0] */
     int first = all_logits ? 0 : nb - 1;
     output_logits(rt, first, nb - first, s->logits);
@@ -392,10 +392,8 @@ void be_forward_seqs(be_runtime *rt, int n_seqs, const int32_t *tokens, const in
                 n_seqs, s->max_batch, s->ctx);
         abort();
     }
-    for (int b = 0; b < n_seqs; b++)
-        be_dequantize_row(rt->model->token_embd, c->embed_type, tokens[b], c->hidden, s->x + (size_t)b * c->hidden);
     token_places places = {NULL, 0, positions, seqs};
-    forward_layers(rt, n_seqs, &places, -1);
+    forward_layers(rt, tokens, n_seqs, &places);
     output_logits(rt, 0, n_seqs, s->logits);
     /* each sequence's logits where be_forward leaves them (s may be one of seqs: row 0 is copied first) */
     for (int b = 0; b < n_seqs; b++)
