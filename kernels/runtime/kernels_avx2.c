@@ -16,15 +16,16 @@
 #define BE_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define BE_AVX2_INLINE static inline __attribute__((target("avx2,fma,f16c"), always_inline))
 
-/* Saturation bound: one _mm256_maddubs_epi16 lane is c_a*q_a + c_b*q_b with c in 0..2 and q in -128..127,
- * so it lies in [-512, 508]; a 128-column block adds four of them ([-2048, 2032]). Summing I2S_CHUNK = 8
- * blocks in int16 stays within [-16384, 16256], far from +-32767, before widening to int32 with madd. */
-#define I2S_CHUNK 8
-/* tokens sharing one unpacked weight block in the gemm, and tokens per activation-sum batch */
-#ifndef GEMM_TOKENS
-#define GEMM_TOKENS 4
+/* tokens sharing one unpacked weight block in the gemm (4: the accumulators of 4 tokens and the 4 code vectors of a
+ * block fit the 16 ymm registers; 1 row x 4 tokens measured faster than 2 x 4, 2 x 3, 4 x 2 and 1 x 8 with gcc and
+ * clang: with the activations in L1 a second row saves nothing) */
+#define GEMM_TOKENS 4  /* i2s_gemm_avx2's switch has a case per token count up to it */
+/* Saturation bound: one _mm256_maddubs_epi16 lane is c_a*q_a + c_b*q_b with c in 0..2 and q in -128..127, so it
+ * lies in [-512, 508]; I2S_CHUNK = 16 blocks of 128 columns add 64 of them, [-32768, 32512], inside int16, before
+ * they are widened to int32 with madd (and vpaddw wraps, so a partial sum past the range still ends exact) */
+#ifndef I2S_CHUNK
+#define I2S_CHUNK 16
 #endif
-#define GEMM_QSUM_BATCH 64
 /* GCC keeps the gemm's per-token accumulators in registers only when the token loops are unrolled; clang does
  * it unasked and the pragma makes its code slower (measured with bench_kernels: gcc 189 -> 210, clang 253 ->
  * 155 GOPS) */
@@ -90,8 +91,15 @@ BE_AVX2_INLINE __m256i block_dot16(const __m256i c[4], const int8_t *qb, __m256i
     return _mm256_add_epi16(acc16, _mm256_add_epi16(_mm256_add_epi16(p0, p1), _mm256_add_epi16(p2, p3)));
 }
 
-/* one row times T tokens: each weight block is unpacked once and used for all T tokens */
-BE_AVX2_INLINE void row_tokens_dot(const uint8_t *row, const int8_t *q, int kp, int T, int32_t *out) {
+/* the four int32 sums of a[0..3], in one vector (lane i = sum of a[i]) */
+BE_AVX2_INLINE __m128i hsum4_i32(__m256i a0, __m256i a1, __m256i a2, __m256i a3) {
+    const __m256i s = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
+    return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+}
+
+/* one row times T tokens (T a constant after inlining, 1..GEMM_TOKENS), each 32-byte weight block unpacked once for
+ * the T tokens; out[t] = sum_k c * q_t (the codes, not yet minus the activation sums) */
+BE_AVX2_INLINE void row_tokens_codes_dot(const uint8_t *row, const int8_t *q, int kp, const int T, int32_t *out) {
     const __m256i ones16 = _mm256_set1_epi16(1);
     __m256i acc32[GEMM_TOKENS];
     BE_UNROLL
@@ -111,8 +119,12 @@ BE_AVX2_INLINE void row_tokens_dot(const uint8_t *row, const int8_t *q, int kp, 
         BE_UNROLL
         for (int t = 0; t < T; t++) acc32[t] = _mm256_add_epi32(acc32[t], _mm256_madd_epi16(acc16[t], ones16));
     }
-    BE_UNROLL
-    for (int t = 0; t < T; t++) out[t] = hsum_i32(acc32[t]);
+    if (T == 4) {
+        _mm_storeu_si128((__m128i *)out, hsum4_i32(acc32[0], acc32[1], acc32[2], acc32[3]));
+    } else {
+        BE_UNROLL
+        for (int t = 0; t < T; t++) out[t] = hsum_i32(acc32[t]);
+    }
 }
 
 /* gemv: one row at a time. Interleaving 2-8 rows (sharing the activation loads) measured slower here, warm and
@@ -123,36 +135,43 @@ static BE_AVX2 void i2s_gemv_avx2(const uint8_t *w, const int8_t *q, int32_t *ac
     for (int n = n0; n < n1; n++) {
         int32_t s[1];
         prefetch_row_ahead(w + (size_t)n * row_bytes, row_bytes);
-        row_tokens_dot(w + (size_t)n * row_bytes, q, kp, 1, s);
+        row_tokens_codes_dot(w + (size_t)n * row_bytes, q, kp, 1, s);
         acc[n] = s[0] - qsum;
     }
 }
 
+/* T tokens (q: T rows of kp) against rows [n0, n1): acc[i * ldacc + n] = dot - qsum[i] */
+BE_AVX2_INLINE void gemm_tokens(const uint8_t *w, size_t row_bytes, const int8_t *q, int32_t *acc, int ldacc,
+                                const int32_t *qsum, int n0, int n1, int kp, int prefetch, const int T) {
+    for (int n = n0; n < n1; n++) {
+        int32_t s[GEMM_TOKENS];
+        if (prefetch) prefetch_row_ahead(w + (size_t)n * row_bytes, row_bytes);
+        row_tokens_codes_dot(w + (size_t)n * row_bytes, q, kp, T, s);
+        for (int i = 0; i < T; i++) acc[(size_t)i * ldacc + n] = s[i] - qsum[i];
+    }
+}
+
+/* Loop order: a group of GEMM_TOKENS tokens (their activations, GEMM_TOKENS * kp bytes, stay in L1) meets every
+ * row of the range before the next group; the weights stream from L2/L3, 32 bytes per GEMM_TOKENS * 4 multiplies
+ * a row. (Rows outer and tokens inner re-read the activations from L2 for every row: one 32-byte L2 load per
+ * vpmaddubsw, which held the kernel at the speed of the gemv: 1.2-1.5x slower with clang, bench/bench_kernels.py.) */
 static BE_AVX2 void i2s_gemm_avx2(const uint8_t *w, const int8_t *q, int32_t *acc, int ldacc, int n0, int n1,
                                   int kp, int nb) {
     const size_t row_bytes = (size_t)kp / 4;
-    int32_t qsum[GEMM_QSUM_BATCH];
-    for (int t0 = 0; t0 < nb; t0 += GEMM_QSUM_BATCH) {
-        const int t1 = t0 + GEMM_QSUM_BATCH < nb ? t0 + GEMM_QSUM_BATCH : nb;
-        for (int t = t0; t < t1; t++) qsum[t - t0] = sum_q(q + (size_t)t * kp, kp);
-        for (int n = n0; n < n1; n++) {
-            const uint8_t *row = w + (size_t)n * row_bytes;
-            /* a decode batch of a few tokens streams the weights from DRAM like a gemv: prefetch as it does */
-            if (t1 - t0 <= 2 * GEMM_TOKENS) prefetch_row_ahead(row, row_bytes);
-            int t = t0;
-            for (; t + GEMM_TOKENS <= t1; t += GEMM_TOKENS) {
-                int32_t s[GEMM_TOKENS];
-                row_tokens_dot(row, q + (size_t)t * kp, kp, GEMM_TOKENS, s);
-                for (int i = 0; i < GEMM_TOKENS; i++) acc[(size_t)(t + i) * ldacc + n] = s[i] - qsum[t + i - t0];
-            }
-            /* the 1..3 tokens left in one pass too (a constant T each, so the accumulators stay in registers):
-             * a decode batch of 2 or 3 unpacks each weight block once, not per token */
-            int32_t s[GEMM_TOKENS];
-            const int rest = t1 - t;
-            if (rest == 3) row_tokens_dot(row, q + (size_t)t * kp, kp, 3, s);
-            else if (rest == 2) row_tokens_dot(row, q + (size_t)t * kp, kp, 2, s);
-            else if (rest == 1) row_tokens_dot(row, q + (size_t)t * kp, kp, 1, s);
-            for (int i = 0; i < rest; i++) acc[(size_t)(t + i) * ldacc + n] = s[i] - qsum[t + i - t0];
+    /* a decode batch of a few tokens streams the weights from DRAM like a gemv: prefetch as it does */
+    const int prefetch = nb <= 2 * GEMM_TOKENS;
+    int32_t qsum[GEMM_TOKENS];
+    for (int t = 0; t < nb; t += GEMM_TOKENS) {
+        const int T = nb - t < GEMM_TOKENS ? nb - t : GEMM_TOKENS;
+        const int8_t *qt = q + (size_t)t * kp;
+        int32_t *acc_t = acc + (size_t)t * ldacc;
+        for (int i = 0; i < T; i++) qsum[i] = sum_q(qt + (size_t)i * kp, kp);
+        /* a constant T in each call, so that the accumulators stay in registers */
+        switch (T) {
+        case 4: gemm_tokens(w, row_bytes, qt, acc_t, ldacc, qsum, n0, n1, kp, prefetch, 4); break;
+        case 3: gemm_tokens(w, row_bytes, qt, acc_t, ldacc, qsum, n0, n1, kp, prefetch, 3); break;
+        case 2: gemm_tokens(w, row_bytes, qt, acc_t, ldacc, qsum, n0, n1, kp, prefetch, 2); break;
+        default: gemm_tokens(w, row_bytes, qt, acc_t, ldacc, qsum, n0, n1, kp, prefetch, 1); break;
         }
     }
 }
