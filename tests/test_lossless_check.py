@@ -128,19 +128,20 @@ def test_a_missing_record_is_named(model):
 # name -> (file, the exact source text, its broken replacement, forced kernel table, what the check must say)
 BUGS = {
     "rope-off-by-one-from-the-second-chunk": (
-        "forward.c",
+        "forward_attention.c",
         "(size_t)pos * half, *sin_row = s->rope_sin + (size_t)pos * half;",
-        "(size_t)(pos + (pos0 > 0)) * half, *sin_row = s->rope_sin + (size_t)(pos + (pos0 > 0)) * half;",
+        "(size_t)(pos + (t->places->pos0 > 0)) * half, *sin_row = s->rope_sin + (size_t)(pos + (t->places->pos0 > 0)) * half;",
         None, "layer 0 attn_output input \\(attn_out\\), position 32[: ]"),
     "attn-sub-norm-skipped-in-layer-1": (
-        "forward.c", "if (L->attn_sub_norm)\n", "if (L->attn_sub_norm && l != 1)\n",
+        "forward.c", "(matmul_input){s->xb, L->attn_sub_norm, s->xb, q_dim}",
+        "(matmul_input){s->xb, l == 1 ? NULL : L->attn_sub_norm, s->xb, q_dim}",
         None, "layer 1 attn_output input \\(attn_out\\), position 0[: ]"),
     "kv-head-of-the-wrong-query-group": (
-        "forward.c", "size_t kv_off = (size_t)(h / group) * hd;", "size_t kv_off = (size_t)((h / group + h) % c->n_kv_heads) * hd;",
+        "forward_attention.c", "size_t kv_off = (size_t)(h / group) * hd;", "size_t kv_off = (size_t)((h / group + h) % c->n_kv_heads) * hd;",
         None, "layer 0 attn_output input \\(attn_out\\), position 0[: ]"),
     "o-proj-scale-off-by-1%-in-layer-0": (
-        "forward.c", "{L->attn_output, L->attn_output_scale, hidden, s->xb2}",
-        "{L->attn_output, L->attn_output_scale * (l == 0 ? 1.01f : 1.0f), hidden, s->xb2}",
+        "forward.c", "{L->attn_output, L->attn_output_scale, hidden, s->x, 1}",
+        "{L->attn_output, L->attn_output_scale * (l == 0 ? 1.01f : 1.0f), hidden, s->x, 1}",
         None, "layer 0 ffn_gate/ffn_up input \\(ffn_in\\), position 0[: ]"),
     "i2s-unpack-two-bits-swapped": (
         "kernels.c", "acc += (((b >> 2) & 3) - 1) * qb[j + 64];",

@@ -3,7 +3,7 @@
 - be_forward_seqs in C (kernels/tests/forward_seqs_main.c, built from the runtime's sources): for 1..8 sequences at
   different positions, in batches of changing membership, every sequence's logits and KV cache are bit-identical
   (memcmp) to running it alone; I2_S, TL1 and TL2, the best kernel table and the scalar one, 1 and 2 threads; also
-  under ASan + UBSan, and a deliberately broken forward.c must fail the check.
+  under ASan + UBSan, and a deliberately broken runtime (forward_impl.h) must fail the check.
 - bitedge-run serve with --decode-batch: concurrent openai clients, started staggered so their slots sit at
   different positions, each get exactly their greedy answer alone (= `bitedge-run generate`), while /health shows
   that batches of more than one sequence ran; --decode-batch 1 runs none; the ThreadSanitizer build stays quiet.
@@ -92,15 +92,15 @@ def test_batched_steps_under_address_sanitizer(tmp_path, seq_models):
 
 
 def test_driver_catches_a_difference(tmp_path, seq_models):
-    # the check can fail: a forward.c whose batched steps all read and extend the first sequence's cache
+    # the check can fail: a runtime whose batched steps all read and extend the first sequence's cache
     patched = tmp_path / "runtime"
     patched.mkdir()
     for p in RUNTIME.glob("*.[ch]"):
         (patched / p.name).write_text(p.read_text())
-    src = (patched / "forward.c").read_text()
+    src = (patched / "forward_impl.h").read_text()
     wrong = src.replace("p->positions ? p->seqs[b] : p->state", "p->positions ? p->seqs[b & 0] : p->state")
     assert wrong != src
-    (patched / "forward.c").write_text(wrong)
+    (patched / "forward_impl.h").write_text(wrong)
     sources = [p for p in runtime_c_sources(tmp_path / "kernels", runtime_dir=patched) if not is_command_line(p)]
     exe = compile_c([*sources, DRIVER], tmp_path / "broken", flags=("-ffp-contract=off", "-pthread"), opt="-O1",
                     include_dirs=(patched, tmp_path / "kernels"))

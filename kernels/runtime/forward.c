@@ -15,6 +15,7 @@
  * Determinism: each float reduction (a norm, one attention head of one token, one output row) is computed by a
  * single thread in a fixed order, so -t 1 and -t N give bit-identical logits. */
 #include "forward.h"
+#include "forward_impl.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -26,23 +27,6 @@
 #ifdef __clang__
 #pragma STDC FP_CONTRACT OFF
 #endif
-
-/* where token b of a batch sits: its position and the KV cache it reads and extends */
-typedef struct {
-    be_state *state;           /* one sequence: token b at pos0 + b in state's cache */
-    int pos0;
-    const int *positions;      /* several sequences (NULL: one): token b at positions[b] ... */
-    be_state *const *seqs;     /* ... in seqs[b]'s cache */
-} token_places;
-
-static int place_pos(const token_places *p, int b) { return p->positions ? p->positions[b] : p->pos0 + b; }
-
-/* layer l of token b's key (value = 0) or value (value = 1) cache: [ctx][kv_dim] */
-static float *place_cache(const token_places *p, int b, int l, int kv_dim, int value) {
-    const be_state *owner = p->positions ? p->seqs[b] : p->state;
-    float *cache = value ? owner->value_cache : owner->key_cache;
-    return cache + (size_t)l * owner->ctx * kv_dim;
-}
 
 /* ----------------------------------------------------------------------------------------------------------
  * small float blocks (single thread, fixed order) */
@@ -57,16 +41,6 @@ static void rmsnorm(float *out, const float *x, const float *w, int n, float eps
     for (int i = 0; i < n; i++) out[i] = (x[i] * inv) * w[i];
 }
 
-/* NeoX half-split rotation of one head: dims i and i + d/2 form a pair */
-static void rope_head(float *v, const float *cos_row, const float *sin_row, int d) {
-    int half = d / 2;
-    for (int i = 0; i < half; i++) {
-        float x0 = v[i], x1 = v[i + half];
-        v[i] = x0 * cos_row[i] - x1 * sin_row[i];
-        v[i + half] = x1 * cos_row[i] + x0 * sin_row[i];
-    }
-}
-
 /* ----------------------------------------------------------------------------------------------------------
  * ternary matmuls over the thread pool: up to three matrices sharing one quantized input (q/k/v, gate/up) */
 
@@ -75,18 +49,38 @@ typedef struct {
     float scale;       /* s of W_eff = T * s */
     int n;             /* rows */
     float *out;        /* [nb][n] */
+    int add;           /* 0: out = T·xq * (s / a);  1: out += it (the residual stream, one rounding as before) */
 } ternary_job;
+
+/* the rows a ternary matmul reads, normed (when norm is set) and quantized one token at a time */
+typedef struct {
+    const float *x;     /* [nb][k] */
+    const float *norm;  /* [k] rmsnorm weights applied first, or NULL */
+    float *xn;          /* [nb][k] where the normed rows go (may be x: in place); x itself when norm is NULL */
+    int k;
+} matmul_input;
 
 typedef struct {
     const be_ternary_ops *ops;
+    matmul_input in;
+    float eps;               /* of the rmsnorm */
     void *act;               /* what the kernels read: the TL tables [nb][act_stride], or xq itself (act_stride kp) */
     size_t act_stride;
-    const int8_t *xq;        /* [nb][kp] */
-    const float *act_scale;  /* [nb] */
+    int8_t *xq;              /* [nb][kp] */
+    float *act_scale;        /* [nb] */
     int32_t *acc;            /* per job: [nb][job.n], jobs back to back */
     int nb, kp, n_jobs;
+    int glu;                 /* 0, or BE_ACT_SILU / BE_ACT_RELU2 + 1: jobs 0 and 1 are gate and up, h = act(g) * u in
+                              * job 0's out, row by row by the thread that made them */
     ternary_job jobs[3];
 } ternary_task;
+
+/* h = act(g) * u, the gated feed-forward activation (silu = g * sigmoid(g); squared ReLU) */
+static float glu(int act, float g, float u) {
+    if (act == BE_ACT_SILU) return (g * (1.0f / (1.0f + expf(-g)))) * u;
+    float r = g > 0.0f ? g : 0.0f;
+    return (r * r) * u;
+}
 
 static void ternary_worker(void *ctx, int ith, int nth) {
     ternary_task *t = ctx;
@@ -104,26 +98,44 @@ static void ternary_worker(void *ctx, int ith, int nth) {
                 float sa = job->scale / t->act_scale[b];  /* (s / a) once, in fp32 */
                 const int32_t *ab = acc + (size_t)b * job->n;
                 float *ob = job->out + (size_t)b * job->n;
-                for (int r = n0; r < n1; r++) ob[r] = (float)ab[r] * sa;
+                if (job->add)
+                    for (int r = n0; r < n1; r++) ob[r] += (float)ab[r] * sa;
+                else
+                    for (int r = n0; r < n1; r++) ob[r] = (float)ab[r] * sa;
             }
         }
         acc += (size_t)t->nb * job->n;
     }
+    if (t->glu) {  /* gate and up have the same rows, so this thread's range of one is its range of the other */
+        int n = t->jobs[0].n, n0, n1;
+        be_split_range(n, ith, nth, t->ops->row_block, &n0, &n1);
+        for (int b = 0; b < t->nb; b++) {
+            float *g = t->jobs[0].out + (size_t)b * n;
+            const float *u = t->jobs[1].out + (size_t)b * n;
+            for (int r = n0; r < n1; r++) g[r] = glu(t->glu - 1, g[r], u[r]);
+        }
+    }
 }
 
-/* Quantize nb rows of x ([nb][k], row stride k) into s->xq with row stride kp (zero-padded beyond k). */
-static void quantize_rows(be_state *s, const float *x, int k, int kp, int nb) {
-    for (int b = 0; b < nb; b++)
-        s->act_scale[b] = be_quantize_row_i8(x + (size_t)b * k, s->xq + (size_t)b * kp, k, kp);
+/* Token b's input to the matmuls: normed (when the input says so), quantized, and for TL its look-up tables */
+static void prepare_token(ternary_task *t, int b) {
+    const matmul_input *in = &t->in;
+    const float *x = in->x + (size_t)b * in->k;
+    if (in->norm) {
+        rmsnorm(in->xn + (size_t)b * in->k, x, in->norm, in->k, t->eps);
+        x = in->xn + (size_t)b * in->k;
+    }
+    int8_t *xq = t->xq + (size_t)b * t->kp;
+    t->act_scale[b] = be_quantize_row_i8(x, xq, in->k, t->kp);
+    if (t->ops->prepare) t->ops->prepare(xq, t->kp, (uint8_t *)t->act + (size_t)b * t->act_stride);
 }
 
-/* TL: each token's look-up tables from its quantized row, tokens split over the pool */
+/* the tokens split over the pool */
 static void prepare_worker(void *ctx, int ith, int nth) {
     ternary_task *t = ctx;
     int b0, b1;
     be_split_range(t->nb, ith, nth, 1, &b0, &b1);
-    for (int b = b0; b < b1; b++)
-        t->ops->prepare(t->xq + (size_t)b * t->kp, t->kp, (uint8_t *)t->act + (size_t)b * t->act_stride);
+    for (int b = b0; b < b1; b++) prepare_token(t, b);
 }
 
 /* where a quantization happens, for the activation dump */
@@ -148,102 +160,32 @@ static void dump_activations(FILE *f, act_site where, const float *x, const int8
     for (int b = 0; b < nb; b++) fwrite(xq + (size_t)b * kp, 1, (size_t)k, f);
 }
 
-static void ternary_matmuls(be_runtime *rt, const float *x, int k, int nb, const ternary_job *jobs, int n_jobs,
+/* The jobs' products with the input rows (normed and quantized first), in two pool runs: the tokens' inputs, then
+ * the matrices' rows with their epilogues (store, residual add, gated activation). One token is prepared inline
+ * (no wake-up of the pool for 2560 floats). */
+static void ternary_matmuls(be_runtime *rt, matmul_input in, int nb, const ternary_job *jobs, int n_jobs, int glu_act,
                             act_site where) {
     be_state *s = rt->state;
     ternary_task t;
     t.ops = s->ternary;
-    t.kp = t.ops->act_row_bytes(k);
+    if (!in.norm) in.xn = (float *)in.x;
+    t.in = in;
+    t.eps = rt->model->config.rms_eps;
+    t.kp = t.ops->act_row_bytes(in.k);
     t.act = t.ops->prepare ? (void *)s->tl_tables : (void *)s->xq;
     t.act_stride = t.ops->prepare ? s->tl_tables_stride : (size_t)t.kp;
-    quantize_rows(s, x, k, t.kp, nb);
-    if (rt->act_dump && where.pos0 >= 0) dump_activations(rt->act_dump, where, x, s->xq, s->act_scale, k, t.kp, nb);
     t.xq = s->xq;
     t.act_scale = s->act_scale;
     t.acc = s->acc;
     t.nb = nb;
     t.n_jobs = n_jobs;
+    t.glu = glu_act;
     for (int j = 0; j < n_jobs; j++) t.jobs[j] = jobs[j];
-    /* tables once per token for every job sharing x; one token's inline (no extra wake-up of the pool) */
-    if (t.ops->prepare && nb == 1) prepare_worker(&t, 0, 1);
-    else if (t.ops->prepare) be_pool_run(rt->pool, prepare_worker, &t);
+    if (nb == 1) prepare_token(&t, 0);
+    else be_pool_run(rt->pool, prepare_worker, &t);
+    if (rt->act_dump && where.pos0 >= 0)
+        dump_activations(rt->act_dump, where, in.xn, s->xq, s->act_scale, in.k, t.kp, nb);
     be_pool_run(rt->pool, ternary_worker, &t);
-}
-
-/* ----------------------------------------------------------------------------------------------------------
- * attention over the thread pool: one (token, head) pair per work item */
-
-typedef struct {
-    const be_config *c;
-    be_state *s;               /* q, xb, att */
-    const token_places *places;
-    int nb, layer;
-} attention_task;
-
-/* a . b over n floats in eight interleaved partial sums, added pairwise at the end: independent chains instead of
- * one add waiting on the last (the scores were a fifth of prompt processing), and a summation order fixed by the C
- * source, so every ISA, compiler and thread count gives the same bits. */
-static float dot_f32(const float *a, const float *b, int n) {
-    float acc[8] = {0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) acc[j] += a[i + j] * b[i + j];
-    float sum = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (; i < n; i++) sum += a[i] * b[i];
-    return sum;
-}
-
-/* out[j] = sum over p ascending of w[p] * rows[p * stride + j], j < width <= 32, in registers (the compiler cannot
- * keep out[] there: it may alias the rows); inlined with a constant width, the j loop becomes independent vectors
- * that hide the add latency. Every element is summed in the same order whatever the width. */
-static inline __attribute__((always_inline)) void weighted_column_sums(const float *w, const float *rows,
-                                                                       size_t stride, int n_rows, int width,
-                                                                       float *out) {
-    float acc[32] = {0};
-    for (int p = 0; p < n_rows; p++) {
-        const float *row = rows + (size_t)p * stride;
-        const float a = w[p];
-        for (int j = 0; j < width; j++) acc[j] += a * row[j];
-    }
-    memcpy(out, acc, (size_t)width * sizeof(float));
-}
-
-static void attention_worker(void *ctx, int ith, int nth) {
-    attention_task *t = ctx;
-    const be_config *c = t->c;
-    int hd = c->head_dim, q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
-    int group = c->n_heads / c->n_kv_heads;
-    float scale = (float)pow((double)hd, -0.5);  /* Python's d**-0.5 in double, then fp32 */
-    float *att = t->s->att + (size_t)ith * t->s->ctx;
-    int i0, i1;
-    be_split_range(t->nb * c->n_heads, ith, nth, 1, &i0, &i1);
-    for (int item = i0; item < i1; item++) {
-        int b = item / c->n_heads, h = item % c->n_heads;
-        int pos = place_pos(t->places, b);
-        const float *key_cache = place_cache(t->places, b, t->layer, kv_dim, 0);
-        const float *value_cache = place_cache(t->places, b, t->layer, kv_dim, 1);
-        const float *q = t->s->q + (size_t)b * q_dim + (size_t)h * hd;
-        size_t kv_off = (size_t)(h / group) * hd;  /* GQA: kv head j serves query heads j*group .. */
-        /* scores, causal: positions 0..pos */
-        float maxv = -INFINITY;
-        for (int p = 0; p <= pos; p++) {
-            att[p] = dot_f32(q, key_cache + (size_t)p * kv_dim + kv_off, hd) * scale;
-            if (att[p] > maxv) maxv = att[p];
-        }
-        float sum = 0.0f;
-        for (int p = 0; p <= pos; p++) {
-            att[p] = expf(att[p] - maxv);
-            sum += att[p];
-        }
-        for (int p = 0; p <= pos; p++) att[p] /= sum;
-        float *out = t->s->xb + (size_t)b * q_dim + (size_t)h * hd;
-        /* out[i] = sum over p ascending of att[p] * v_p[i]: 32 columns at a time, then 8, then 1 */
-        const float *v0 = value_cache + kv_off;
-        int i0 = 0;
-        for (; i0 + 32 <= hd; i0 += 32) weighted_column_sums(att, v0 + i0, kv_dim, pos + 1, 32, out + i0);
-        for (; i0 + 8 <= hd; i0 += 8) weighted_column_sums(att, v0 + i0, kv_dim, pos + 1, 8, out + i0);
-        for (; i0 < hd; i0++) weighted_column_sums(att, v0 + i0, kv_dim, pos + 1, 1, out + i0);
-    }
 }
 
 /* ----------------------------------------------------------------------------------------------------------
@@ -299,9 +241,8 @@ static void forward_layers(be_runtime *rt, const int32_t *tokens, int nb, const 
     const be_model *m = rt->model;
     const be_config *c = &m->config;
     be_state *s = rt->state;
-    int hidden = c->hidden, ffn = c->ffn, hd = c->head_dim, half = hd / 2;
+    int hidden = c->hidden, ffn = c->ffn, hd = c->head_dim;
     int q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
-    float eps = c->rms_eps;
     /* where the activation dump files these tokens: one sequence's first position, or -1 (several: not dumped) */
     int pos0 = places->positions ? -1 : places->pos0;
     for (int b = 0; b < nb; b++)
@@ -310,56 +251,29 @@ static void forward_layers(be_runtime *rt, const int32_t *tokens, int nb, const 
         const be_layer *L = &m->layers[l];
 
         /* attention block */
-        for (int b = 0; b < nb; b++)
-            rmsnorm(s->xb + (size_t)b * hidden, s->x + (size_t)b * hidden, L->attn_norm, hidden, eps);
         ternary_job qkv[3] = {
-            {L->attn_q, L->attn_q_scale, q_dim, s->q},
-            {L->attn_k, L->attn_k_scale, kv_dim, s->k},
-            {L->attn_v, L->attn_v_scale, kv_dim, s->v},
+            {L->attn_q, L->attn_q_scale, q_dim, s->q, 0},
+            {L->attn_k, L->attn_k_scale, kv_dim, s->k, 0},
+            {L->attn_v, L->attn_v_scale, kv_dim, s->v, 0},
         };
-        ternary_matmuls(rt, s->xb, hidden, nb, qkv, 3, (act_site){l, BE_ACT_ATTN_IN, pos0});
-        for (int b = 0; b < nb; b++) {
-            int pos = place_pos(places, b);
-            const float *cos_row = s->rope_cos + (size_t)pos * half, *sin_row = s->rope_sin + (size_t)pos * half;
-            for (int h = 0; h < c->n_heads; h++) rope_head(s->q + (size_t)b * q_dim + (size_t)h * hd, cos_row, sin_row, hd);
-            for (int h = 0; h < c->n_kv_heads; h++) rope_head(s->k + (size_t)b * kv_dim + (size_t)h * hd, cos_row, sin_row, hd);
-            memcpy(place_cache(places, b, l, kv_dim, 0) + (size_t)pos * kv_dim, s->k + (size_t)b * kv_dim,
-                   (size_t)kv_dim * sizeof(float));
-            memcpy(place_cache(places, b, l, kv_dim, 1) + (size_t)pos * kv_dim, s->v + (size_t)b * kv_dim,
-                   (size_t)kv_dim * sizeof(float));
-        }
-        attention_task at = {c, s, places, nb, l};
-        be_pool_run(rt->pool, attention_worker, &at);
-        if (L->attn_sub_norm)
-            for (int b = 0; b < nb; b++)
-                rmsnorm(s->xb + (size_t)b * q_dim, s->xb + (size_t)b * q_dim, L->attn_sub_norm, q_dim, eps);
-        ternary_job o[1] = {{L->attn_output, L->attn_output_scale, hidden, s->xb2}};
-        ternary_matmuls(rt, s->xb, q_dim, nb, o, 1, (act_site){l, BE_ACT_ATTN_OUT, pos0});
-        for (size_t i = 0; i < (size_t)nb * hidden; i++) s->x[i] += s->xb2[i];
+        ternary_matmuls(rt, (matmul_input){s->x, L->attn_norm, s->xb, hidden}, nb, qkv, 3, 0,
+                        (act_site){l, BE_ACT_ATTN_IN, pos0});
+        be_rope_and_cache(rt, places, nb, l);
+        be_attention(rt, places, nb, l);
+        ternary_job o[1] = {{L->attn_output, L->attn_output_scale, hidden, s->x, 1}};  /* x += o_proj(...) */
+        ternary_matmuls(rt, (matmul_input){s->xb, L->attn_sub_norm, s->xb, q_dim}, nb, o, 1, 0,
+                        (act_site){l, BE_ACT_ATTN_OUT, pos0});
 
-        /* feed-forward block */
-        for (int b = 0; b < nb; b++)
-            rmsnorm(s->xb + (size_t)b * hidden, s->x + (size_t)b * hidden, L->ffn_norm, hidden, eps);
+        /* feed-forward block: hb = act(gate) * up, then x += down(hb) */
         ternary_job gate_up[2] = {
-            {L->ffn_gate, L->ffn_gate_scale, ffn, s->hb},
-            {L->ffn_up, L->ffn_up_scale, ffn, s->hb2},
+            {L->ffn_gate, L->ffn_gate_scale, ffn, s->hb, 0},
+            {L->ffn_up, L->ffn_up_scale, ffn, s->hb2, 0},
         };
-        ternary_matmuls(rt, s->xb, hidden, nb, gate_up, 2, (act_site){l, BE_ACT_FFN_IN, pos0});
-        for (size_t i = 0; i < (size_t)nb * ffn; i++) {
-            float g = s->hb[i];
-            if (c->ffn_act == BE_ACT_SILU) {
-                s->hb[i] = (g * (1.0f / (1.0f + expf(-g)))) * s->hb2[i]  /* silu = g * sigmoid(g) */;
-            } else {
-                float r = g > 0.0f ? g : 0.0f;
-                s->hb[i] = (r * r) * s->hb2[i];
-            }
-        }
-        if (L->ffn_sub_norm)
-            for (int b = 0; b < nb; b++)
-                rmsnorm(s->hb + (size_t)b * ffn, s->hb + (size_t)b * ffn, L->ffn_sub_norm, ffn, eps);
-        ternary_job down[1] = {{L->ffn_down, L->ffn_down_scale, hidden, s->xb2}};
-        ternary_matmuls(rt, s->hb, ffn, nb, down, 1, (act_site){l, BE_ACT_FFN_OUT, pos0});
-        for (size_t i = 0; i < (size_t)nb * hidden; i++) s->x[i] += s->xb2[i];
+        ternary_matmuls(rt, (matmul_input){s->x, L->ffn_norm, s->xb, hidden}, nb, gate_up, 2, c->ffn_act + 1,
+                        (act_site){l, BE_ACT_FFN_IN, pos0});
+        ternary_job down[1] = {{L->ffn_down, L->ffn_down_scale, hidden, s->x, 1}};
+        ternary_matmuls(rt, (matmul_input){s->hb, L->ffn_sub_norm, s->hb, ffn}, nb, down, 1, 0,
+                        (act_site){l, BE_ACT_FFN_OUT, pos0});
     }
 }
 

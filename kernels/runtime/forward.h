@@ -22,7 +22,6 @@ typedef struct {
     /* activations of a batch of nb tokens */
     float *x;          /* [max_batch][hidden] residual stream */
     float *xb;         /* [max_batch][max(hidden, q_dim)] normed input / attention output */
-    float *xb2;        /* [max_batch][hidden] output of o_proj / down */
     float *hb;         /* [max_batch][ffn] gate, then the activated product */
     float *hb2;        /* [max_batch][ffn] up */
     float *q;          /* [max_batch][q_dim] */

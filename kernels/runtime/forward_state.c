@@ -44,7 +44,6 @@ static int build_state_impl(be_state *s, const be_model *m, int ctx, int max_bat
 
     s->x = calloc(B * c->hidden, sizeof(float));
     s->xb = calloc(B * max_int(c->hidden, q_dim), sizeof(float));
-    s->xb2 = calloc(B * c->hidden, sizeof(float));
     s->hb = calloc(B * c->ffn, sizeof(float));
     s->hb2 = calloc(B * c->ffn, sizeof(float));
     s->q = calloc(B * q_dim, sizeof(float));
@@ -65,7 +64,7 @@ static int build_state_impl(be_state *s, const be_model *m, int ctx, int max_bat
         s->key_cache = calloc(kv, sizeof(float));
         s->value_cache = calloc(kv, sizeof(float));
     }
-    if (!s->x || !s->xb || !s->xb2 || !s->hb || !s->hb2 || !s->q || !s->k || !s->v || !s->xq || !s->act_scale ||
+    if (!s->x || !s->xb || !s->hb || !s->hb2 || !s->q || !s->k || !s->v || !s->xq || !s->act_scale ||
         !s->acc || (tables && !s->tl_tables) || !s->att || !s->rope_cos || !s->rope_sin || !s->logits ||
         (with_cache && (!s->key_cache || !s->value_cache))) {
         snprintf(err, errlen, "out of memory for the run state (context %d: KV cache %.1f MiB)", ctx,
@@ -97,7 +96,7 @@ int build_batch_state(be_state *s, const be_model *m, int ctx, int max_batch, in
 }
 
 void free_state(be_state *s) {
-    free(s->x); free(s->xb); free(s->xb2); free(s->hb); free(s->hb2);
+    free(s->x); free(s->xb); free(s->hb); free(s->hb2);
     free(s->q); free(s->k); free(s->v); free(s->xq); free(s->act_scale); free(s->acc); free(s->att);
     free(s->tl_tables);
     free(s->rope_cos); free(s->rope_sin); free(s->logits); free(s->key_cache); free(s->value_cache);
