@@ -224,6 +224,22 @@ def test_avx512_vnni_table_gives_the_avx2_tokens(binary, dummy):
         assert result["tokens"] == best["tokens"], k
 
 
+def test_avx_vnni_table_gives_the_avx2_tokens(binary, dummy):
+    """Where the CPU has AVX-VNNI, the avx-vnni table is picked by default (unless avx512-vnni is there too) and,
+    forced, generates the avx2 and scalar tables' tokens. No CPU this project has run on has AVX-VNNI (Zen 3, Zen 4):
+    docs/kernels.md "AVX-VNNI" says what stands in for this test there."""
+    if not host_has_avx_vnni():
+        pytest.skip("needs a CPU with AVX-VNNI (Alder Lake or later client cores, Zen 5); this one lacks it")
+    path, _ = dummy
+    best = run_generate(binary, path, prompt="Hello, tiny model", n=8)
+    assert best["kernels"] == ("avx512-vnni" if host_has_avx512_vnni() else "avx-vnni")
+    runs = {k: run_generate(binary, path, prompt="Hello, tiny model", n=8, kernels=k)
+            for k in ("avx-vnni", "avx2", "scalar")}
+    assert runs["avx-vnni"]["kernels"] == "avx-vnni"
+    for k, result in runs.items():
+        assert result["tokens"] == best["tokens"], k
+
+
 def test_json_text_is_valid_utf8(binary, dummy):
     """Random byte-level tokens split UTF-8 characters: --json must still print strictly valid UTF-8 JSON."""
     path, _ = dummy
