@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from tests._c_build import BASE_FLAGS, REPO, RUNTIME, compile_c, host_has_avx2, host_has_avx_vnni, require_tool
-from tests.test_c_kernels import FLAGS, SOURCES, check_selftest, native_tables, parse_selftest, run_binary
+from tests._c_build import (BASE_FLAGS, REPO, RUNTIME, compile_c, host_has_avx2, host_has_avx_vnni, require_tool,
+                             run_binary)
+from tests.test_c_kernels import FLAGS, SOURCES, check_selftest, native_tables, parse_selftest
 
 # prefixes that may stand before an EVEX prefix (0x62): segment overrides and the address-size override
 _LEGACY_PREFIXES = {"26", "2e", "36", "3e", "64", "65", "67"}
