@@ -62,6 +62,12 @@ def host_has_avx512_vnni() -> bool:
     return host_has_avx2() and {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"} <= host_cpu_flags()
 
 
+def host_has_avx_vnni() -> bool:
+    """What the runtime's avx-vnni kernel table needs: the VEX vpdpbusd (Linux flag avx_vnni) and the avx2 table's
+    features (its float and quantize kernels)."""
+    return host_has_avx2() and "avx_vnni" in host_cpu_flags()
+
+
 def have_tool(name: str) -> bool:
     return shutil.which(name) is not None
 

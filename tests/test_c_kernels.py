@@ -18,12 +18,14 @@ import pytest
 
 from bitedge.formats.packing import get_packing
 from bitedge.formats.ternary import quantize_activations
-from tests._c_build import (BASE_FLAGS, REPO, RUNTIME, compile_c, host_has_avx2, host_has_avx512_vnni, require_tool,
-                             run_binary)
+from tests._c_build import (BASE_FLAGS, REPO, RUNTIME, compile_c, host_has_avx2, host_has_avx512_vnni,
+                             host_has_avx_vnni, require_tool, run_binary)
 
-SOURCES = ("kernels/runtime/kernels.c", "kernels/runtime/kernels_avx2.c", "kernels/runtime/kernels_avx512vnni.c",
-           "kernels/runtime/kernels_neon.c", "kernels/runtime/kernels_neon_i8mm.c", "kernels/runtime/cpu_features.c",
-           "kernels/runtime/threadpool.c", "kernels/tests/test_kernels.c")
+# vnni_emulated.c: the VNNI tables' I2_S source once more, vpdpbusd in AVX2, so the self-test runs it on any AVX2 CPU
+SOURCES = ("kernels/runtime/kernels.c", "kernels/runtime/kernels_avx2.c", "kernels/runtime/kernels_avxvnni.c",
+           "kernels/runtime/kernels_avx512vnni.c", "kernels/runtime/kernels_neon.c",
+           "kernels/runtime/kernels_neon_i8mm.c", "kernels/runtime/cpu_features.c", "kernels/runtime/threadpool.c",
+           "kernels/tests/vnni_emulated.c", "kernels/tests/test_kernels.c")
 FLAGS = ("-ffp-contract=off", "-pthread")
 # float kernels are compared with float64: |y - exact| <= FLOAT_RTOL * sum_k |w_k x_k|
 FLOAT_RTOL = 1e-5
@@ -38,7 +40,7 @@ def parse_selftest(stdout: str) -> dict[str, str]:
     out = {}
     for line in stdout.splitlines():
         key, sep, value = line.partition(": ")
-        if sep and key in ("cpu", "system_info", "tables", "selected", "build_check"):
+        if sep and key in ("cpu", "system_info", "tables", "selected", "build_check", "emulated"):
             out[key] = value
     return out
 
@@ -59,7 +61,8 @@ def aarch64_exe(tmp_path_factory) -> Path:
 
 def native_tables() -> list[str]:
     """The tables test_kernels should offer on this CPU, best first."""
-    return ["avx512-vnni"] * host_has_avx512_vnni() + ["avx2"] * host_has_avx2() + ["scalar"]
+    return (["avx512-vnni"] * host_has_avx512_vnni() + ["avx-vnni"] * host_has_avx_vnni()
+            + ["avx2"] * host_has_avx2() + ["scalar"])
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -73,6 +76,8 @@ def check_selftest(proc, tables: list[str]) -> None:
     assert info["tables"].split() == tables
     assert info["selected"] == tables[0]
     assert info["build_check"] == "ok"
+    # the VNNI tables' I2_S source, emulated, checked by the same self-test wherever AVX2 runs (x86 builds)
+    assert info.get("emulated") == ("vnni-emulated" if "avx2" in tables else None), info
 
 
 @pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="needs Linux /proc/cpuinfo")

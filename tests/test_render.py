@@ -185,11 +185,12 @@ def test_dispatch_by_kernel_table_name(tmp_path):
     paths = render_kernels(get_target("x86-64-avx2"), [(32, 32)], "tl1", None, tmp_path)
     prog = tmp_path / "which.c"
     prog.write_text('#include <stdio.h>\n#include "bitedge_tl1_kernels.h"\nint main(void) {\n'
-                    '    const char *names[] = {"avx2", "scalar", "neon", "nonsense"};\n'
-                    '    for (int i = 0; i < 4; i++) printf("%s ", be_tl1_kernels_for(names[i])->name);\n'
+                    '    const char *names[] = {"avx2", "scalar", "neon", "nonsense", "avx-vnni", "avx512-vnni"};\n'
+                    '    for (int i = 0; i < 6; i++) printf("%s ", be_tl1_kernels_for(names[i])->name);\n'
                     '    printf("%zu\\n", be_tl1_tables_bytes(6));\n    return 0;\n}\n')
     exe = compile_c([*c_sources(paths), prog], tmp_path / "which", include_dirs=[tmp_path])
-    assert run_binary(exe).stdout.split() == ["avx2", "scalar", "scalar", "scalar", "128"]  # 3 pairs -> 4 * 32
+    # the VNNI tables run the AVX2 TL kernels (ISA_ALIASES); 3 pairs -> 4 * 32 table bytes
+    assert run_binary(exe).stdout.split() == ["avx2", "scalar", "scalar", "scalar", "avx2", "avx2", "128"]
 
 
 def test_tune_keeps_winner_in_cache(tmp_path):

@@ -11,7 +11,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from _c_build import host_has_avx512_vnni
+from _c_build import host_has_avx2, host_has_avx512_vnni, host_has_avx_vnni
 from _runtime_helpers import build_runtime, generate_checked, qemu_runner, session_runtime
 from bitedge.errors import BitedgeError
 from bitedge.model import ModelConfig
@@ -183,6 +183,21 @@ def test_forced_table_the_cpu_lacks_exits_3(binary, dummy):
     assert "AVX" in proc.stderr and "does not have" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_forced_avx_vnni_table_the_cpu_lacks_exits_3(binary, dummy):
+    """BITEDGE_KERNELS=avx-vnni on an AVX2 CPU without AVX-VNNI (Zen 3; Zen 4 too, which has only the EVEX form):
+    exit 3 with one line naming AVX-VNNI, for a run with a model and for `check` alike; the default choice and
+    `check` without the variable never pick it here."""
+    if host_has_avx_vnni() or not host_has_avx2():
+        pytest.skip("needs an AVX2 CPU without AVX-VNNI (this one " + ("has it)" if host_has_avx2() else "lacks AVX2)"))
+    for args in (["info", "-m", dummy[0]], ["check"]):
+        proc = run_program(binary, args, kernels="avx-vnni")
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 3, proc.stderr
+        assert len(lines) == 1 and "AVX-VNNI" in lines[0] and "does not have" in lines[0], proc.stderr
+    ok = run_program(binary, ["check", "--json"])
+    assert ok.returncode == 0 and json.loads(ok.stdout)["kernels"] != "avx-vnni", ok.stdout + ok.stderr
+
+
 def test_forced_dotprod_table_on_cortex_a72_exits_3(tmp_path_factory, dummy):
     if not (shutil.which("aarch64-linux-gnu-gcc") and shutil.which("qemu-aarch64")):
         pytest.skip("aarch64 cross compiler or qemu-aarch64 not installed")
@@ -205,6 +220,22 @@ def test_avx512_vnni_table_gives_the_avx2_tokens(binary, dummy):
     runs = {k: run_generate(binary, path, prompt="Hello, tiny model", n=8, kernels=k)
             for k in ("avx512-vnni", "avx2", "scalar")}
     assert runs["avx512-vnni"]["kernels"] == "avx512-vnni"
+    for k, result in runs.items():
+        assert result["tokens"] == best["tokens"], k
+
+
+def test_avx_vnni_table_gives_the_avx2_tokens(binary, dummy):
+    """Where the CPU has AVX-VNNI, the avx-vnni table is picked by default (unless avx512-vnni is there too) and,
+    forced, generates the avx2 and scalar tables' tokens. No CPU this project has run on has AVX-VNNI (Zen 3, Zen 4):
+    docs/kernels.md "AVX-VNNI" says what stands in for this test there."""
+    if not host_has_avx_vnni():
+        pytest.skip("needs a CPU with AVX-VNNI (Alder Lake or later client cores, Zen 5); this one lacks it")
+    path, _ = dummy
+    best = run_generate(binary, path, prompt="Hello, tiny model", n=8)
+    assert best["kernels"] == ("avx512-vnni" if host_has_avx512_vnni() else "avx-vnni")
+    runs = {k: run_generate(binary, path, prompt="Hello, tiny model", n=8, kernels=k)
+            for k in ("avx-vnni", "avx2", "scalar")}
+    assert runs["avx-vnni"]["kernels"] == "avx-vnni"
     for k, result in runs.items():
         assert result["tokens"] == best["tokens"], k
 

@@ -65,9 +65,11 @@ def seq_models(tmp_path_factory):
 
 
 def best_table() -> str:
-    from _c_build import host_has_avx2, host_has_avx512_vnni
+    from _c_build import host_has_avx2, host_has_avx512_vnni, host_has_avx_vnni
 
-    return "avx512-vnni" if host_has_avx512_vnni() else "avx2" if host_has_avx2() else "scalar"
+    if host_has_avx512_vnni():
+        return "avx512-vnni"
+    return "avx-vnni" if host_has_avx_vnni() else "avx2" if host_has_avx2() else "scalar"
 
 
 @pytest.mark.parametrize("threads", [1, 2])

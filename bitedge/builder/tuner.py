@@ -33,8 +33,8 @@ from bitedge.render.tune import DEFAULT_CANDIDATES, cache_key, cpu_model, load_c
 from bitedge.targets import Target
 
 # the runtime's hand-written I2_S kernels and what they need (linked into the driver for method i2_s)
-I2S_SOURCES = ("kernels.c", "kernels_avx2.c", "kernels_avx512vnni.c", "kernels_neon.c", "kernels_neon_i8mm.c",
-               "cpu_features.c", "cpu_build_isa.c")  # the CPU check (cpu_features.c, built for the baseline) reads what the build used
+I2S_SOURCES = ("kernels.c", "kernels_avx2.c", "kernels_avxvnni.c", "kernels_avx512vnni.c", "kernels_neon.c",
+               "kernels_neon_i8mm.c", "cpu_features.c", "cpu_build_isa.c")  # the CPU check (cpu_features.c, built for the baseline) reads what the build used
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -35,9 +35,9 @@ DRIVER_SOURCE = "bitedge_kernel_driver.c"
 
 # Rendered ISA variants (C suffix) -> the be_kernels table names (kernels.h) whose CPUs may run them; the last
 # name is the variant's own. TL1/TL2 have no dotprod variant (they multiply nothing: see docs/kernels.md), so NEON
-# serves neon-dotprod and neon-i8mm, and AVX2 serves the avx512-vnni table (no VNNI or AVX-512 TL kernels are
-# rendered).
-ISA_ALIASES = {"avx2": ("avx512-vnni", "avx2"), "neon_dotprod": ("neon-dotprod",),
+# serves neon-dotprod and neon-i8mm, and AVX2 serves the avx512-vnni and avx-vnni tables (no VNNI or AVX-512 TL
+# kernels are rendered).
+ISA_ALIASES = {"avx2": ("avx512-vnni", "avx-vnni", "avx2"), "neon_dotprod": ("neon-dotprod",),
                "neon": ("neon-i8mm", "neon-dotprod", "neon"),
                "scalar": ("scalar",)}
 

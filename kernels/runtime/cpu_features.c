@@ -60,8 +60,12 @@ static void detect(be_cpu_features *f) {
         f->avx512bw = f->avx512f && ((b >> 30) & 1);
         f->avx512vl = f->avx512f && ((b >> 31) & 1);
         f->avx512_vnni = f->avx512f && ((c >> 11) & 1);
-        __cpuid_count(7, 1, a, b, c, d);
-        f->avx_vnni = f->avx2 && ((a >> 4) & 1);
+        const unsigned max_subleaf = a;  /* leaf 7, subleaf 0: EAX is the highest subleaf */
+        if (max_subleaf >= 1) {
+            /* AVX-VNNI: the VEX vpdpbusd on ymm; needs the YMM state (f->avx2 includes it), not the ZMM one */
+            __cpuid_count(7, 1, a, b, c, d);
+            f->avx_vnni = f->avx2 && ((a >> 4) & 1);
+        }
     }
 }
 

@@ -11,23 +11,32 @@
 typedef struct {
     /* x86 */
     int sse3, ssse3, avx, avx2, fma, f16c, avx512f, avx_vnni;
-    /* AVX-512 subsets the avx512-vnni kernel table needs; each is 0 unless the OS also saves the ZMM state */
+    /* avx_vnni: the VEX vpdpbusd (CPUID.(EAX=7,ECX=1):EAX bit 4), 0 unless AVX2 is usable (OS saves YMM state).
+     * AVX-512 subsets the avx512-vnni kernel table needs; each is 0 unless the OS also saves the ZMM state */
     int avx512bw, avx512vl, avx512_vnni;
     /* arm */
     int neon, arm_fma, fp16, dotprod, i8mm, sve;
 } be_cpu_features;
 
-/* Which SIMD kernel tables this build compiles in (kernels_avx2.c, kernels_avx512vnni.c, kernels_neon.c). The AVX2
- * and AVX-512 VNNI tables are compiled with target attributes, so a default x86-64 build carries them and picks
- * one at run time; NEON is baseline on
+/* Which SIMD kernel tables this build compiles in (kernels_avx2.c, kernels_avxvnni.c, kernels_avx512vnni.c,
+ * kernels_neon.c). The x86 tables are compiled with target attributes, so a default x86-64 build carries them and
+ * picks one at run time; the avx-vnni table needs a compiler that knows target("avxvnni") (GCC 11, clang 12,
+ * Apple clang 13 and later). NEON is baseline on
  * aarch64; the dotprod table uses a target("+dotprod") attribute with GCC, and with other compilers only when
  * the whole build targets dotprod (-march=armv8.2-a+dotprod); the i8mm table likewise (+i8mm). */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define BE_HAVE_AVX2_KERNELS 1
 #define BE_HAVE_AVX512VNNI_KERNELS 1
+#if defined(__clang__) ? (defined(__apple_build_version__) ? __clang_major__ >= 13 : __clang_major__ >= 12) \
+                       : __GNUC__ >= 11
+#define BE_HAVE_AVXVNNI_KERNELS 1
+#else
+#define BE_HAVE_AVXVNNI_KERNELS 0
+#endif
 #else
 #define BE_HAVE_AVX2_KERNELS 0
 #define BE_HAVE_AVX512VNNI_KERNELS 0
+#define BE_HAVE_AVXVNNI_KERNELS 0
 #endif
 #if defined(__aarch64__) && defined(__ARM_NEON)
 #define BE_HAVE_NEON_KERNELS 1

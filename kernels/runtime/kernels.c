@@ -1,7 +1,7 @@
 /* Portable kernels (the scalar twin of every SIMD kernel), activation quantization, float dequantization and
- * the run-time choice of a kernel table. The SIMD tables live in kernels_avx2.c, kernels_avx512vnni.c and
- * kernels_neon.c; which of
- * them a build contains is decided by cpu_features.h (BE_HAVE_*_KERNELS), which one runs by the CPU. */
+ * the run-time choice of a kernel table. The SIMD tables live in kernels_avx2.c, kernels_avxvnni.c,
+ * kernels_avx512vnni.c, kernels_neon.c and kernels_neon_i8mm.c; which of them a build contains is decided by
+ * cpu_features.h (BE_HAVE_*_KERNELS), which one runs by the CPU. */
 #include "kernels.h"
 
 #include <math.h>
@@ -176,12 +176,14 @@ const be_kernels be_kernels_scalar = {"scalar", i2s_gemv_scalar, i2s_gemm_scalar
  * dispatch: tables in order of preference, each with the CPU features it needs */
 
 /* The features a table needs that this CPU lacks ("" when it has them all). avx512-vnni's float and quantize
- * kernels also use AVX2/FMA/F16C instructions; every AVX-512 flag is 0 unless the OS saves the ZMM state. */
+ * kernels also use AVX2/FMA/F16C instructions, and avx-vnni's are the avx2 table's; every AVX-512 flag is 0
+ * unless the OS saves the ZMM state. */
 static const char *table_lacks(const be_kernels *k) {
     const be_cpu_features *f = be_cpu_get();
-    if (!strcmp(k->name, "avx2") || !strcmp(k->name, "avx512-vnni")) {
+    if (!strcmp(k->name, "avx2") || !strcmp(k->name, "avx-vnni") || !strcmp(k->name, "avx512-vnni")) {
         if (!f->avx2 || !f->fma || !f->f16c) return "AVX2, FMA and F16C";
     }
+    if (!strcmp(k->name, "avx-vnni") && !f->avx_vnni) return "AVX-VNNI (the VEX vpdpbusd)";
     if (!strcmp(k->name, "avx512-vnni")) {
         if (!f->avx512f || !f->avx512bw || !f->avx512vl) return "AVX-512 F/BW/VL (with the OS saving ZMM state)";
         if (!f->avx512_vnni) return "AVX512-VNNI";
@@ -199,6 +201,9 @@ static int table_supported(const be_kernels *k) { return table_lacks(k)[0] == '\
 static const be_kernels *const compiled_tables[] = {
 #if BE_HAVE_AVX512VNNI_KERNELS
     &be_kernels_avx512vnni,
+#endif
+#if BE_HAVE_AVXVNNI_KERNELS
+    &be_kernels_avxvnni,
 #endif
 #if BE_HAVE_AVX2_KERNELS
     &be_kernels_avx2,

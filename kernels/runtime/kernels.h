@@ -9,9 +9,12 @@
  *   ternary product:  acc[n] = sum_k T[n][k] * q[k]   (int32, exact)
  *   output:           y[n]   = (float)acc[n] * (s / a)   with (s / a) computed once in fp32, s = tensor scale
  *
- * Tables (cpu_features.h says which a build holds), best first: "avx512-vnni" (kernels_avx512vnni.c) and "avx2"
- * (kernels_avx2.c), both with target attributes, so in every x86-64 GCC/clang build; "neon-i8mm" (its gemm in
- * kernels_neon_i8mm.c), "neon-dotprod" and "neon"
+ * Tables (cpu_features.h says which a build holds), best first: "avx512-vnni" (kernels_avx512vnni.c: EVEX
+ * vpdpbusd), "avx-vnni" (kernels_avxvnni.c: the VEX vpdpbusd of client CPUs without AVX-512, the same I2_S source
+ * kernels_vnni_i2s.h; float gemv and quantize are avx2's; never run on real AVX-VNNI hardware by this project
+ * yet, see docs/kernels.md) and "avx2" (kernels_avx2.c), all with target attributes, so in every x86-64 GCC/clang
+ * build (avx-vnni: GCC 11 / clang 12 and later); "neon-i8mm" (its gemm in kernels_neon_i8mm.c), "neon-dotprod"
+ * and "neon"
  * (kernels_neon.c, aarch64), "scalar" (kernels.c, everywhere).
  * Integer results (i2s_gemv, i2s_gemm, quantize_row_i8) are identical across tables. float_gemv differs only
  * in summation order and FMA use: |y - exact| <= 1e-5 * sum_k |W[n][k] * x[k]| (tests/test_c_kernels.py).
@@ -50,7 +53,7 @@ size_t be_float_row_bytes(int type, int k);
 float be_f16_to_f32(uint16_t h);
 
 typedef struct {
-    const char *name;           /* e.g. "avx512-vnni", "avx2", "neon-i8mm", "neon-dotprod", "neon", "scalar" */
+    const char *name;           /* "avx512-vnni", "avx-vnni", "avx2", "neon-i8mm", "neon-dotprod", "neon", "scalar" */
     be_i2s_gemv_fn i2s_gemv;
     be_i2s_gemm_fn i2s_gemm;
     be_float_gemv_fn float_gemv;
@@ -59,8 +62,8 @@ typedef struct {
 
 extern const be_kernels be_kernels_scalar;
 /* the ISA tables, defined in kernels_<isa>.c where the build has them (BE_HAVE_*_KERNELS, cpu_features.h) */
-extern const be_kernels be_kernels_avx2, be_kernels_avx512vnni, be_kernels_neon, be_kernels_neon_dotprod,
-    be_kernels_neon_i8mm;
+extern const be_kernels be_kernels_avx2, be_kernels_avxvnni, be_kernels_avx512vnni, be_kernels_neon,
+    be_kernels_neon_dotprod, be_kernels_neon_i8mm;
 /* The best table this build and this CPU support (checks CPU features at run time: a table whose instructions
  * the CPU lacks, e.g. neon-dotprod on a Cortex-A72, is never returned by these three functions). */
 const be_kernels *be_kernels_select(void);

@@ -243,7 +243,7 @@ static void usage(FILE *f) {
           "  serve      [--host 127.0.0.1] [--port 8080] [-t THREADS] [--slots 4] [--queue 16] [-c CTX]\n"
           "             [--api-key KEY] [--timeout SEC] [-b BATCH] [--decode-batch N]\n"
           "             (OpenAI-compatible HTTP: docs/serve.md)\n"
-          "environment: BITEDGE_KERNELS=scalar|avx2|avx512-vnni|neon|neon-dotprod|neon-i8mm forces a kernel table\n",
+          "environment: BITEDGE_KERNELS=scalar|avx2|avx-vnni|avx512-vnni|neon|neon-dotprod|neon-i8mm forces a kernel table\n",
           f);
 }
 

@@ -36,6 +36,9 @@ I2S_OPS(avx2, be_kernels_avx2)
 #if BE_HAVE_AVX512VNNI_KERNELS
 I2S_OPS(avx512vnni, be_kernels_avx512vnni)
 #endif
+#if BE_HAVE_AVXVNNI_KERNELS
+I2S_OPS(avxvnni, be_kernels_avxvnni)
+#endif
 #if BE_HAVE_NEON_KERNELS
 I2S_OPS(neon, be_kernels_neon)
 #endif
@@ -49,6 +52,9 @@ static const struct {
 } i2s_ops[] = {
 #if BE_HAVE_AVX512VNNI_KERNELS
     I2S_ENTRY(avx512vnni, be_kernels_avx512vnni),
+#endif
+#if BE_HAVE_AVXVNNI_KERNELS
+    I2S_ENTRY(avxvnni, be_kernels_avxvnni),
 #endif
 #if BE_HAVE_AVX2_KERNELS
     I2S_ENTRY(avx2, be_kernels_avx2),

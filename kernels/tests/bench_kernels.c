@@ -1,8 +1,8 @@
 /* Micro-benchmark of the I2_S kernels at the BitNet b1.58 2B-4T shapes, single thread (not run by tests).
  *
  *   cc -std=c11 -O2 -D_POSIX_C_SOURCE=200809L -Ikernels/runtime -o bench_kernels kernels/tests/bench_kernels.c \
- *      kernels/runtime/kernels.c kernels/runtime/kernels_avx2.c kernels/runtime/kernels_avx512vnni.c \
- *      kernels/runtime/kernels_neon.c \
+ *      kernels/runtime/kernels.c kernels/runtime/kernels_avx2.c kernels/runtime/kernels_avxvnni.c \
+ *      kernels/runtime/kernels_avx512vnni.c kernels/runtime/kernels_neon.c \
  *      kernels/runtime/cpu_features.c kernels/runtime/threadpool.c -lm -pthread
  *   ./bench_kernels [reps=20] [gemm tokens=8] [cold MB=0]
  *

@@ -1,10 +1,12 @@
-/* Tests of the runtime kernels (kernels.c, kernels_avx2.c, kernels_avx512vnni.c, kernels_neon.c, cpu_features.c,
- * threadpool.c).
+/* Tests of the runtime kernels (kernels.c, kernels_avx2.c, kernels_avxvnni.c, kernels_avx512vnni.c, kernels_neon.c,
+ * cpu_features.c, threadpool.c; vnni_emulated.c when linked in).
  *
  *   test_kernels                    self-test: every kernel table this CPU can run against an independent
  *                                   naive product (integer: exact; float: relative tolerance), quantization,
  *                                   f16 conversion, thread pool. Prints "tables: ...", "selected: ...",
- *                                   "system_info: ..." and one line per failure; exit 0 iff all pass.
+ *                                   "system_info: ..." and one line per failure; exit 0 iff all pass. With
+ *                                   vnni_emulated.c linked in (and AVX2 here), also the I2_S kernel source of
+ *                                   the VNNI tables through it, and "emulated: vnni-emulated".
  *   test_kernels i2s IN OUT         IN: int32 n, kp, nb; n*kp/4 packed bytes; nb*kp int8 activations.
  *                                   OUT: for every table (in "tables" order) nb*n int32 from the gemm (nb > 1)
  *                                   or gemv (nb == 1), then nb*n int32 from gemv token by token.
@@ -28,6 +30,10 @@
 #include "threadpool.h"
 
 #define MAX_TABLES 8
+
+/* kernels/tests/vnni_emulated.c: the VNNI tables' I2_S source with vpdpbusd emulated in AVX2; NULL when the
+ * program is linked without it */
+extern const be_kernels be_kernels_vnni_emulated __attribute__((weak));
 
 static int n_checks, n_failures;
 
@@ -593,6 +599,15 @@ int main(int argc, char **argv) {
     if (!f->avx2) CHECK(be_kernels_by_name("avx2") == NULL, "avx2 offered without AVX2");
     if (!(f->avx512f && f->avx512bw && f->avx512vl && f->avx512_vnni && f->avx2))
         CHECK(be_kernels_by_name("avx512-vnni") == NULL, "avx512-vnni offered without AVX-512 VNNI");
+    if (!(f->avx_vnni && f->avx2 && f->fma && f->f16c))
+        CHECK(be_kernels_by_name("avx-vnni") == NULL, "avx-vnni offered without AVX-VNNI");
+    /* order: avx512-vnni, then avx-vnni, then avx2 (a CPU with both VNNI forms, Zen 5, gets the EVEX one) */
+    for (int i = 0; i + 1 < n_tables; i++) {
+        CHECK(!(strcmp(tables[i]->name, "avx2") == 0 && strstr(tables[i + 1]->name, "vnni")),
+              "avx2 listed before %s", tables[i + 1]->name);
+        CHECK(!(strcmp(tables[i]->name, "avx-vnni") == 0 && strcmp(tables[i + 1]->name, "avx512-vnni") == 0),
+              "avx-vnni listed before avx512-vnni");
+    }
     /* be_kernels_cpu_lacks: NULL for what runs here and for unknown names, a reason for the rest of the build */
     for (int i = 0; i < n_tables; i++)
         CHECK(be_kernels_cpu_lacks(tables[i]->name) == NULL, "cpu_lacks(%s) for a table this CPU runs", tables[i]->name);
@@ -603,10 +618,23 @@ int main(int argc, char **argv) {
         CHECK(why != NULL && why[0] != '\0', "cpu_lacks(avx512-vnni) gives no reason on a CPU that cannot run it");
     }
 #endif
+#if BE_HAVE_AVXVNNI_KERNELS
+    if (!be_kernels_by_name("avx-vnni")) {
+        const char *why = be_kernels_cpu_lacks("avx-vnni");
+        CHECK(why != NULL && why[0] != '\0', "cpu_lacks(avx-vnni) gives no reason on a CPU that cannot run it");
+        if (f->avx2 && f->fma && f->f16c)
+            CHECK(why && strstr(why, "AVX-VNNI") != NULL, "cpu_lacks(avx-vnni) on an AVX2 CPU: %s", why ? why : "NULL");
+    }
+#endif
 
     test_quantize(tables, n_tables);
     test_f16();
     test_i2s(tables, n_tables);
+    if (&be_kernels_vnni_emulated != NULL && be_kernels_by_name("avx2")) {
+        const be_kernels *emulated[1] = {&be_kernels_vnni_emulated};
+        printf("emulated: %s\n", be_kernels_vnni_emulated.name);
+        test_i2s(emulated, 1);
+    }
     test_float(tables, n_tables);
     test_threadpool();
 
