@@ -182,8 +182,10 @@ def test_aarch64_under_qemu_matches_reference(aarch64_binaries, models, tmp_path
         tokens, logits, result, _ = generate_checked(aarch64_binary, path, reference, prompt, tmp_path,
                                                      f"{cpu}-{name}", n=N_GEN, runner=runner, threads=2)
         # cortex-a72 has no dotprod: plain NEON; cortex-a76 has it: the dotprod table is the one tested; max has
-        # i8mm: its smmla gemm runs the prompt
-        assert result["kernels"] == {"cortex-a72": "neon", "cortex-a76": "neon-dotprod", "max": "neon-i8mm"}[cpu]
+        # i8mm: its smmla gemm runs the prompt (and the matmuls run that table's I2_S, not a fallback)
+        table = {"cortex-a72": "neon", "cortex-a76": "neon-dotprod", "max": "neon-i8mm"}[cpu]
+        assert result["kernels"] == table
+        assert result["ternary_ops"] == "i2_s/" + table.replace("-", "_")
         generate_checked(aarch64_binary, path, reference, prompt, tmp_path, f"{cpu}-{name}-s", n=N_GEN, runner=runner,
                          kernels="scalar")
 
@@ -199,7 +201,7 @@ def test_avx2_only_cpu_under_qemu_x86_is_lossless(binary, models, tmp_path):
         path, reference = models[name]
         _, _, result, _ = generate_checked(binary, path, reference, PROMPTS[2], tmp_path, f"haswell-{name}", n=N_GEN,
                                            runner=runner, threads=2)
-        assert result["kernels"] == "avx2"
+        assert result["kernels"] == "avx2" and result["ternary_ops"] == "i2_s/avx2"
 
 
 def test_realistic_shape_is_lossless(tiny_model, binary, tmp_path):

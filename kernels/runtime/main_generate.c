@@ -180,6 +180,8 @@ int cmd_generate(loaded_model *lm, const options *o) {
         json_string(stdout, info, strlen(info));
         printf(", \"kernels\": ");
         json_string(stdout, lm->kernels->name, strlen(lm->kernels->name));
+        printf(", \"ternary_ops\": ");  /* what the matmuls ran: "<packing>/<table>" (ternary_ops.h) */
+        json_string(stdout, state.ternary->name, strlen(state.ternary->name));
         long rss = peak_rss_bytes();
         printf(", \"peak_rss_bytes\": %ld, \"peak_rss_mb\": %.3f, \"logits_last\": [", rss, rss / 1048576.0);
         for (int i = 0; i < c->vocab_size; i++) {

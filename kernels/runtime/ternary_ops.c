@@ -45,6 +45,9 @@ I2S_OPS(neon, be_kernels_neon)
 #if BE_HAVE_DOTPROD_KERNELS
 I2S_OPS(neon_dotprod, be_kernels_neon_dotprod)
 #endif
+#if BE_HAVE_I8MM_KERNELS
+I2S_OPS(neon_i8mm, be_kernels_neon_i8mm)
+#endif
 
 static const struct {
     const be_kernels *kernels;
@@ -58,6 +61,9 @@ static const struct {
 #endif
 #if BE_HAVE_AVX2_KERNELS
     I2S_ENTRY(avx2, be_kernels_avx2),
+#endif
+#if BE_HAVE_I8MM_KERNELS
+    I2S_ENTRY(neon_i8mm, be_kernels_neon_i8mm),
 #endif
 #if BE_HAVE_DOTPROD_KERNELS
     I2S_ENTRY(neon_dotprod, be_kernels_neon_dotprod),
