@@ -12,8 +12,15 @@
  * be_forward_seqs' are one token each of nb sequences, token b at positions[b] in seqs[b]'s cache. Everything
  * but RoPE, the cache writes and attention is per token either way, so both share the layers below.
  *
+ * Threads: per layer, a batch takes ten runs of the pool: before each of the four matmul steps (q/k/v, o_proj,
+ * gate/up, down) its input rows are normed and quantized token by token, then the step's rows are split over the
+ * threads; between q/k/v and o_proj, RoPE with the cache writes (per token), then attention (per token and head).
+ * One token takes five: its norms, quantizations and RoPE are done inline (too little work to wake the pool). The
+ * residual adds and the gated activation are done by the thread that computed those rows, in the matmul's run.
+ *
  * Determinism: each float reduction (a norm, one attention head of one token, one output row) is computed by a
- * single thread in a fixed order, so -t 1 and -t N give bit-identical logits. */
+ * single thread in a fixed order, and every element by the same float expression whichever thread does it, so -t 1
+ * and -t N give bit-identical logits. */
 #include "forward.h"
 #include "forward_impl.h"
 
