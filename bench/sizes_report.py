@@ -113,7 +113,8 @@ def plot(report: dict, path: Path) -> str:
     ax_rss.legend(fontsize=7)
     span = f"{models[0]['preset']} to {models[-1]['preset']}" if models else ""
     fig.suptitle(f"bitedge-run on bitedge dummy {span}: {report['machine']['cpu']}, {report['machine']['cores']} cores, "
-                 f"{report['machine']['date']}", fontsize=9)
+                 f"{report['machine']['date']}; shared: load average {report['load_avg_start'][0]:.1f} at the start, "
+                 f"{report['load_avg_end'][0]:.1f} at the end", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
