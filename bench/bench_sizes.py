@@ -95,7 +95,7 @@ def run_measured(cmd: list[str], timeout: float = 7200) -> dict:
     """Run cmd; its stdout, wall seconds and peak RSS (MB, from wait4: this child alone). Failure: SystemExit."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
         try:
             deadline = t0 + timeout
             while True:
@@ -110,13 +110,13 @@ def run_measured(cmd: list[str], timeout: float = 7200) -> dict:
         except KeyboardInterrupt:
             proc.kill()
             raise
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        code = os.waitstatus_to_exitcode(status)
         seconds = time.perf_counter() - t0
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
-    if proc.returncode != 0:
-        raise SystemExit(f"{Path(cmd[0]).name} failed ({proc.returncode}): {stderr.strip()[-1500:]}")
+    if code != 0:
+        raise SystemExit(f"{Path(cmd[0]).name} failed ({code}): {stderr.strip()[-1500:]}")
     return {"stdout": stdout, "seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
@@ -139,7 +139,7 @@ def load_and_first_token(exe: Path, model: Path) -> dict:
 
 def cpu_id() -> str:
     """Family, model and the widest x86 vector ISA, which name the CPU better than "AMD EPYC" does."""
-    fields, flags = {}, set()
+    fields: dict[str, str] = {}
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         key, _, value = line.partition(":")
         fields.setdefault(key.strip(), value.strip())
