@@ -171,6 +171,10 @@ def measure(exe: Path, preset: str, path: Path, threads: list[int], reps: int, t
              "load_avg_before": os.getloadavg(), "rows": []}
     # against what is available now (page cache included, the model's own cached pages too): what the kernel can keep
     entry["fits_in_ram"] = path.stat().st_size < entry["mem_available_bytes"]
+    if not entry["fits_in_ram"]:
+        print(f"{preset}: the file ({path.stat().st_size / 1e9:.1f} GB) is larger than the memory available "
+              f"({entry['mem_available_bytes'] / 1e9:.1f} GB): mmap reads it from disk for every token",
+              file=sys.stderr, flush=True)
     entry.update(load_and_first_token(exe, path))
     a = argparse.Namespace(n_prompt=n_prompt, n_gen=n_gen, reps=reps)
     samples: dict[tuple, list[float]] = {}

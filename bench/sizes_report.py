@@ -56,6 +56,11 @@ def markdown(report: dict) -> str:
             lines.append(f"{head} {name} | " + " | ".join(ts_cell(c) for c in cells) + " | "
                          + " | ".join(roof_cell(c) if kind == "tg" else "" for c in cells) + " |")
             head = "| | | | | | | |"
+    for m in report["models"]:
+        if not m["fits_in_ram"]:
+            lines.append(f"\n{m['preset']}: the file ({m['file_bytes'] / 1e9:.1f} GB) was larger than the memory "
+                         f"available ({m['mem_available_bytes'] / 1e9:.1f} GB): mmap read it from disk for every token, "
+                         "so its roofline is the disk's, not the memory's")
     return "\n".join(lines)
 
 

@@ -365,3 +365,28 @@ def test_bench_sizes_refuses_what_does_not_fit_in_one_line(tmp_path):
         proc = _bench_sizes(tmp_path, *args, timeout=120)
         assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_sizes_table_marks_a_model_beyond_ram():
+    """A model larger than the memory available (100B here) is labelled in its row and explained under the table;
+    it ran at one thread count only, so the other column says so ("–")."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import sizes_report
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+
+    def model(preset, fits, rows):
+        return {"preset": preset, "n_params": 7e10 if fits else 1e11, "file_bytes": 17.7e9 if fits else 25.3e9,
+                "bytes_per_token": 17.7e9 if fits else 25.3e9, "mem_available_bytes": 24.6e9, "fits_in_ram": fits,
+                "load_ms": 5.0, "first_token_ms": 2500.0, "peak_rss_mb": 16000.0, "rows": rows}
+
+    tg = lambda t, ts: {"threads": t, "test": "tg4", "mean_ts": ts, "sd_ts": 0.01, "roofline_ts": 1.0,  # noqa: E731
+                        "fraction_of_roofline": ts}
+    report = {"machine": {"cpu": "cpu", "cores": 2, "mem_total_bytes": 25.2e9, "date": "d"}, "load_avg_start": [1, 1, 1],
+              "load_avg_end": [2, 2, 2], "stream_read_gbs": {"1": 15.0, "2": 16.0},
+              "models": [model("70B", True, [tg(1, 0.5), tg(2, 0.7)]), model("100B", False, [tg(1, 0.06)])]}
+    text = sizes_report.markdown(report)
+    assert "| 70B | 70.0B | 17.700 | 17.700 | 5 | 2.50 | 16.78 (0.95) | tg4 | 0.50 ± 0.01 | 0.70 ± 0.01 | 50% of 1.00 | 70% of 1.00 |" in text
+    assert "| 100B (beyond RAM) | 100.0B |" in text and "| 0.06 ± 0.01 | – | 6% of 1.00 | – |" in text
+    assert "100B: the file (25.3 GB) was larger than the memory available (24.6 GB): mmap read it from disk" in text
