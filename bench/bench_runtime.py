@@ -44,11 +44,11 @@ def cpu_name() -> str:
     return platform.processor()
 
 
-def stream_read_gbs(threads: int) -> float:
+def stream_read_gbs(threads: int, mib: int = 512) -> float:
     exe = ROOT / "build" / "bench" / "stream"
     exe.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(["gcc", "-O3", "-march=native", "-std=c11", "-pthread", "-o", str(exe), str(ROOT / "bench" / "stream.c")], check=True)
-    return json.loads(subprocess.run([str(exe), str(threads), "512"], capture_output=True, text=True, check=True).stdout)["read_gbs"]
+    return json.loads(subprocess.run([str(exe), str(threads), str(mib)], capture_output=True, text=True, check=True).stdout)["read_gbs"]
 
 
 def tied(source):

@@ -302,3 +302,91 @@ def test_bench_serve_refuses_bad_options_in_one_line(args, message):
                           text=True, timeout=60)
     assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+# ------------------------------------------------ bench_sizes.py: cost as models grow (issue 13 item 6), tiny presets
+
+
+def _bench_sizes(tmp_path, *args, timeout=600):
+    return subprocess.run([sys.executable, str(ROOT / "bench" / "bench_sizes.py"), "--models-dir", str(tmp_path / "models"),
+                           "-o", str(tmp_path / "sizes.json"), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_bench_sizes_measures_writes_and_reuses_models(tmp_path):
+    """Two tiny presets, 1 and 2 threads, few tokens, a small STREAM array: every preset gets its pp and tg rows,
+    the tg rows their roofline, the file and RSS figures, the table and the plot; a second run reuses the cached
+    files (it is told only 1 byte is free, so writing anything would be refused)."""
+    from tests._c_build import host_has_avx2
+
+    if not host_has_avx2():
+        pytest.skip("needs an x86 CPU with AVX2 (the script builds the x86-64-avx2 runtime)")
+    common = ["--presets", "test,125M", "--tokens", "4,2", "-r", "1", "--threads", "1,2", "--stream-mib", "16"]
+    proc = _bench_sizes(tmp_path, *common, "--plot", str(tmp_path / "sizes.png"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "sizes.json").read_text())
+    assert [m["preset"] for m in report["models"]] == ["test", "125M"]
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import bench_sizes
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    for m in report["models"]:
+        path = tmp_path / "models" / f"{m['preset']}-i2_s-q8_0-seed0.gguf"
+        assert m["path"] == str(path) and m["file_bytes"] == path.stat().st_size
+        planned, per_token = bench_sizes.planned_bytes(m["preset"])
+        assert planned < m["file_bytes"] and per_token == m["bytes_per_token"] == planned  # both presets are tied
+        assert {(r["threads"], r["test"]) for r in m["rows"]} == {(t, x) for t in (1, 2) for x in ("pp4", "tg2")}
+        for r in m["rows"]:
+            assert r["mean_ts"] > 0 and r["n_samples"] == 1
+            if r["test"] == "tg2":
+                bw = report["stream_read_gbs"][str(r["threads"])]
+                assert r["roofline_ts"] == pytest.approx(bw * 1e9 / per_token)
+                assert r["fraction_of_roofline"] == pytest.approx(r["mean_ts"] / r["roofline_ts"])
+        assert m["peak_rss_mb"] > 0 and m["load_ms"] >= 0 and m["first_token_ms"] > 0 and m["fits_in_ram"]
+        assert m["write_seconds"] > 0 and m["write_peak_rss_mb"] > 0 and m["kernels"] == "avx2"
+    assert "| 125M | 128M | 0.053 |" in proc.stdout and "| | | | | | | | tg2 |" in proc.stdout
+    assert (tmp_path / "sizes.png").stat().st_size > 10_000
+    assert not list((tmp_path / "models").glob("*partial*"))
+    again = _bench_sizes(tmp_path, *common, "--assume-free-bytes", "1")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "writing" not in again.stderr
+
+
+def test_bench_sizes_refuses_what_does_not_fit_in_one_line(tmp_path):
+    """Not enough disk (a fake free-space figure, --assume-free-bytes): one line, nothing written; 100B only with
+    --with-100b; an unknown preset."""
+    proc = _bench_sizes(tmp_path, "--presets", "125M,350M", "--assume-free-bytes", "100000000")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert "not enough disk space" in proc.stderr and "125M, 350M" in proc.stderr and "0.1 GB is free" in proc.stderr
+    assert list((tmp_path / "models").iterdir()) == []
+    for args, message in ((["--presets", "70B,100B"], "pass --with-100b"), (["--presets", "9Q"], "unknown dummy preset"),
+                          (["--threads", "0"], "at least 1"), (["--tokens", "4"], "PP,TG")):
+        proc = _bench_sizes(tmp_path, *args, timeout=120)
+        assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_sizes_table_marks_a_model_beyond_ram():
+    """A model larger than the memory available (100B here) is labelled in its row and explained under the table;
+    it ran at one thread count only, so the other column says so ("–")."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import sizes_report
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+
+    def model(preset, fits, rows):
+        return {"preset": preset, "n_params": 7e10 if fits else 1e11, "file_bytes": 17.7e9 if fits else 25.3e9,
+                "bytes_per_token": 17.7e9 if fits else 25.3e9, "mem_available_bytes": 24.6e9, "fits_in_ram": fits,
+                "load_ms": 5.0, "first_token_ms": 2500.0, "peak_rss_mb": 16000.0, "rows": rows}
+
+    tg = lambda t, ts: {"threads": t, "test": "tg4", "mean_ts": ts, "sd_ts": 0.01, "roofline_ts": 1.0,  # noqa: E731
+                        "fraction_of_roofline": ts}
+    report = {"machine": {"cpu": "cpu", "cores": 2, "mem_total_bytes": 25.2e9, "date": "d"}, "load_avg_start": [1, 1, 1],
+              "load_avg_end": [2, 2, 2], "stream_read_gbs": {"1": 15.0, "2": 16.0},
+              "models": [model("70B", True, [tg(1, 0.5), tg(2, 0.7)]), model("100B", False, [tg(1, 0.06)])]}
+    text = sizes_report.markdown(report)
+    assert "| 70B | 70.0B | 17.700 | 17.700 | 5 | 2.50 | 16.78 (0.95) | tg4 | 0.50 ± 0.01 | 0.70 ± 0.01 | 50% of 1.00 | 70% of 1.00 |" in text
+    assert "| 100B (beyond RAM) | 100.0B |" in text and "| 0.06 ± 0.01 | – | 6% of 1.00 | – |" in text
+    assert "100B: the file (25.3 GB) was larger than the memory available (24.6 GB): mmap read it from disk" in text
