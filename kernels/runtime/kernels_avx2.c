@@ -215,6 +215,71 @@ BE_AVX2_INLINE float dot_q8_0(const uint8_t *w, const float *x, int k) {
     return hsum_f32(acc);
 }
 
+/* 16 int8 weights times x[0..16) in 8 lanes: lane i holds q[i] x[i] + q[i + 8] x[i + 8] */
+BE_AVX2_INLINE __m256 i8x16_dot(__m128i q, const float *x) {
+    const __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), _mm256_loadu_ps(x));
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8))), _mm256_loadu_ps(x + 8), s);
+}
+
+BE_AVX2_INLINE __m256 f16_set1(const uint8_t *p) { return _mm256_set1_ps(_cvtsh_ss((unsigned short)(p[0] | (p[1] << 8)))); }
+
+/* Q4_0: per block d * (q . x), the nibbles unpacked to int8 q - 8 (low: weights 0..15, high: 16..31); blocks
+ * alternate between two accumulators so that consecutive blocks do not wait on one FMA chain */
+BE_AVX2 float be_dot_q4_0_avx2(const uint8_t *w, const float *x, int k) {
+    const __m128i m4 = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int b = 0; b < k / BE_Q4_0_BLOCK; b++) {
+        const uint8_t *blk = w + (size_t)b * BE_Q4_0_BYTES;
+        const float *xb = x + b * BE_Q4_0_BLOCK;
+        const __m128i v = _mm_loadu_si128((const __m128i *)(blk + 2));
+        const __m128i lo = _mm_sub_epi8(_mm_and_si128(v, m4), eight);
+        const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m4), eight);
+        const __m256 s = _mm256_add_ps(i8x16_dot(lo, xb), i8x16_dot(hi, xb + 16));
+        acc[b & 1] = _mm256_fmadd_ps(f16_set1(blk), s, acc[b & 1]);
+    }
+    return hsum_f32(_mm256_add_ps(acc[0], acc[1]));
+}
+
+/* Q6_K: each half block's 128 levels unpacked to int8 (u - 32) in 32-byte vectors, one vector per 32 weights (two
+ * 16-weight groups); each group's q . x scaled by its d * scale (computed in fp32 as the scalar twin does, 8 at a
+ * time, then broadcast by lane) into one of two accumulators */
+BE_AVX2 float be_dot_q6_k_avx2(const uint8_t *w, const float *x, int k) {
+    const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3), k32 = _mm256_set1_epi8(32);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (int b = 0; b < k / BE_Q6_K_BLOCK; b++) {
+        const uint8_t *blk = w + (size_t)b * BE_Q6_K_BYTES;
+        const float *xb = x + b * BE_Q6_K_BLOCK;
+        const __m256 d = f16_set1(blk + 208);
+        const __m256 ds[2] = {
+            _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 192))))),
+            _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 200))))),
+        };
+        for (int h = 0; h < 2; h++) {
+            const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(blk + 64 * h));
+            const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(blk + 64 * h + 32));
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h));
+            __m256i q[4];
+            q[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4));
+            q[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4));
+            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4));
+            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4));
+            for (int m = 0; m < 4; m++) {
+                const __m256i qm = _mm256_sub_epi8(q[m], k32);
+                const float *xm = xb + 128 * h + 32 * m;
+                const __m256 sa = i8x16_dot(_mm256_castsi256_si128(qm), xm);
+                const __m256 sb = i8x16_dot(_mm256_extracti128_si256(qm, 1), xm + 16);
+                const int g = 2 * m;  /* groups 8h + g and 8h + g + 1: lanes g, g + 1 of ds[h] */
+                acc0 = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(ds[h], _mm256_set1_epi32(g)), sa, acc0);
+                acc1 = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(ds[h], _mm256_set1_epi32(g + 1)), sb, acc1);
+            }
+        }
+    }
+    return hsum_f32(_mm256_add_ps(acc0, acc1));
+}
+
 static BE_AVX2 void float_gemv_avx2(const void *w, int type, const float *x, float *y, int n0, int n1, int k) {
     const size_t row_bytes = be_float_row_bytes(type, k);
     for (int n = n0; n < n1; n++) {
@@ -224,6 +289,8 @@ static BE_AVX2 void float_gemv_avx2(const void *w, int type, const float *x, flo
         case BE_F32: y[n] = dot_f32((const float *)row, x, k); break;
         case BE_F16: y[n] = dot_f16(row, x, k); break;
         case BE_Q8_0: y[n] = dot_q8_0(row, x, k); break;
+        case BE_Q4_0: y[n] = be_dot_q4_0_avx2(row, x, k); break;
+        case BE_Q6_K: y[n] = be_dot_q6_k_avx2(row, x, k); break;
         default: y[n] = 0.0f; break;
         }
     }
