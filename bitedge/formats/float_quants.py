@@ -51,33 +51,37 @@ def quantize(rows: np.ndarray, qtype: GGMLQuantizationType) -> np.ndarray:
 
 
 def _seq_sum(a: np.ndarray) -> np.ndarray:
-    """Sum over the last axis in index order, in fp32 (ggml's loop: the order decides near-ties of the search)."""
-    s = np.zeros(a.shape[:-1], dtype=F32)
-    for i in range(a.shape[-1]):
-        s = s + a[..., i]
+    """Sum over the first axis in index order, in fp32 (ggml's loop: the order decides near-ties of the search)."""
+    s = a[0].copy()
+    for i in range(1, a.shape[0]):
+        s += a[i]
     return s
 
 
 def _levels(v: np.ndarray, lo: int, hi: int) -> np.ndarray:
     """ggml's nearest_int (the +1.5*2^23 trick: round half to even, like np.rint in fp32), clamped to [lo, hi]."""
-    return np.clip(np.rint(v), F32(lo), F32(hi))
+    v = np.rint(v)
+    return np.clip(v, F32(lo), F32(hi), out=v)
 
 
 def _make_qx_quants(x: np.ndarray, nmax: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """ggml's make_qx_quants(n, nmax, x, L, rmse_type=1, qw=NULL) for every row of x [S, n] at once.
 
-    Returns (scale [S] fp32, L [S, n] uint8 = level + nmax)."""
-    rows = np.arange(x.shape[0])
-    ax = np.abs(x)
-    first_max = ax.argmax(axis=1)  # ggml keeps the first of equal maxima (strict >)
-    amax, mx = ax[rows, first_max], x[rows, first_max]
+    Returns (scale [S] fp32, L [S, n] uint8 = level + nmax). Works on x transposed ([n, S]: each of ggml's
+    per-element steps is one contiguous row)."""
+    xt = np.ascontiguousarray(x.T)
+    cols = np.arange(xt.shape[1])
+    ax = np.abs(xt)
+    first_max = ax.argmax(axis=0)  # ggml keeps the first of equal maxima (strict >)
+    amax, mx = ax[first_max, cols], xt[first_max, cols]
     zero = amax < GROUP_MAX_EPS
     mx = np.where(zero, F32(1), mx)
-    w = x * x  # rmse_type 1: weight x^2
+    wx = (xt * xt) * xt  # rmse_type 1: weight w = x^2; ggml's w*x[i]*l is (w * x) * l
+    w = xt * xt
 
     def trial(iscale: np.ndarray):
-        lv = _levels(iscale[:, None] * x, -nmax, nmax - 1)
-        return lv, _seq_sum((w * x) * lv), _seq_sum((w * lv) * lv)
+        lv = _levels(iscale[None, :] * xt, -nmax, nmax - 1)
+        return lv, _seq_sum(wx * lv), _seq_sum((w * lv) * lv)
 
     def ratio(num, den):
         return np.where(den != 0, num / np.where(den != 0, den, F32(1)), F32(0)).astype(F32)
@@ -90,12 +94,12 @@ def _make_qx_quants(x: np.ndarray, nmax: int = 32) -> tuple[np.ndarray, np.ndarr
             continue
         lv, sumlx, suml2 = trial(-(F32(nmax) + F32(0.1) * F32(step)) / mx)
         better = (suml2 > 0) & (sumlx * sumlx > best * suml2)
-        levels = np.where(better[:, None], lv, levels)
+        np.copyto(levels, lv, where=better[None, :])
         scale = np.where(better, ratio(sumlx, suml2), scale)
         best = np.where(better, scale * sumlx, best)
     scale = np.where(zero, F32(0), scale).astype(F32)
-    levels = np.where(zero[:, None], F32(-nmax), levels)
-    return scale, (levels + F32(nmax)).astype(np.uint8)
+    levels[:, zero] = F32(-nmax)
+    return scale, (levels + F32(nmax)).astype(np.uint8).T
 
 
 def quantize_q6_k(rows: np.ndarray) -> np.ndarray:
