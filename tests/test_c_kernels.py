@@ -329,7 +329,7 @@ def check_float(exe: Path, tmp: Path, tables: list[str], **run) -> None:
     rng = np.random.default_rng(11)
     for kind, n, k in (("f32", 19, 333), ("f16", 23, 517), ("q8_0", 21, 640), ("f32", 3, 2560),
                        ("f16", 2, 2560), ("q8_0", 5, 2560), ("q4_0", 17, 608), ("q4_0", 4, 2560), ("q6_k", 13, 768),
-                       ("q6_k", 4, 2560)):
+                       ("q6_k", 4, 2560), ("q6_k", 3, 4608)):
         type_id, data, rows = float_case(kind, n, k, seed=n * k)
         x = (rng.standard_normal(k) * 2).astype(np.float32)
         src, dst = tmp / "f.in", tmp / "f.out"

@@ -215,66 +215,101 @@ BE_AVX2_INLINE float dot_q8_0(const uint8_t *w, const float *x, int k) {
     return hsum_f32(acc);
 }
 
-/* 16 int8 weights times x[0..16) in 8 lanes: lane i holds q[i] x[i] + q[i + 8] x[i + 8] */
-BE_AVX2_INLINE __m256 i8x16_dot(__m128i q, const float *x) {
-    const __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), _mm256_loadu_ps(x));
-    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8))), _mm256_loadu_ps(x + 8), s);
-}
-
 BE_AVX2_INLINE __m256 f16_set1(const uint8_t *p) { return _mm256_set1_ps(_cvtsh_ss((unsigned short)(p[0] | (p[1] << 8)))); }
 
-/* Q4_0: per block d * (q . x), the nibbles unpacked to int8 q - 8 (low: weights 0..15, high: 16..31); blocks
- * alternate between two accumulators so that consecutive blocks do not wait on one FMA chain */
+/* Q4_0 in two passes over chunks of a row, like Q6_K below: the nibbles of each block unpacked to int8 q - 8
+ * (low: weights 0..15, high: 16..31) into a buffer, with the block's d; then per block d * (q . x) reading the
+ * buffer as Q8_0's kernel reads its blocks; two accumulators */
+#define Q4_0_ROW_CHUNK 64  /* blocks per pass: 2 KiB of levels */
 BE_AVX2 float be_dot_q4_0_avx2(const uint8_t *w, const float *x, int k) {
     const __m128i m4 = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int b = 0; b < k / BE_Q4_0_BLOCK; b++) {
-        const uint8_t *blk = w + (size_t)b * BE_Q4_0_BYTES;
-        const float *xb = x + b * BE_Q4_0_BLOCK;
-        const __m128i v = _mm_loadu_si128((const __m128i *)(blk + 2));
-        const __m128i lo = _mm_sub_epi8(_mm_and_si128(v, m4), eight);
-        const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m4), eight);
-        const __m256 s = _mm256_add_ps(i8x16_dot(lo, xb), i8x16_dot(hi, xb + 16));
-        acc[b & 1] = _mm256_fmadd_ps(f16_set1(blk), s, acc[b & 1]);
+    _Alignas(32) int8_t q[Q4_0_ROW_CHUNK * BE_Q4_0_BLOCK];
+    float ds[Q4_0_ROW_CHUNK];
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    const int nblk = k / BE_Q4_0_BLOCK;
+    for (int b0 = 0; b0 < nblk; b0 += Q4_0_ROW_CHUNK) {
+        const int nb = nblk - b0 < Q4_0_ROW_CHUNK ? nblk - b0 : Q4_0_ROW_CHUNK;
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *blk = w + (size_t)(b0 + b) * BE_Q4_0_BYTES;
+            const __m128i v = _mm_loadu_si128((const __m128i *)(blk + 2));
+            _mm_store_si128((__m128i *)(q + 32 * b), _mm_sub_epi8(_mm_and_si128(v, m4), eight));
+            _mm_store_si128((__m128i *)(q + 32 * b + 16), _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m4), eight));
+            ds[b] = _cvtsh_ss((unsigned short)(blk[0] | (blk[1] << 8)));
+        }
+        const float *xc = x + (size_t)b0 * BE_Q4_0_BLOCK;
+        int b = 0;
+        for (; b + 2 <= nb; b += 2) {
+            const int8_t *qb = q + 32 * b;
+            const float *xb = xc + 32 * b;
+            __m256 s0 = _mm256_mul_ps(load_i8x8_ps(qb), _mm256_loadu_ps(xb));
+            s0 = _mm256_fmadd_ps(load_i8x8_ps(qb + 8), _mm256_loadu_ps(xb + 8), s0);
+            s0 = _mm256_fmadd_ps(load_i8x8_ps(qb + 16), _mm256_loadu_ps(xb + 16), s0);
+            s0 = _mm256_fmadd_ps(load_i8x8_ps(qb + 24), _mm256_loadu_ps(xb + 24), s0);
+            __m256 s1 = _mm256_mul_ps(load_i8x8_ps(qb + 32), _mm256_loadu_ps(xb + 32));
+            s1 = _mm256_fmadd_ps(load_i8x8_ps(qb + 40), _mm256_loadu_ps(xb + 40), s1);
+            s1 = _mm256_fmadd_ps(load_i8x8_ps(qb + 48), _mm256_loadu_ps(xb + 48), s1);
+            s1 = _mm256_fmadd_ps(load_i8x8_ps(qb + 56), _mm256_loadu_ps(xb + 56), s1);
+            acc0 = _mm256_fmadd_ps(_mm256_broadcast_ss(ds + b), s0, acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_broadcast_ss(ds + b + 1), s1, acc1);
+        }
+        if (b < nb) {
+            const int8_t *qb = q + 32 * b;
+            const float *xb = xc + 32 * b;
+            __m256 s0 = _mm256_mul_ps(load_i8x8_ps(qb), _mm256_loadu_ps(xb));
+            s0 = _mm256_fmadd_ps(load_i8x8_ps(qb + 8), _mm256_loadu_ps(xb + 8), s0);
+            s0 = _mm256_fmadd_ps(load_i8x8_ps(qb + 16), _mm256_loadu_ps(xb + 16), s0);
+            s0 = _mm256_fmadd_ps(load_i8x8_ps(qb + 24), _mm256_loadu_ps(xb + 24), s0);
+            acc0 = _mm256_fmadd_ps(_mm256_broadcast_ss(ds + b), s0, acc0);
+        }
     }
-    return hsum_f32(_mm256_add_ps(acc[0], acc[1]));
+    return hsum_f32(_mm256_add_ps(acc0, acc1));
 }
 
-/* Q6_K: each half block's 128 levels unpacked to int8 (u - 32) in 32-byte vectors, one vector per 32 weights (two
- * 16-weight groups); each group's q . x scaled by its d * scale (computed in fp32 as the scalar twin does, 8 at a
- * time, then broadcast by lane) into one of two accumulators */
+/* Q6_K in two passes over a row: first every block's 256 levels are unpacked to int8 (u - 32) with 32-byte vector
+ * ops and stored to a row buffer, with each 16-weight group's d * scale (fp32, as the scalar twin computes it);
+ * then the dot product reads that buffer as Q8_0's reads its blocks (vpmovsxbd m64: one shuffle per 8 weights),
+ * the stores long retired (no store-to-load forwarding on the critical path). Two accumulators. */
+#define Q6_K_ROW_CHUNK 16  /* blocks per pass: 4 KiB of levels, in L1 */
 BE_AVX2 float be_dot_q6_k_avx2(const uint8_t *w, const float *x, int k) {
     const __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3), k32 = _mm256_set1_epi8(32);
+    _Alignas(32) int8_t q[Q6_K_ROW_CHUNK * BE_Q6_K_BLOCK];
+    _Alignas(32) float ds[Q6_K_ROW_CHUNK * 16];
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    for (int b = 0; b < k / BE_Q6_K_BLOCK; b++) {
-        const uint8_t *blk = w + (size_t)b * BE_Q6_K_BYTES;
-        const float *xb = x + b * BE_Q6_K_BLOCK;
-        const __m256 d = f16_set1(blk + 208);
-        const __m256 ds[2] = {
-            _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 192))))),
-            _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 200))))),
-        };
-        for (int h = 0; h < 2; h++) {
-            const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(blk + 64 * h));
-            const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(blk + 64 * h + 32));
-            const __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h));
-            __m256i q[4];
-            q[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4));
-            q[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4));
-            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4));
-            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4));
-            for (int m = 0; m < 4; m++) {
-                const __m256i qm = _mm256_sub_epi8(q[m], k32);
-                const float *xm = xb + 128 * h + 32 * m;
-                const __m256 sa = i8x16_dot(_mm256_castsi256_si128(qm), xm);
-                const __m256 sb = i8x16_dot(_mm256_extracti128_si256(qm, 1), xm + 16);
-                const int g = 2 * m;  /* groups 8h + g and 8h + g + 1: lanes g, g + 1 of ds[h] */
-                acc0 = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(ds[h], _mm256_set1_epi32(g)), sa, acc0);
-                acc1 = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(ds[h], _mm256_set1_epi32(g + 1)), sb, acc1);
+    const int nblk = k / BE_Q6_K_BLOCK;
+    for (int b0 = 0; b0 < nblk; b0 += Q6_K_ROW_CHUNK) {
+        const int nb = nblk - b0 < Q6_K_ROW_CHUNK ? nblk - b0 : Q6_K_ROW_CHUNK;
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *blk = w + (size_t)(b0 + b) * BE_Q6_K_BYTES;
+            const __m256 d = f16_set1(blk + 208);
+            _mm256_store_ps(ds + 16 * b, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                                                   _mm_loadl_epi64((const __m128i *)(blk + 192))))));
+            _mm256_store_ps(ds + 16 * b + 8, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                                                       _mm_loadl_epi64((const __m128i *)(blk + 200))))));
+            for (int h = 0; h < 2; h++) {
+                const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(blk + 64 * h));
+                const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(blk + 64 * h + 32));
+                const __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h));
+                __m256i *o = (__m256i *)(q + BE_Q6_K_BLOCK * b + 128 * h);
+                _mm256_store_si256(o, _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(ql0, m4),
+                                                      _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4)), k32));
+                _mm256_store_si256(o + 1, _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(ql1, m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4)), k32));
+                _mm256_store_si256(o + 2, _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4)), k32));
+                _mm256_store_si256(o + 3, _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4)), k32));
             }
+        }
+        const float *xc = x + (size_t)b0 * BE_Q6_K_BLOCK;
+        for (int g = 0; g < 16 * nb; g += 2) {
+            const int8_t *qg = q + 16 * g;
+            const float *xg = xc + 16 * g;
+            __m256 sa = _mm256_mul_ps(load_i8x8_ps(qg), _mm256_loadu_ps(xg));
+            sa = _mm256_fmadd_ps(load_i8x8_ps(qg + 8), _mm256_loadu_ps(xg + 8), sa);
+            __m256 sb = _mm256_mul_ps(load_i8x8_ps(qg + 16), _mm256_loadu_ps(xg + 16));
+            sb = _mm256_fmadd_ps(load_i8x8_ps(qg + 24), _mm256_loadu_ps(xg + 24), sb);
+            acc0 = _mm256_fmadd_ps(_mm256_broadcast_ss(ds + g), sa, acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_broadcast_ss(ds + g + 1), sb, acc1);
         }
     }
     return hsum_f32(_mm256_add_ps(acc0, acc1));
