@@ -25,7 +25,8 @@ from bitedge.model import ModelConfig, ModelSource, Ternary, TokenizerData, is_t
 
 SUPPORTED_FORMAT_VERSION = K.FORMAT_VERSION
 ARCH = K.ARCH
-FLOAT_TYPES = (GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.Q8_0)
+FLOAT_TYPES = (GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.Q8_0, GGMLQuantizationType.Q6_K,
+               GGMLQuantizationType.Q4_0)  # the embed types of bitedge.formats.float_quants
 DEFAULT_ALIGNMENT = 32
 SCALAR_FORMATS = {
     GGUFValueType.UINT8: "<B", GGUFValueType.INT8: "<b", GGUFValueType.UINT16: "<H", GGUFValueType.INT16: "<h",
@@ -278,7 +279,8 @@ def tokenizer_from_kv(kv: dict) -> TokenizerData | None:
 
 
 def float_tensor(g: GGUFFile, t: TensorInfo) -> np.ndarray:
-    """A float tensor of the file (F32 / F16 / Q8_0) as a new float32 array in numpy order."""
+    """A float tensor of the file (F32 / F16 / Q8_0 / Q6_K / Q4_0) as a new float32 array in numpy order (gguf-py's
+    dequantization: the reference's weights, which the runtime's be_dequantize_row reproduces bit for bit)."""
     if t.ggml_type == GGMLQuantizationType.F32:
         return np.array(g.array(t), dtype=np.float32)
     if t.ggml_type == GGMLQuantizationType.F16:

@@ -49,6 +49,28 @@ def test_bench_runtime_compares_kernel_tables(tmp_path):
     assert "vs scalar" in proc.stdout
 
 
+def test_bench_output_types_compares_types(tmp_path):
+    """bench_output_types.py: pp and tg rows for every output type, sizes shrinking with the type, paired ratios
+    against the first type."""
+    from tests._c_build import host_has_avx2
+
+    if not host_has_avx2():
+        pytest.skip("needs an x86 CPU with AVX2 (the script builds the x86-64-avx2 runtime)")
+    out = tmp_path / "types.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_output_types.py"), "--preset", "test",
+                           "--types", "q8_0,q6_k,q4_0", "-p", "8", "-n", "4", "-r", "1", "--rounds", "2",
+                           "--models-dir", str(tmp_path / "models"), "-o", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["type"], r["test"]) for r in rows} == {(t, x) for t in ("q8_0", "q6_k", "q4_0") for x in ("pp8", "tg4")}
+    assert all(r["n_samples"] == 2 and r["mean_ts"] > 0 and r["peak_rss_mb"] > 0 for r in rows)
+    size = {r["type"]: r["output_matrix_bytes"] for r in rows}
+    assert size["q8_0"] > size["q6_k"] > size["q4_0"]
+    assert all(len(r["paired_ratios_vs_q8_0"]) == 2 for r in rows if r["type"] != "q8_0")
+    assert "vs q8_0" in proc.stdout
+
+
 # ------------------------------------------------------------------ bench_peers.py: weights and table, no peer built
 
 

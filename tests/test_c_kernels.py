@@ -4,7 +4,7 @@ kernels/tests/test_kernels.c checks every kernel table the CPU can run against i
 is built natively (gcc, clang, sanitizers) and for aarch64 under qemu-user with three CPUs (Cortex-A72: no
 dotprod; Cortex-A76: dotprod; max), and its file modes are checked against the Python sources of truth:
 the I2_S packer of bitedge.formats.packing, quantize_activations of bitedge.formats.ternary, numpy's float16
-and gguf-py's Q8_0.
+and gguf-py's Q8_0, Q4_0 and Q6_K (be_dequantize_row bit-identical to gguf.quants.dequantize).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bitedge.formats import float_quants
 from bitedge.formats.packing import get_packing
 from bitedge.formats.ternary import quantize_activations
 from tests._c_build import (BASE_FLAGS, REPO, RUNTIME, compile_c, host_has_avx2, host_has_avx512_vnni,
@@ -315,14 +316,25 @@ def float_case(kind: str, n: int, k: int, seed: int):
     if kind == "f16":
         h = w.astype(np.float16)
         return 1, h.tobytes(), h.astype(np.float32)
-    packed = quantize(w, gguf.GGMLQuantizationType.Q8_0)
-    return 8, packed.tobytes(), dequantize(packed, gguf.GGMLQuantizationType.Q8_0).astype(np.float32)
+    qtype = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0,
+             "q6_k": gguf.GGMLQuantizationType.Q6_K}[kind]
+    if kind == "q6_k":  # gguf-py has no Q6_K quantizer: bitedge's port of ggml's, plus raw random blocks (every level,
+        # every scale, either sign of d), so that no bit pattern of the layout goes untested
+        packed = float_quants.quantize(w, qtype)
+        raw = rng.integers(0, 256, size=packed.shape, dtype=np.uint8)
+        d = (rng.standard_normal(packed.shape[:-1] + (packed.shape[-1] // 210,)) * 0.02).astype(np.float16)
+        raw.reshape(n, -1, 210)[:, :, 208:] = d.view(np.uint8).reshape(n, -1, 2)
+        packed = np.where(np.arange(n)[:, None] % 2 == 0, packed, raw)
+    else:
+        packed = quantize(w, qtype)
+    return int(qtype), packed.tobytes(), dequantize(packed, qtype).astype(np.float32).reshape(n, k)
 
 
 def check_float(exe: Path, tmp: Path, tables: list[str], **run) -> None:
     rng = np.random.default_rng(11)
     for kind, n, k in (("f32", 19, 333), ("f16", 23, 517), ("q8_0", 21, 640), ("f32", 3, 2560),
-                       ("f16", 2, 2560), ("q8_0", 5, 2560)):
+                       ("f16", 2, 2560), ("q8_0", 5, 2560), ("q4_0", 17, 608), ("q4_0", 4, 2560), ("q6_k", 13, 768),
+                       ("q6_k", 4, 2560), ("q6_k", 3, 4608)):
         type_id, data, rows = float_case(kind, n, k, seed=n * k)
         x = (rng.standard_normal(k) * 2).astype(np.float32)
         src, dst = tmp / "f.in", tmp / "f.out"

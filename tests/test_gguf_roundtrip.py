@@ -11,13 +11,14 @@ import pytest
 from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter, quants
 
 from bitedge.convert.gguf_writer import write_gguf
+from bitedge.formats import float_quants
 from bitedge.formats.packing import PACKINGS
 from bitedge.errors import BitedgeError
 from bitedge.gguf_read import read_metadata, read_model
 from bitedge.model import TOKEN_UNUSED, Ternary, is_ternary
 from conftest import ALIGNED, ODD, PLAIN
 
-EMBED_TYPES = ["f32", "f16", "q8_0"]
+EMBED_TYPES = ["f32", "f16", "q8_0", "q6_k", "q4_0"]
 
 
 def expected_embedding(values: np.ndarray, embed_type: str) -> np.ndarray:
@@ -25,7 +26,8 @@ def expected_embedding(values: np.ndarray, embed_type: str) -> np.ndarray:
         return values
     if embed_type == "f16":
         return values.astype(np.float16).astype(np.float32)
-    return quants.dequantize(quants.quantize(values, GGMLQuantizationType.Q8_0), GGMLQuantizationType.Q8_0)
+    qtype = float_quants.EMBED_TYPES[embed_type]
+    return quants.dequantize(float_quants.quantize(values, qtype), qtype)
 
 
 def padded_tokenizer(td, vocab_size):

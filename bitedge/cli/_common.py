@@ -33,7 +33,7 @@ def cli() -> None:
 
 
 PACKINGS = ["i2_s", "tl1", "tl2", "tq2_0"]
-EMBED_TYPES = ["f16", "f32", "q8_0"]
+EMBED_TYPES = ["f16", "f32", "q8_0", "q6_k", "q4_0"]  # bitedge.formats.float_quants.EMBED_TYPES
 
 
 def _say(message: str) -> None:

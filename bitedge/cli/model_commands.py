@@ -17,7 +17,8 @@ from bitedge.errors import BitedgeError
 @click.option("--type", "packing", type=click.Choice(PACKINGS), default="i2_s", show_default=True,
               help="Packing of the ternary matrices (tq2_0: llama.cpp's type, for llama.cpp).")
 @click.option("--embed-type", type=click.Choice(EMBED_TYPES), default="f16", show_default=True,
-              help="Type of the embedding / output matrix.")
+              help="Type of the embedding / output matrix (q6_k, q4_0: fewer bytes per generated token; the runtime "
+                   "reads exactly the weights the reference reads).")
 @click.option("--revision", help="Hub revision (branch, tag or commit) when SOURCE is a hub id.")
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("--force-ternarize", is_flag=True,
@@ -57,7 +58,8 @@ def inspect(model, out):
               help="Write a Hugging Face checkpoint (bf16 master weights) into this folder instead of a GGUF.")
 @click.option("--hf", "old_hf", is_flag=True, hidden=True)
 @click.option("--type", "packing", type=click.Choice(PACKINGS), default="i2_s", show_default=True)
-@click.option("--embed-type", type=click.Choice(EMBED_TYPES), default="f16", show_default=True)
+@click.option("--embed-type", type=click.Choice(EMBED_TYPES), default="f16", show_default=True,
+              help="Type of the embedding / output matrix.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite the output if it exists.")
 @output_options(has_progress=True)

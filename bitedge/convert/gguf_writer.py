@@ -18,22 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFWriter, quants
+from gguf import GGMLQuantizationType, GGUFWriter
 from gguf.gguf_writer import WriterState
 
 import bitedge
+from bitedge.formats import float_quants
 from bitedge.formats import gguf_keys as K
+from bitedge.formats.float_quants import BLOCK_TYPES, EMBED_TYPES
 from bitedge.formats.packing import get_packing
 from bitedge.errors import BitedgeError
 from bitedge.output import replaced_atomically
 from bitedge.model import ModelConfig, ModelSource, Ternary, TokenizerData, TOKEN_UNUSED, is_ternary
 
 ARCH, FORMAT_VERSION, ALIGNMENT, QUANTIZATION_VERSION = K.ARCH, K.FORMAT_VERSION, K.ALIGNMENT, K.QUANTIZATION_VERSION
-EMBED_TYPES = {
-    "f32": GGMLQuantizationType.F32,
-    "f16": GGMLQuantizationType.F16,
-    "q8_0": GGMLQuantizationType.Q8_0,
-}
 EMBED_ROLES = ("token_embd.weight", "output.weight")
 CHUNK_ELEMENTS = 1 << 24  # float tensors are converted and written in row chunks of about this many values
 
@@ -71,10 +68,11 @@ def plan_tensors(config: ModelConfig, packing_name: str, embed_type: str) -> lis
             plans.append(TensorPlan(scale, name, "scale", (1,), (1,), np.float32, None, 4))
         elif name in EMBED_ROLES:
             rows, cols = shape
-            if embed == GGMLQuantizationType.Q8_0:
-                block, block_bytes = 32, 34
+            if embed in BLOCK_TYPES:
+                block, block_bytes = BLOCK_TYPES[embed]
                 if cols % block:
-                    raise BitedgeError(f"{name}: shape {shape} cannot be stored as q8_0: rows of {cols} are not a multiple of {block}")
+                    raise BitedgeError(f"{name}: shape {shape} cannot be stored as {embed_type}: rows of {cols} are not a "
+                                       f"multiple of {block}")
                 stored = (rows, cols // block * block_bytes)
                 plans.append(TensorPlan(name, name, "embed", shape, stored, np.uint8, embed, rows * stored[1]))
             else:
@@ -187,8 +185,8 @@ def float_chunks(name: str, value: np.ndarray, plan: TensorPlan) -> Iterator[np.
         chunk = np.asarray(flat[r0 : r0 + step], dtype=np.float32)
         if not np.isfinite(chunk).all():
             raise BitedgeError(f"{name}: holds NaN or infinite values")
-        if plan.ggml_type == GGMLQuantizationType.Q8_0:
-            yield quants.quantize(chunk, GGMLQuantizationType.Q8_0)
+        if plan.ggml_type in BLOCK_TYPES:
+            yield float_quants.quantize(chunk, plan.ggml_type)
         else:
             yield np.ascontiguousarray(chunk, dtype=plan.np_dtype)
 

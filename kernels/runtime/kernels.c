@@ -67,8 +67,30 @@ size_t be_float_row_bytes(int type, int k) {
     case BE_F32: return (size_t)k * 4;
     case BE_F16: return (size_t)k * 2;
     case BE_Q8_0: return (size_t)(k / BE_Q8_0_BLOCK) * BE_Q8_0_BYTES;
+    case BE_Q4_0: return (size_t)(k / BE_Q4_0_BLOCK) * BE_Q4_0_BYTES;
+    case BE_Q6_K: return (size_t)(k / BE_Q6_K_BLOCK) * BE_Q6_K_BYTES;
     default: return 0;
     }
+}
+
+void be_q6_k_levels(const uint8_t *blk, int8_t q[BE_Q6_K_BLOCK]) {
+    for (int h = 0; h < 2; h++) {
+        const uint8_t *ql = blk + 64 * h, *qh = blk + 128 + 32 * h;
+        int8_t *o = q + 128 * h;
+        for (int l = 0; l < 32; l++) {
+            o[l] = (int8_t)(((ql[l] & 15) | ((qh[l] & 3) << 4)) - 32);
+            o[l + 32] = (int8_t)(((ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4)) - 32);
+            o[l + 64] = (int8_t)(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+            o[l + 96] = (int8_t)(((ql[l + 32] >> 4) | ((qh[l] >> 6) << 4)) - 32);
+        }
+    }
+}
+
+/* the scale of each 16-weight group of a Q6_K block: d * scale in fp32, as ggml and gguf-py round it */
+static void q6_k_group_scales(const uint8_t *blk, float ds[16]) {
+    const float d = be_f16_to_f32(load_u16(blk + 208));
+    const int8_t *sc = (const int8_t *)(blk + 192);
+    for (int j = 0; j < 16; j++) ds[j] = d * (float)sc[j];
 }
 
 void be_dequantize_row(const void *w, int type, int row, int k, float *out) {
@@ -86,6 +108,27 @@ void be_dequantize_row(const void *w, int type, int row, int k, float *out) {
             const float d = be_f16_to_f32(load_u16(blk));
             const int8_t *qs = (const int8_t *)(blk + 2);
             for (int j = 0; j < BE_Q8_0_BLOCK; j++) out[b * BE_Q8_0_BLOCK + j] = d * (float)qs[j];
+        }
+        break;
+    case BE_Q4_0:
+        for (int b = 0; b < k / BE_Q4_0_BLOCK; b++) {
+            const uint8_t *blk = r + (size_t)b * BE_Q4_0_BYTES;
+            const float d = be_f16_to_f32(load_u16(blk));
+            float *o = out + b * BE_Q4_0_BLOCK;
+            for (int j = 0; j < 16; j++) {
+                o[j] = d * (float)((blk[2 + j] & 15) - 8);
+                o[j + 16] = d * (float)((blk[2 + j] >> 4) - 8);
+            }
+        }
+        break;
+    case BE_Q6_K:
+        for (int b = 0; b < k / BE_Q6_K_BLOCK; b++) {
+            const uint8_t *blk = r + (size_t)b * BE_Q6_K_BYTES;
+            int8_t q[BE_Q6_K_BLOCK];
+            float ds[16];
+            be_q6_k_levels(blk, q);
+            q6_k_group_scales(blk, ds);
+            for (int i = 0; i < BE_Q6_K_BLOCK; i++) out[b * BE_Q6_K_BLOCK + i] = ds[i / 16] * (float)q[i];
         }
         break;
     default:
@@ -129,7 +172,8 @@ static void i2s_gemm_scalar(const uint8_t *w, const int8_t *q, int32_t *acc, int
 }
 
 /* ----------------------------------------------------------------------------------------------------------
- * scalar float gemv: y[n] = sum_k W[n][k] * x[k], summed in order (Q8_0: per block d * sum(q * x)) */
+ * scalar float gemv: y[n] = sum_k W[n][k] * x[k], summed in order (Q8_0, Q4_0: per block d * sum(q * x); Q6_K: per
+ * 16-weight group (d * scale) * sum(q * x)) */
 
 static float dot_f32(const float *w, const float *x, int k) {
     float s = 0.0f;
@@ -156,6 +200,39 @@ static float dot_q8_0(const uint8_t *w, const float *x, int k) {
     return s;
 }
 
+/* Q4_0: per block d * sum(q * x), weights 0..15 (low nibbles) then 16..31 (high nibbles) */
+static float dot_q4_0(const uint8_t *w, const float *x, int k) {
+    float s = 0.0f;
+    for (int b = 0; b < k / BE_Q4_0_BLOCK; b++) {
+        const uint8_t *blk = w + (size_t)b * BE_Q4_0_BYTES;
+        const float *xb = x + b * BE_Q4_0_BLOCK;
+        float sb = 0.0f;
+        for (int j = 0; j < 16; j++) sb += (float)((blk[2 + j] & 15) - 8) * xb[j];
+        for (int j = 0; j < 16; j++) sb += (float)((blk[2 + j] >> 4) - 8) * xb[j + 16];
+        s += be_f16_to_f32(load_u16(blk)) * sb;
+    }
+    return s;
+}
+
+/* Q6_K: per 16-weight group (d * scale) * sum(q * x) */
+static float dot_q6_k(const uint8_t *w, const float *x, int k) {
+    float s = 0.0f;
+    for (int b = 0; b < k / BE_Q6_K_BLOCK; b++) {
+        const uint8_t *blk = w + (size_t)b * BE_Q6_K_BYTES;
+        const float *xb = x + b * BE_Q6_K_BLOCK;
+        int8_t q[BE_Q6_K_BLOCK];
+        float ds[16];
+        be_q6_k_levels(blk, q);
+        q6_k_group_scales(blk, ds);
+        for (int g = 0; g < 16; g++) {
+            float sg = 0.0f;
+            for (int j = 0; j < 16; j++) sg += (float)q[16 * g + j] * xb[16 * g + j];
+            s += ds[g] * sg;
+        }
+    }
+    return s;
+}
+
 static void float_gemv_scalar(const void *w, int type, const float *x, float *y, int n0, int n1, int k) {
     const size_t row_bytes = be_float_row_bytes(type, k);
     for (int n = n0; n < n1; n++) {
@@ -164,6 +241,8 @@ static void float_gemv_scalar(const void *w, int type, const float *x, float *y,
         case BE_F32: y[n] = dot_f32((const float *)row, x, k); break;
         case BE_F16: y[n] = dot_f16(row, x, k); break;
         case BE_Q8_0: y[n] = dot_q8_0(row, x, k); break;
+        case BE_Q4_0: y[n] = dot_q4_0(row, x, k); break;
+        case BE_Q6_K: y[n] = dot_q6_k(row, x, k); break;
         default: y[n] = 0.0f; break;
         }
     }

@@ -40,15 +40,34 @@ typedef void (*be_i2s_gemm_fn)(const uint8_t *w, const int8_t *q, int32_t *acc, 
 
 /* Float-weight matrix-vector products for embeddings / output matrix:
  * y[n] = sum_k W[n][k] * x[k] for n in [n0, n1); W row-major [N][k] in the given ggml type. */
-enum be_float_type { BE_F32 = 0, BE_F16 = 1, BE_Q8_0 = 8 };
+enum be_float_type { BE_F32 = 0, BE_F16 = 1, BE_Q4_0 = 2, BE_Q8_0 = 8, BE_Q6_K = 14 };  /* = the ggml type ids */
 /* ggml Q8_0: blocks of 32 weights, each an IEEE half d then 32 int8 q (34 bytes); w = d * q. k % 32 == 0. */
 #define BE_Q8_0_BLOCK 32
 #define BE_Q8_0_BYTES 34
+/* ggml Q4_0: blocks of 32 weights, an IEEE half d then 16 bytes; byte j holds weight j in its low nibble and weight
+ * j + 16 in its high nibble (u, 0..15); w = d * (float)(u - 8). k % 32 == 0. */
+#define BE_Q4_0_BLOCK 32
+#define BE_Q4_0_BYTES 18
+/* ggml Q6_K: blocks of 256 weights (210 bytes): ql[128], qh[64], int8 scales[16], IEEE half d. In each half h of
+ * 128 weights (ql + 64h, qh + 32h), weight 128h + 32m + l (m 0..3, l 0..31) has the 6-bit level u = low | high << 4
+ * with low the nibble of ql[l + 32 (m & 1)] (low nibble for m < 2, high for m >= 2) and high bits 2m..2m+1 of qh[l];
+ * w = (d * (float)scales[i / 16]) * (float)(u - 32) for weight i of the block, (d * scale) rounded first, as ggml's
+ * dequantize_row_q6_K and gguf-py compute it. k % 256 == 0. */
+#define BE_Q6_K_BLOCK 256
+#define BE_Q6_K_BYTES 210
 typedef void (*be_float_gemv_fn)(const void *w, int type, const float *x, float *y, int n0, int n1, int k);
 /* Dequantize one row of W (any be_float_type) to float: used for embedding look-up. */
 void be_dequantize_row(const void *w, int type, int row, int k, float *out);
 /* Bytes of one row of k weights of the given type (0 for an unknown type). */
 size_t be_float_row_bytes(int type, int k);
+/* The 256 levels u - 32 (-32..31) of one Q6_K block in weight order (the scalar twin's unpacking). */
+void be_q6_k_levels(const uint8_t *blk, int8_t q[BE_Q6_K_BLOCK]);
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* The AVX2 (+FMA, F16C) dot products of one Q4_0 / Q6_K row with x (kernels_avx2.c), which the avx512-vnni table's
+ * float_gemv uses as they are: call only where the CPU has AVX2, FMA and F16C. */
+float be_dot_q4_0_avx2(const uint8_t *row, const float *x, int k);
+float be_dot_q6_k_avx2(const uint8_t *row, const float *x, int k);
+#endif
 /* IEEE binary16 -> binary32, exact (subnormals, inf, NaN). */
 float be_f16_to_f32(uint16_t h);
 

@@ -138,6 +138,10 @@ static BE_VNNI void float_gemv_avx512vnni(const void *w, int type, const float *
         case BE_F32: y[n] = dot_f32((const float *)row, x, k); break;
         case BE_F16: y[n] = dot_f16(row, x, k); break;
         case BE_Q8_0: y[n] = dot_q8_0(row, x, k); break;
+        /* Q4_0 and Q6_K: the AVX2 table's code as it is (kernels_avx2.c); a 512-bit variant waits for a machine with
+         * AVX-512 to measure it on */
+        case BE_Q4_0: y[n] = be_dot_q4_0_avx2(row, x, k); break;
+        case BE_Q6_K: y[n] = be_dot_q6_k_avx2(row, x, k); break;
         default: y[n] = 0.0f; break;
         }
     }

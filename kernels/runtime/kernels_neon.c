@@ -296,6 +296,65 @@ static float dot_q8_0(const uint8_t *w, const float *x, int k) {
     return vaddvq_f32(vaddq_f32(vaddq_f32(a[0], a[1]), vaddq_f32(a[2], a[3])));
 }
 
+/* 16 int8 weights times x[0..16) in four lanes: lane i holds the sum of q[4j + i] x[4j + i] over j */
+static inline float32x4_t i8x16_dot(int8x16_t q, const float *x) {
+    const int16x8_t lo = vmovl_s8(vget_low_s8(q)), hi = vmovl_high_s8(q);
+    float32x4_t s = vmulq_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo))), vld1q_f32(x));
+    s = vfmaq_f32(s, vcvtq_f32_s32(vmovl_high_s16(lo)), vld1q_f32(x + 4));
+    s = vfmaq_f32(s, vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi))), vld1q_f32(x + 8));
+    return vfmaq_f32(s, vcvtq_f32_s32(vmovl_high_s16(hi)), vld1q_f32(x + 12));
+}
+
+/* Q4_0: per block d * (q . x), the nibbles unpacked to int8 q - 8 (low: weights 0..15, high: 16..31), two
+ * accumulators for alternate blocks */
+static float dot_q4_0(const uint8_t *w, const float *x, int k) {
+    const uint8x16_t m4 = vdupq_n_u8(15);
+    const int8x16_t eight = vdupq_n_s8(8);
+    float32x4_t acc[2] = {vdupq_n_f32(0), vdupq_n_f32(0)};
+    for (int b = 0; b < k / BE_Q4_0_BLOCK; b++) {
+        const uint8_t *blk = w + (size_t)b * BE_Q4_0_BYTES;
+        const float *xb = x + b * BE_Q4_0_BLOCK;
+        const uint8x16_t v = vld1q_u8(blk + 2);
+        const int8x16_t lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, m4)), eight);
+        const int8x16_t hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), eight);
+        const float32x4_t s = vaddq_f32(i8x16_dot(lo, xb), i8x16_dot(hi, xb + 16));
+        acc[b & 1] = vfmaq_f32(acc[b & 1], s, load_f16_dup(blk));
+    }
+    return vaddvq_f32(vaddq_f32(acc[0], acc[1]));
+}
+
+/* Q6_K: per half block, the 128 levels unpacked to int8 (u - 32) 16 at a time, one vector per 16-weight group,
+ * each group's q . x scaled by its d * scale (fp32, as the scalar twin computes it) into one of two accumulators */
+static float dot_q6_k(const uint8_t *w, const float *x, int k) {
+    const uint8x16_t m4 = vdupq_n_u8(15), m3 = vdupq_n_u8(3);
+    const int8x16_t k32 = vdupq_n_s8(32);
+    float32x4_t acc[2] = {vdupq_n_f32(0), vdupq_n_f32(0)};
+    for (int b = 0; b < k / BE_Q6_K_BLOCK; b++) {
+        const uint8_t *blk = w + (size_t)b * BE_Q6_K_BYTES;
+        const float *xb = x + b * BE_Q6_K_BLOCK;
+        const float d = be_f16_to_f32((uint16_t)(blk[208] | (blk[209] << 8)));
+        const int8_t *sc = (const int8_t *)(blk + 192);
+        for (int h = 0; h < 2; h++) {
+            for (int half = 0; half < 2; half++) {  /* bytes l = 16 half .. 16 half + 15 of the 32 */
+                const uint8x16_t ql0 = vld1q_u8(blk + 64 * h + 16 * half);
+                const uint8x16_t ql1 = vld1q_u8(blk + 64 * h + 32 + 16 * half);
+                const uint8x16_t qh = vld1q_u8(blk + 128 + 32 * h + 16 * half);
+                uint8x16_t u[4];
+                u[0] = vorrq_u8(vandq_u8(ql0, m4), vshlq_n_u8(vandq_u8(qh, m3), 4));
+                u[1] = vorrq_u8(vandq_u8(ql1, m4), vshlq_n_u8(vandq_u8(vshrq_n_u8(qh, 2), m3), 4));
+                u[2] = vorrq_u8(vshrq_n_u8(ql0, 4), vshlq_n_u8(vandq_u8(vshrq_n_u8(qh, 4), m3), 4));
+                u[3] = vorrq_u8(vshrq_n_u8(ql1, 4), vshlq_n_u8(vshrq_n_u8(qh, 6), 4));
+                for (int m = 0; m < 4; m++) {
+                    const int g = 8 * h + 2 * m + half;  /* weights 128h + 32m + 16 half .. + 15 */
+                    const float32x4_t s = i8x16_dot(vsubq_s8(vreinterpretq_s8_u8(u[m]), k32), xb + 16 * g);
+                    acc[m & 1] = vfmaq_f32(acc[m & 1], s, vdupq_n_f32(d * (float)sc[g]));
+                }
+            }
+        }
+    }
+    return vaddvq_f32(vaddq_f32(acc[0], acc[1]));
+}
+
 static void float_gemv_neon(const void *w, int type, const float *x, float *y, int n0, int n1, int k) {
     const size_t row_bytes = be_float_row_bytes(type, k);
     for (int n = n0; n < n1; n++) {
@@ -304,6 +363,8 @@ static void float_gemv_neon(const void *w, int type, const float *x, float *y, i
         case BE_F32: y[n] = dot_f32((const float *)(const void *)row, x, k); break;
         case BE_F16: y[n] = dot_f16(row, x, k); break;
         case BE_Q8_0: y[n] = dot_q8_0(row, x, k); break;
+        case BE_Q4_0: y[n] = dot_q4_0(row, x, k); break;
+        case BE_Q6_K: y[n] = dot_q6_k(row, x, k); break;
         default: y[n] = 0.0f; break;
         }
     }

@@ -90,7 +90,13 @@ static int map_ternary(const gguf_file *f, const be_config *c, int layer, const 
 }
 
 static uint32_t embed_ggml_type(int embed_type) {
-    return embed_type == BE_F16 ? GGML_TYPE_F16 : embed_type == BE_Q8_0 ? GGML_TYPE_Q8_0 : GGML_TYPE_F32;
+    switch (embed_type) {
+    case BE_F16: return GGML_TYPE_F16;
+    case BE_Q8_0: return GGML_TYPE_Q8_0;
+    case BE_Q6_K: return GGML_TYPE_Q6_K;
+    case BE_Q4_0: return GGML_TYPE_Q4_0;
+    default: return GGML_TYPE_F32;
+    }
 }
 
 static int map_tensors(const gguf_file *f, be_model *m, char *err, size_t errlen) {
@@ -184,7 +190,15 @@ static int64_t count_params(const be_config *c) {
     return emb * (c->tie_embeddings ? 1 : 2) + h + per_layer * c->n_layers;
 }
 
-static const char *embed_type_name(int t) { return t == BE_F16 ? "f16" : t == BE_Q8_0 ? "q8_0" : "f32"; }
+static const char *embed_type_name(int t) {
+    switch (t) {
+    case BE_F16: return "f16";
+    case BE_Q8_0: return "q8_0";
+    case BE_Q6_K: return "q6_k";
+    case BE_Q4_0: return "q4_0";
+    default: return "f32";
+    }
+}
 
 int build_model_ex(const gguf_file *f, be_model *m, unsigned accept, char *err, size_t errlen) {
     memset(m, 0, sizeof(*m));

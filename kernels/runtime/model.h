@@ -48,7 +48,7 @@ typedef struct {
     int ffn_act;             /* enum be_ffn_act */
     int sub_norms;           /* 1: attn_sub_norm / ffn_sub_norm present */
     int tie_embeddings;      /* 1: no output.weight, logits use token_embd */
-    int embed_type;          /* enum be_float_type (kernels.h): BE_F32, BE_F16 or BE_Q8_0 */
+    int embed_type;          /* enum be_float_type (kernels.h): BE_F32, BE_F16, BE_Q8_0, BE_Q6_K or BE_Q4_0 */
     int packing;             /* enum be_packing */
     int format_version;      /* bitedge.format_version */
 } be_config;
@@ -81,7 +81,7 @@ typedef struct {
     const void *output;           /* [vocab][hidden] in config.embed_type; NULL when tied (use token_embd) */
     be_layer *layers;             /* [n_layers] (owned) */
     const char *packing_name;     /* "i2_s", "tl1", "tl2", "tq2_0" */
-    const char *embed_type_name;  /* "f32", "f16", "q8_0" */
+    const char *embed_type_name;  /* "f32", "f16", "q8_0", "q6_k", "q4_0" */
     int64_t n_params;             /* logical weights (ternary matrices count N*K, not packed bytes) */
     be_vocab_view vocab;          /* tokenizer.* keys; pointers into the mapping or into owned copies below */
     /* owned storage behind vocab */

@@ -203,8 +203,10 @@ int be_read_config(const gguf_file *f, be_config *c, unsigned accept, char *err,
         if (gguf_str_eq(s, "f32")) c->embed_type = BE_F32;
         else if (gguf_str_eq(s, "f16")) c->embed_type = BE_F16;
         else if (gguf_str_eq(s, "q8_0")) c->embed_type = BE_Q8_0;
+        else if (gguf_str_eq(s, "q6_k")) c->embed_type = BE_Q6_K;
+        else if (gguf_str_eq(s, "q4_0")) c->embed_type = BE_Q4_0;
         else {
-            gguf_set_err(err, errlen, "unknown " BE_KEY_EMBED_TYPE " '%.*s' (f32, f16 or q8_0)", SHOW(s));
+            gguf_set_err(err, errlen, "unknown " BE_KEY_EMBED_TYPE " '%.*s' (f32, f16, q8_0, q6_k or q4_0)", SHOW(s));
             return -1;
         }
     }

@@ -8,8 +8,8 @@
  *
  * For every table this CPU can run and every shape N x K (out x in): gemv (one token) and gemm (several tokens)
  * as mean +- sd over reps of GOPS (2*N*K*tokens multiply-adds counted as 2 ops) and GB/s of packed weights
- * read (N*K/4 bytes per call), plus the speed-up over the scalar table; then each table's float gemv over a Q8_0
- * output matrix (GB/s of weights). Warm (default): one matrix, which
+ * read (N*K/4 bytes per call), plus the speed-up over the scalar table; then each table's float gemv over an
+ * output matrix in Q8_0, Q6_K and Q4_0 (GB/s of weight bytes, G weights/s). Warm (default): one matrix, which
  * stays in the last-level cache. Cold: successive calls walk a ring of copies totalling "cold MB", so weights
  * stream from DRAM as in token generation with a real model. */
 #include <math.h>
@@ -134,11 +134,14 @@ int main(int argc, char **argv) {
         free(q);
         free(acc);
     }
-    /* the Q8_0 output matrix of the 700M shape (vocab 32000 x hidden 1536, 52 MB: larger than the L3, so it
-     * streams from DRAM as in generation) times a float activation vector */
-    {
-        const int n = 32000, k = 1536;
-        const size_t bytes = be_float_row_bytes(BE_Q8_0, k) * (size_t)n;
+    /* the output matrix of the 700M shape (vocab 32000 x hidden 1536; 52 MB at Q8_0, 40 at Q6_K, 28 at Q4_0: larger
+     * than the L3, so it streams from DRAM as in generation) times a float activation vector, in each block type:
+     * GB/s of weight bytes and G weights/s (the smaller types read fewer bytes per weight, unpack more) */
+    static const struct { int type; const char *name; } float_types[] = {{BE_Q8_0, "q8_0"}, {BE_Q6_K, "q6_k"},
+                                                                        {BE_Q4_0, "q4_0"}};
+    for (size_t ft = 0; ft < sizeof(float_types) / sizeof(float_types[0]); ft++) {
+        const int n = 32000, k = 1536, type = float_types[ft].type;
+        const size_t bytes = be_float_row_bytes(type, k) * (size_t)n;
         uint8_t *w = malloc(bytes);
         float *x = malloc((size_t)k * sizeof(float)), *y = malloc((size_t)n * sizeof(float));
         if (!w || !x || !y) {
@@ -152,11 +155,13 @@ int main(int argc, char **argv) {
             const int m = reps < 256 ? reps : 256;
             for (int r = 0; r < m; r++) {
                 const double t0 = now_s();
-                tables[t]->float_gemv(w, BE_Q8_0, x, y, 0, n, k);
+                tables[t]->float_gemv(w, type, x, y, 0, n, k);
                 gbs[r] = (double)bytes / (now_s() - t0) * 1e-9;
             }
             stat b = stats(gbs, m);
-            printf("%-12s %-5s %-11s %18s %9.2f +- %5.2f\n", tables[t]->name, "q8_0", "32000x1536", "", b.mean, b.sd);
+            const double weights_per_byte = (double)n * k / (double)bytes;
+            printf("%-12s %-5s %-11s %18s %9.2f +- %5.2f GB/s  %6.2f Gweights/s\n", tables[t]->name,
+                   float_types[ft].name, "32000x1536", "", b.mean, b.sd, b.mean * weights_per_byte);
         }
         free(w);
         free(x);

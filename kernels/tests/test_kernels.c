@@ -311,6 +311,16 @@ static void make_float_matrix(int type, int n, int k, uint8_t *w) {
                 blk[1] = (uint8_t)(d >> 8);
                 for (int j = 0; j < BE_Q8_0_BLOCK; j++) blk[2 + j] = (uint8_t)(int8_t)rng_int(-127, 127);
             }
+        if (type == BE_Q4_0 || type == BE_Q6_K) {  /* random bytes, then a finite half d (of either sign) per block */
+            const int blk_w = type == BE_Q4_0 ? BE_Q4_0_BLOCK : BE_Q6_K_BLOCK;
+            const int blk_b = type == BE_Q4_0 ? BE_Q4_0_BYTES : BE_Q6_K_BYTES, d_at = type == BE_Q4_0 ? 0 : 208;
+            for (size_t i = 0; i < row_bytes; i++) row[i] = (uint8_t)rng_int(0, 255);
+            for (int b = 0; b < k / blk_w; b++) {
+                uint16_t d = f32_to_f16_trunc(rng_float() * 0.05f);
+                row[(size_t)b * blk_b + d_at] = (uint8_t)d;
+                row[(size_t)b * blk_b + d_at + 1] = (uint8_t)(d >> 8);
+            }
+        }
     }
 }
 
@@ -360,6 +370,10 @@ static void test_float(const be_kernels *const *tables, int n_tables) {
         check_float_case(tables, n_tables, BE_F16, n, k);
         n = rng_int(1, 40), k = 32 * rng_int(1, 24);
         check_float_case(tables, n_tables, BE_Q8_0, n, k);
+        n = rng_int(1, 40), k = 32 * rng_int(1, 24);
+        check_float_case(tables, n_tables, BE_Q4_0, n, k);
+        n = rng_int(1, 12), k = 256 * rng_int(1, 20);  /* past the AVX2 kernel's 16-block chunk */
+        check_float_case(tables, n_tables, BE_Q6_K, n, k);
     }
     check_float_case(tables, n_tables, BE_F16, 3, 2560);
 
@@ -380,7 +394,8 @@ static void test_float(const be_kernels *const *tables, int n_tables) {
     be_dequantize_row(h, BE_F16, 0, 3, out);
     CHECK(out[0] == 1.0f && out[1] == -2.0f && out[2] == 0.0f, "dequantize f16");
     CHECK(be_float_row_bytes(BE_F32, 10) == 40 && be_float_row_bytes(BE_F16, 10) == 20 &&
-          be_float_row_bytes(BE_Q8_0, 64) == 68, "be_float_row_bytes");
+          be_float_row_bytes(BE_Q8_0, 64) == 68 && be_float_row_bytes(BE_Q4_0, 64) == 36 &&
+          be_float_row_bytes(BE_Q6_K, 512) == 420, "be_float_row_bytes");
 }
 
 /* ----------------------------------------------------------------------------------------------------------
