@@ -95,9 +95,9 @@ static void attention_worker(void *ctx, int ith, int nth) {
     int group = c->n_heads / c->n_kv_heads;
     float scale = (float)pow((double)hd, -0.5);  /* Python's d**-0.5 in double, then fp32 */
     float *att = t->s->att + (size_t)ith * t->s->ctx;
-    int i0, i1;
-    be_split_range(t->nb * c->n_heads, ith, nth, 1, &i0, &i1);
-    for (int item = i0; item < i1; item++) {
+    /* items dealt round-robin, not in ranges: a later token attends over more positions (causal), so contiguous
+     * ranges gave the last thread most of a prompt batch's work */
+    for (int item = ith; item < t->nb * c->n_heads; item += nth) {
         int b = item / c->n_heads, h = item % c->n_heads;
         int pos = place_pos(t->places, b);
         const float *key_cache = place_cache(t->places, b, t->layer, kv_dim, 0);
