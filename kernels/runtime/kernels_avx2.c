@@ -217,6 +217,14 @@ BE_AVX2_INLINE __m256 load_i8x8_ps(const int8_t *p) {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
 }
 
+/* sum over 32 int8 levels q and floats x, in 8 lanes (4 products per lane, in this order) */
+BE_AVX2_INLINE __m256 dot32_levels(const int8_t *q, const float *x) {
+    __m256 s = _mm256_mul_ps(load_i8x8_ps(q), _mm256_loadu_ps(x));
+    s = _mm256_fmadd_ps(load_i8x8_ps(q + 8), _mm256_loadu_ps(x + 8), s);
+    s = _mm256_fmadd_ps(load_i8x8_ps(q + 16), _mm256_loadu_ps(x + 16), s);
+    return _mm256_fmadd_ps(load_i8x8_ps(q + 24), _mm256_loadu_ps(x + 24), s);
+}
+
 /* per block: d * (q . x), with the block dot product in 8 lanes and d applied by one FMA */
 BE_AVX2_INLINE float dot_q8_0(const uint8_t *w, const float *x, int k) {
     __m256 acc = _mm256_setzero_ps();
@@ -224,10 +232,7 @@ BE_AVX2_INLINE float dot_q8_0(const uint8_t *w, const float *x, int k) {
         const uint8_t *blk = w + (size_t)b * BE_Q8_0_BYTES;
         const int8_t *qs = (const int8_t *)(blk + 2);
         const float *xb = x + b * BE_Q8_0_BLOCK;
-        __m256 s = _mm256_mul_ps(load_i8x8_ps(qs), _mm256_loadu_ps(xb));
-        s = _mm256_fmadd_ps(load_i8x8_ps(qs + 8), _mm256_loadu_ps(xb + 8), s);
-        s = _mm256_fmadd_ps(load_i8x8_ps(qs + 16), _mm256_loadu_ps(xb + 16), s);
-        s = _mm256_fmadd_ps(load_i8x8_ps(qs + 24), _mm256_loadu_ps(xb + 24), s);
+        const __m256 s = dot32_levels(qs, xb);
         const float d = _cvtsh_ss((unsigned short)(blk[0] | (blk[1] << 8)));  /* F16C: exact, like be_f16_to_f32, inline */
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), s, acc);
     }
@@ -260,25 +265,14 @@ BE_AVX2 float be_dot_q4_0_avx2(const uint8_t *w, const float *x, int k) {
         for (; b + 2 <= nb; b += 2) {
             const int8_t *qb = q + 32 * b;
             const float *xb = xc + 32 * b;
-            __m256 s0 = _mm256_mul_ps(load_i8x8_ps(qb), _mm256_loadu_ps(xb));
-            s0 = _mm256_fmadd_ps(load_i8x8_ps(qb + 8), _mm256_loadu_ps(xb + 8), s0);
-            s0 = _mm256_fmadd_ps(load_i8x8_ps(qb + 16), _mm256_loadu_ps(xb + 16), s0);
-            s0 = _mm256_fmadd_ps(load_i8x8_ps(qb + 24), _mm256_loadu_ps(xb + 24), s0);
-            __m256 s1 = _mm256_mul_ps(load_i8x8_ps(qb + 32), _mm256_loadu_ps(xb + 32));
-            s1 = _mm256_fmadd_ps(load_i8x8_ps(qb + 40), _mm256_loadu_ps(xb + 40), s1);
-            s1 = _mm256_fmadd_ps(load_i8x8_ps(qb + 48), _mm256_loadu_ps(xb + 48), s1);
-            s1 = _mm256_fmadd_ps(load_i8x8_ps(qb + 56), _mm256_loadu_ps(xb + 56), s1);
+            const __m256 s0 = dot32_levels(qb, xb), s1 = dot32_levels(qb + 32, xb + 32);
             acc0 = _mm256_fmadd_ps(_mm256_broadcast_ss(ds + b), s0, acc0);
             acc1 = _mm256_fmadd_ps(_mm256_broadcast_ss(ds + b + 1), s1, acc1);
         }
         if (b < nb) {
             const int8_t *qb = q + 32 * b;
             const float *xb = xc + 32 * b;
-            __m256 s0 = _mm256_mul_ps(load_i8x8_ps(qb), _mm256_loadu_ps(xb));
-            s0 = _mm256_fmadd_ps(load_i8x8_ps(qb + 8), _mm256_loadu_ps(xb + 8), s0);
-            s0 = _mm256_fmadd_ps(load_i8x8_ps(qb + 16), _mm256_loadu_ps(xb + 16), s0);
-            s0 = _mm256_fmadd_ps(load_i8x8_ps(qb + 24), _mm256_loadu_ps(xb + 24), s0);
-            acc0 = _mm256_fmadd_ps(_mm256_broadcast_ss(ds + b), s0, acc0);
+            acc0 = _mm256_fmadd_ps(_mm256_broadcast_ss(ds + b), dot32_levels(qb, xb), acc0);
         }
     }
     return hsum_f32(_mm256_add_ps(acc0, acc1));
