@@ -101,6 +101,16 @@ static void scale_acc(float *restrict out, const int32_t *restrict acc, int n, f
     }
 }
 
+/* x > 0 ? x : 0 (NaN, -0: +0) without a float comparison, which gcc will not if-convert under -ftrapping-math:
+ * the bits of a positive x other than NaN and +0 are 1 .. 0x7f800000 */
+static inline float relu(float x) {
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    bits &= 0u - (uint32_t)(bits - 1u < 0x7f800000u);
+    memcpy(&x, &bits, sizeof x);
+    return x;
+}
+
 /* g[r] = act(g[r]) * u[r], the gated feed-forward activation (silu = g * sigmoid(g); squared ReLU), r < n */
 static void gated_act(float *restrict g, const float *restrict u, int n, int act) {
     if (act == BE_ACT_SILU) {
@@ -109,14 +119,8 @@ static void gated_act(float *restrict g, const float *restrict u, int n, int act
     }
     int r = 0;
     for (; r + EPI_BLOCK <= n; r += EPI_BLOCK)
-        for (int i = 0; i < EPI_BLOCK; i++) {
-            float x = g[r + i] > 0.0f ? g[r + i] : 0.0f;
-            g[r + i] = (x * x) * u[r + i];
-        }
-    for (; r < n; r++) {
-        float x = g[r] > 0.0f ? g[r] : 0.0f;
-        g[r] = (x * x) * u[r];
-    }
+        for (int i = 0; i < EPI_BLOCK; i++) g[r + i] = relu(g[r + i]) * relu(g[r + i]) * u[r + i];
+    for (; r < n; r++) g[r] = relu(g[r]) * relu(g[r]) * u[r];
 }
 
 static void ternary_worker(void *ctx, int ith, int nth) {
