@@ -56,7 +56,8 @@ typedef struct {
     float scale;       /* s of W_eff = T * s */
     int n;             /* rows */
     float *out;        /* [nb][n] */
-    int add;           /* 0: out = T·xq * (s / a);  1: out += it (the residual stream, one rounding as before) */
+    int add;           /* 0: out = T·xq * (s / a);  1: out += it (the residual stream: the product rounded to float,
+                        * then the sum, as the reference's x + o) */
 } ternary_job;
 
 /* the rows a ternary matmul reads, normed (when norm is set) and quantized one token at a time */
@@ -69,16 +70,16 @@ typedef struct {
 
 typedef struct {
     const be_ternary_ops *ops;
+    const be_config *c;      /* the norm's eps and the feed-forward activation */
     matmul_input in;
-    float eps;               /* of the rmsnorm */
     void *act;               /* what the kernels read: the TL tables [nb][act_stride], or xq itself (act_stride kp) */
     size_t act_stride;
     int8_t *xq;              /* [nb][kp] */
     float *act_scale;        /* [nb] */
     int32_t *acc;            /* per job: [nb][job.n], jobs back to back */
     int nb, kp, n_jobs;
-    int glu;                 /* 0, or BE_ACT_SILU / BE_ACT_RELU2 + 1: jobs 0 and 1 are gate and up, h = act(g) * u in
-                              * job 0's out, row by row by the thread that made them */
+    int gated;               /* jobs 0 and 1 are gate and up: h = act(g) * u into job 0's out, row by row by the
+                              * thread that made them */
     ternary_job jobs[3];
 } ternary_task;
 
@@ -142,11 +143,12 @@ static void ternary_worker(void *ctx, int ith, int nth) {
         }
         acc += (size_t)t->nb * job->n;
     }
-    if (t->glu) {  /* gate and up have the same rows, so this thread's range of one is its range of the other */
+    if (t->gated) {  /* gate and up have the same rows, so this thread's range of one is its range of the other */
         int n = t->jobs[0].n, n0, n1;
         be_split_range(n, ith, nth, t->ops->row_block, &n0, &n1);
         for (int b = 0; b < t->nb; b++)
-            gated_act(t->jobs[0].out + (size_t)b * n + n0, t->jobs[1].out + (size_t)b * n + n0, n1 - n0, t->glu - 1);
+            gated_act(t->jobs[0].out + (size_t)b * n + n0, t->jobs[1].out + (size_t)b * n + n0, n1 - n0,
+                      t->c->ffn_act);
     }
 }
 
@@ -155,7 +157,7 @@ static void prepare_token(ternary_task *t, int b) {
     const matmul_input *in = &t->in;
     const float *x = in->x + (size_t)b * in->k;
     if (in->norm) {
-        rmsnorm(in->xn + (size_t)b * in->k, x, in->norm, in->k, t->eps);
+        rmsnorm(in->xn + (size_t)b * in->k, x, in->norm, in->k, t->c->rms_eps);
         x = in->xn + (size_t)b * in->k;
     }
     int8_t *xq = t->xq + (size_t)b * t->kp;
@@ -196,14 +198,14 @@ static void dump_activations(FILE *f, act_site where, const float *x, const int8
 /* The jobs' products with the input rows (normed and quantized first), in two pool runs: the tokens' inputs, then
  * the matrices' rows with their epilogues (store, residual add, gated activation). One token is prepared inline
  * (no wake-up of the pool for 2560 floats). */
-static void ternary_matmuls(be_runtime *rt, matmul_input in, int nb, const ternary_job *jobs, int n_jobs, int glu_act,
+static void ternary_matmuls(be_runtime *rt, matmul_input in, int nb, const ternary_job *jobs, int n_jobs, int gated,
                             act_site where) {
     be_state *s = rt->state;
     ternary_task t;
     t.ops = s->ternary;
     if (!in.norm) in.xn = (float *)in.x;
     t.in = in;
-    t.eps = rt->model->config.rms_eps;
+    t.c = &rt->model->config;
     t.kp = t.ops->act_row_bytes(in.k);
     t.act = t.ops->prepare ? (void *)s->tl_tables : (void *)s->xq;
     t.act_stride = t.ops->prepare ? s->tl_tables_stride : (size_t)t.kp;
@@ -212,7 +214,7 @@ static void ternary_matmuls(be_runtime *rt, matmul_input in, int nb, const terna
     t.acc = s->acc;
     t.nb = nb;
     t.n_jobs = n_jobs;
-    t.glu = glu_act;
+    t.gated = gated;
     for (int j = 0; j < n_jobs; j++) t.jobs[j] = jobs[j];
     if (nb == 1) prepare_token(&t, 0);
     else be_pool_run(rt->pool, prepare_worker, &t);
@@ -302,7 +304,7 @@ static void forward_layers(be_runtime *rt, const int32_t *tokens, int nb, const 
             {L->ffn_gate, L->ffn_gate_scale, ffn, s->hb, 0},
             {L->ffn_up, L->ffn_up_scale, ffn, s->hb2, 0},
         };
-        ternary_matmuls(rt, (matmul_input){s->x, L->ffn_norm, s->xb, hidden}, nb, gate_up, 2, c->ffn_act + 1,
+        ternary_matmuls(rt, (matmul_input){s->x, L->ffn_norm, s->xb, hidden}, nb, gate_up, 2, 1,
                         (act_site){l, BE_ACT_FFN_IN, pos0});
         ternary_job down[1] = {{L->ffn_down, L->ffn_down_scale, hidden, s->x, 1}};
         ternary_matmuls(rt, (matmul_input){s->hb, L->ffn_sub_norm, s->hb, ffn}, nb, down, 1, 0,

@@ -20,19 +20,20 @@ static void rope_head(float *v, const float *cos_row, const float *sin_row, int 
     }
 }
 
+/* what both steps work on: layer `layer` of the nb tokens at their places (s: q, k, v; xb and att for attention) */
+typedef struct {
+    const be_config *c;
+    be_state *s;
+    const token_places *places;
+    int nb, layer;
+} layer_task;
+
 /* ----------------------------------------------------------------------------------------------------------
  * RoPE on each token's q and k, and its k and v into its KV cache: tokens split over the pool (a pool run of its
  * own: attention, next, reads the cache rows of the batch's other tokens) */
 
-typedef struct {
-    const be_config *c;
-    be_state *s;               /* q, k, v */
-    const token_places *places;
-    int nb, layer;
-} rope_task;
-
 static void rope_worker(void *ctx, int ith, int nth) {
-    rope_task *t = ctx;
+    layer_task *t = ctx;
     const be_config *c = t->c;
     be_state *s = t->s;
     int hd = c->head_dim, half = hd / 2, q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
@@ -52,13 +53,6 @@ static void rope_worker(void *ctx, int ith, int nth) {
 
 /* ----------------------------------------------------------------------------------------------------------
  * attention over the thread pool: one (token, head) pair per work item */
-
-typedef struct {
-    const be_config *c;
-    be_state *s;               /* q, xb, att */
-    const token_places *places;
-    int nb, layer;
-} attention_task;
 
 /* a . b over n floats in eight interleaved partial sums, added pairwise at the end: independent chains instead of
  * one add waiting on the last (the scores were a fifth of prompt processing), and a summation order fixed by the C
@@ -89,7 +83,7 @@ static inline __attribute__((always_inline)) void weighted_column_sums(const flo
 }
 
 static void attention_worker(void *ctx, int ith, int nth) {
-    attention_task *t = ctx;
+    layer_task *t = ctx;
     const be_config *c = t->c;
     int hd = c->head_dim, q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
     int group = c->n_heads / c->n_kv_heads;
@@ -130,12 +124,12 @@ static void attention_worker(void *ctx, int ith, int nth) {
  * the two steps */
 
 void be_rope_and_cache(be_runtime *rt, const token_places *places, int nb, int layer) {
-    rope_task t = {&rt->model->config, rt->state, places, nb, layer};
+    layer_task t = {&rt->model->config, rt->state, places, nb, layer};
     if (nb == 1) rope_worker(&t, 0, 1);
     else be_pool_run(rt->pool, rope_worker, &t);
 }
 
 void be_attention(be_runtime *rt, const token_places *places, int nb, int layer) {
-    attention_task t = {&rt->model->config, rt->state, places, nb, layer};
+    layer_task t = {&rt->model->config, rt->state, places, nb, layer};
     be_pool_run(rt->pool, attention_worker, &t);
 }
