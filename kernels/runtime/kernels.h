@@ -63,10 +63,13 @@ size_t be_float_row_bytes(int type, int k);
 /* The 256 levels u - 32 (-32..31) of one Q6_K block in weight order (the scalar twin's unpacking). */
 void be_q6_k_levels(const uint8_t *blk, int8_t q[BE_Q6_K_BLOCK]);
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-/* The AVX2 (+FMA, F16C) dot products of one Q4_0 / Q6_K row with x (kernels_avx2.c), which the avx512-vnni table's
- * float_gemv uses as they are: call only where the CPU has AVX2, FMA and F16C. */
+/* AVX2 (+FMA, F16C) kernels of kernels_avx2.c that other x86 tables use as they are: the dot products of one Q4_0 /
+ * Q6_K row with x (the avx512-vnni float_gemv), and the whole float gemv and quantization (the avx-vnni table and
+ * the tests' emulated-VNNI one). Call only where the CPU has AVX2, FMA and F16C. */
 float be_dot_q4_0_avx2(const uint8_t *row, const float *x, int k);
 float be_dot_q6_k_avx2(const uint8_t *row, const float *x, int k);
+void be_float_gemv_avx2(const void *w, int type, const float *x, float *y, int n0, int n1, int k);
+float be_quantize_row_i8_avx2(const float *x, int8_t *q, int k, int kp);
 #endif
 /* IEEE binary16 -> binary32, exact (subnormals, inf, NaN). */
 float be_f16_to_f32(uint16_t h);

@@ -194,6 +194,9 @@ BE_AVX2_INLINE float dot_f32(const float *w, const float *x, int k) {
     return s;
 }
 
+/* one IEEE half at p (little-endian) as a float: F16C, exact like be_f16_to_f32 */
+BE_AVX2_INLINE float f16_load(const uint8_t *p) { return _cvtsh_ss((unsigned short)(p[0] | (p[1] << 8))); }
+
 BE_AVX2_INLINE __m256 load_f16x8(const uint8_t *p) {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
 }
@@ -209,7 +212,7 @@ BE_AVX2_INLINE float dot_f16(const uint8_t *w, const float *x, int k) {
     }
     for (; i + 8 <= k; i += 8) a0 = _mm256_fmadd_ps(load_f16x8(w + 2 * i), _mm256_loadu_ps(x + i), a0);
     float s = hsum_f32(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-    for (; i < k; i++) s += _cvtsh_ss((unsigned short)(w[2 * i] | (w[2 * i + 1] << 8))) * x[i];
+    for (; i < k; i++) s += f16_load(w + 2 * i) * x[i];
     return s;
 }
 
@@ -233,13 +236,13 @@ BE_AVX2_INLINE float dot_q8_0(const uint8_t *w, const float *x, int k) {
         const int8_t *qs = (const int8_t *)(blk + 2);
         const float *xb = x + b * BE_Q8_0_BLOCK;
         const __m256 s = dot32_levels(qs, xb);
-        const float d = _cvtsh_ss((unsigned short)(blk[0] | (blk[1] << 8)));  /* F16C: exact, like be_f16_to_f32, inline */
+        const float d = f16_load(blk);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), s, acc);
     }
     return hsum_f32(acc);
 }
 
-BE_AVX2_INLINE __m256 f16_set1(const uint8_t *p) { return _mm256_set1_ps(_cvtsh_ss((unsigned short)(p[0] | (p[1] << 8)))); }
+BE_AVX2_INLINE __m256 f16_set1(const uint8_t *p) { return _mm256_set1_ps(f16_load(p)); }
 
 /* Q4_0 in two passes over chunks of a row, like Q6_K below: the nibbles of each block unpacked to int8 q - 8
  * (low: weights 0..15, high: 16..31) into a buffer, with the block's d; then per block d * (q . x) reading the
@@ -258,7 +261,7 @@ BE_AVX2 float be_dot_q4_0_avx2(const uint8_t *w, const float *x, int k) {
             const __m128i v = _mm_loadu_si128((const __m128i *)(blk + 2));
             _mm_store_si128((__m128i *)(q + 32 * b), _mm_sub_epi8(_mm_and_si128(v, m4), eight));
             _mm_store_si128((__m128i *)(q + 32 * b + 16), _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m4), eight));
-            ds[b] = _cvtsh_ss((unsigned short)(blk[0] | (blk[1] << 8)));
+            ds[b] = f16_load(blk);
         }
         const float *xc = x + (size_t)b0 * BE_Q4_0_BLOCK;
         int b = 0;
@@ -329,7 +332,7 @@ BE_AVX2 float be_dot_q6_k_avx2(const uint8_t *w, const float *x, int k) {
     return hsum_f32(_mm256_add_ps(acc0, acc1));
 }
 
-static BE_AVX2 void float_gemv_avx2(const void *w, int type, const float *x, float *y, int n0, int n1, int k) {
+BE_AVX2 void be_float_gemv_avx2(const void *w, int type, const float *x, float *y, int n0, int n1, int k) {
     const size_t row_bytes = be_float_row_bytes(type, k);
     for (int n = n0; n < n1; n++) {
         const uint8_t *row = (const uint8_t *)w + (size_t)n * row_bytes;
@@ -350,7 +353,7 @@ static BE_AVX2 void float_gemv_avx2(const void *w, int type, const float *x, flo
  * computed by the same scalar expression, x * a is one fp32 multiply, _mm256_round_ps with
  * _MM_FROUND_TO_NEAREST_INT is rintf's round-half-to-even, and the clamp and conversions are exact. */
 
-static BE_AVX2 float quantize_row_i8_avx2(const float *x, int8_t *q, int k, int kp) {
+BE_AVX2 float be_quantize_row_i8_avx2(const float *x, int8_t *q, int k, int kp) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     __m256 m = _mm256_setzero_ps();
     int i = 0;
@@ -388,7 +391,8 @@ static BE_AVX2 float quantize_row_i8_avx2(const float *x, int8_t *q, int k, int 
     return a;
 }
 
-const be_kernels be_kernels_avx2 = {"avx2", i2s_gemv_avx2, i2s_gemm_avx2, float_gemv_avx2, quantize_row_i8_avx2};
+const be_kernels be_kernels_avx2 = {"avx2", i2s_gemv_avx2, i2s_gemm_avx2, be_float_gemv_avx2,
+                                    be_quantize_row_i8_avx2};
 
 #else
 typedef int be_kernels_avx2_unused; /* ISO C wants a declaration in every translation unit */

@@ -28,16 +28,8 @@
 #define BE_VNNI_SUFFIX avxvnni
 #include "kernels_vnni_i2s.h"
 
-static void float_gemv_avxvnni(const void *w, int type, const float *x, float *y, int n0, int n1, int k) {
-    be_kernels_avx2.float_gemv(w, type, x, y, n0, n1, k);
-}
-
-static float quantize_row_i8_avxvnni(const float *x, int8_t *q, int k, int kp) {
-    return be_kernels_avx2.quantize_row_i8(x, q, k, kp);
-}
-
-const be_kernels be_kernels_avxvnni = {"avx-vnni", i2s_gemv_avxvnni, i2s_gemm_avxvnni, float_gemv_avxvnni,
-                                       quantize_row_i8_avxvnni};
+const be_kernels be_kernels_avxvnni = {"avx-vnni", i2s_gemv_avxvnni, i2s_gemm_avxvnni, be_float_gemv_avx2,
+                                       be_quantize_row_i8_avx2};
 
 #else
 typedef int be_kernels_avxvnni_unused; /* ISO C wants a declaration in every translation unit */

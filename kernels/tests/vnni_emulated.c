@@ -32,16 +32,8 @@ BE_VNNI_INLINE __m256i dpbusd_emulated(__m256i acc, __m256i u8, __m256i s8) {
 #define BE_VNNI_SUFFIX vnni_emulated
 #include "kernels_vnni_i2s.h"
 
-static void float_gemv_vnni_emulated(const void *w, int type, const float *x, float *y, int n0, int n1, int k) {
-    be_kernels_avx2.float_gemv(w, type, x, y, n0, n1, k);
-}
-
-static float quantize_row_i8_vnni_emulated(const float *x, int8_t *q, int k, int kp) {
-    return be_kernels_avx2.quantize_row_i8(x, q, k, kp);
-}
-
 const be_kernels be_kernels_vnni_emulated = {"vnni-emulated", i2s_gemv_vnni_emulated, i2s_gemm_vnni_emulated,
-                                             float_gemv_vnni_emulated, quantize_row_i8_vnni_emulated};
+                                             be_float_gemv_avx2, be_quantize_row_i8_avx2};
 
 #else
 typedef int be_kernels_vnni_emulated_unused; /* ISO C wants a declaration in every translation unit */
