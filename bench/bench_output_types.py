@@ -26,12 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_runtime import cpu_name, model_files, rows_of, run_json, stream_read_gbs  # noqa: E402
+from bench_runtime import cpu_name, model_files, rows_of, run_json, stream_read_gbs, test_name  # noqa: E402
 from bitedge.gguf_read import open_gguf  # noqa: E402
 
-
-def test_name(row: dict) -> str:
-    return f"pp{row['n_prompt']}" if row["n_prompt"] else f"tg{row['n_gen']}"
 
 
 def output_matrix_bytes(path: Path) -> int:

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import peers_build  # noqa: E402
 import peers_report  # noqa: E402
 import peers_weights  # noqa: E402
-from bench_runtime import cpu_name, model_files, run_json, stream_read_gbs  # noqa: E402
+from bench_runtime import cpu_name, model_files, run_json, stream_read_gbs, test_name  # noqa: E402
 
 ENGINES = ["bitedge i2_s", "llama.cpp TQ2_0", "bitnet.cpp I2_S", "ik_llama.cpp IQ2_BN", "ik_llama.cpp IQ2_BN_R4"]
 
@@ -107,9 +107,6 @@ def model_paths(preset: str, models_dir: Path, exes: dict[str, Path], embed_type
     paths.update(peers_weights.peer_models(preset, models_dir, bins))
     return {e: p for e, p in paths.items() if e in exes}
 
-
-def test_name(row: dict) -> str:
-    return f"pp{row['n_prompt']}" if row["n_prompt"] else f"tg{row['n_gen']}"
 
 
 def main() -> None:

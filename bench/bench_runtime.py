@@ -90,6 +90,11 @@ def rows_of(result) -> list[dict]:
     return result["results"] if isinstance(result, dict) else result
 
 
+def test_name(row: dict) -> str:
+    """pp<N> or tg<N>: the test of one llama-bench style result row."""
+    return f"pp{row['n_prompt']}" if row["n_prompt"] else f"tg{row['n_gen']}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", default="700M,2.4B")
@@ -135,7 +140,7 @@ def main() -> None:
                 rss[int(r["n_threads"])] = max(rss.get(int(r["n_threads"]), 0.0), float(r.get("peak_rss_mb") or 0.0))
             for engine, rows in (("bitedge i2_s", ours), ("llama.cpp tq2_0", theirs)):
                 for r in rows:
-                    test = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
+                    test = test_name(r)
                     samples.setdefault((engine, int(r["n_threads"]), test), []).extend(r["samples_ts"])
         # generation streams every weight once per token (the tied embedding doubles as the output matrix):
         # bytes per token ~ the file's tensor bytes; the roofline is read bandwidth / that
@@ -182,7 +187,7 @@ def compare_tables(a, preset: str, bitedge_run: Path, tables: list[str], report:
                 if r.get("kernels") != table:
                     raise SystemExit(f"BITEDGE_KERNELS={table} but bitedge-run ran {r.get('kernels')!r}")
                 rss[int(r["n_threads"])] = max(rss.get(int(r["n_threads"]), 0.0), float(r.get("peak_rss_mb") or 0.0))
-                test = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
+                test = test_name(r)
                 samples.setdefault((table, int(r["n_threads"]), test), []).extend(r["samples_ts"])
                 per_round.setdefault((table, int(r["n_threads"]), test), []).append(statistics.mean(r["samples_ts"]))
     entry = {"preset": preset, "i2_s_bytes": i2s.stat().st_size, "tq2_0_bytes": None,

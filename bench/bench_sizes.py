@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_peers import bench_cmd, test_name  # noqa: E402
-from bench_runtime import cpu_name, rows_of, run_json, stream_read_gbs  # noqa: E402
+from bench_peers import bench_cmd  # noqa: E402
+from bench_runtime import cpu_name, rows_of, run_json, stream_read_gbs, test_name  # noqa: E402
 
 PRESETS = ["125M", "350M", "700M", "1.3B", "2.4B", "3.8B", "7B", "13B", "30B", "70B"]
 BEYOND_RAM = "100B"
