@@ -26,7 +26,8 @@ from tests._c_build import (BASE_FLAGS, REPO, RUNTIME, compile_c, host_has_avx2,
 SOURCES = ("kernels/runtime/kernels.c", "kernels/runtime/kernels_avx2.c", "kernels/runtime/kernels_avxvnni.c",
            "kernels/runtime/kernels_avx512vnni.c", "kernels/runtime/kernels_neon.c",
            "kernels/runtime/kernels_neon_i8mm.c", "kernels/runtime/cpu_features.c", "kernels/runtime/threadpool.c",
-           "kernels/tests/vnni_emulated.c", "kernels/tests/test_kernels.c")
+           "kernels/tests/vnni_emulated.c", "kernels/tests/test_kernels.c", "kernels/tests/test_kernels_io.c",
+           "kernels/tests/test_kernels_float.c")
 FLAGS = ("-ffp-contract=off", "-pthread")
 # float kernels are compared with float64: |y - exact| <= FLOAT_RTOL * sum_k |w_k x_k|
 FLOAT_RTOL = 1e-5

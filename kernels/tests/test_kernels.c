@@ -17,8 +17,9 @@
  *   test_kernels f16 OUT            OUT: be_f16_to_f32 of all 65536 halves, as float32.
  *   test_kernels check              be_cpu_check_build only: prints "ok" (exit 0) or its message (exit 3).
  *
- * The file modes let tests/test_c_kernels.py check the C code against numpy and gguf-py (the sources of truth
- * for the layouts); the self-test checks the SIMD tables against a packer and product written here. */
+ * The file modes (test_kernels_io.c) let tests/test_c_kernels.py check the C code against numpy and gguf-py (the
+ * sources of truth for the layouts); the self-test checks the SIMD tables against a packer and product written here
+ * (the float gemv part in test_kernels_float.c; shared helpers in test_kernels.h). */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -28,6 +29,7 @@
 #include "cpu_features.h"
 #include "kernels.h"
 #include "threadpool.h"
+#include "test_kernels.h"
 
 #define MAX_TABLES 8
 
@@ -35,44 +37,9 @@
  * program is linked without it */
 extern const be_kernels be_kernels_vnni_emulated __attribute__((weak));
 
-static int n_checks, n_failures;
+int n_checks, n_failures;
+uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
-#define CHECK(cond, ...)                                  \
-    do {                                                  \
-        n_checks++;                                       \
-        if (!(cond)) {                                    \
-            n_failures++;                                 \
-            if (n_failures <= 40) {                       \
-                printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-                printf(__VA_ARGS__);                      \
-                printf("\n");                             \
-            }                                             \
-        }                                                 \
-    } while (0)
-
-/* ----------------------------------------------------------------------------------------------------------
- * deterministic random numbers (splitmix64) */
-
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-
-static uint64_t rng_next(void) {
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static int rng_int(int lo, int hi) { return lo + (int)(rng_next() % (uint64_t)(hi - lo + 1)); }  /* [lo, hi] */
-static float rng_float(void) { return (float)((rng_next() >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f; }
-
-static void *xmalloc(size_t n) {
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "out of memory\n");
-        exit(1);
-    }
-    return p;
-}
 
 /* ----------------------------------------------------------------------------------------------------------
  * an independent I2_S packer and product (docs/format.md): code = T + 1; byte j of block b holds columns
@@ -275,130 +242,6 @@ static void test_i2s(const be_kernels *const *tables, int n_tables) {
 }
 
 /* ----------------------------------------------------------------------------------------------------------
- * float gemv: every table against a float64 product of the dequantized rows.
- * Tolerance: |y - exact| <= 1e-5 * sum_k |w_k x_k| + 1e-30 (float32 summation of k <= 4096 terms in any order
- * stays orders of magnitude below this for random data). */
-
-static uint16_t f32_to_f16_trunc(float f) {
-    /* only for test data: values in (-2, 2) with |f| >= 2^-14 or 0, mantissa truncated */
-    uint32_t bits;
-    memcpy(&bits, &f, sizeof bits);
-    const uint32_t sign = (bits >> 16) & 0x8000u;
-    const int exp = (int)((bits >> 23) & 0xff) - 127 + 15;
-    if (exp <= 0) return (uint16_t)sign;
-    return (uint16_t)(sign | ((uint32_t)exp << 10) | ((bits >> 13) & 0x3ffu));
-}
-
-static void make_float_matrix(int type, int n, int k, uint8_t *w) {
-    const size_t row_bytes = be_float_row_bytes(type, k);
-    for (int r = 0; r < n; r++) {
-        uint8_t *row = w + (size_t)r * row_bytes;
-        for (int i = 0; i < k; i++) {
-            if (type == BE_F32) {
-                float f = rng_float();
-                memcpy(row + 4 * i, &f, 4);
-            } else if (type == BE_F16) {
-                uint16_t h = f32_to_f16_trunc(rng_float());
-                row[2 * i] = (uint8_t)h;
-                row[2 * i + 1] = (uint8_t)(h >> 8);
-            }
-        }
-        if (type == BE_Q8_0)
-            for (int b = 0; b < k / BE_Q8_0_BLOCK; b++) {
-                uint8_t *blk = row + (size_t)b * BE_Q8_0_BYTES;
-                uint16_t d = f32_to_f16_trunc(0.01f + 0.02f * (rng_float() + 1.0f));
-                blk[0] = (uint8_t)d;
-                blk[1] = (uint8_t)(d >> 8);
-                for (int j = 0; j < BE_Q8_0_BLOCK; j++) blk[2 + j] = (uint8_t)(int8_t)rng_int(-127, 127);
-            }
-        if (type == BE_Q4_0 || type == BE_Q6_K) {  /* random bytes, then a finite half d (of either sign) per block */
-            const int blk_w = type == BE_Q4_0 ? BE_Q4_0_BLOCK : BE_Q6_K_BLOCK;
-            const int blk_b = type == BE_Q4_0 ? BE_Q4_0_BYTES : BE_Q6_K_BYTES, d_at = type == BE_Q4_0 ? 0 : 208;
-            for (size_t i = 0; i < row_bytes; i++) row[i] = (uint8_t)rng_int(0, 255);
-            for (int b = 0; b < k / blk_w; b++) {
-                uint16_t d = f32_to_f16_trunc(rng_float() * 0.05f);
-                row[(size_t)b * blk_b + d_at] = (uint8_t)d;
-                row[(size_t)b * blk_b + d_at + 1] = (uint8_t)(d >> 8);
-            }
-        }
-    }
-}
-
-static void check_float_case(const be_kernels *const *tables, int n_tables, int type, int n, int k) {
-    uint8_t *w = xmalloc(be_float_row_bytes(type, k) * (size_t)n);
-    float *x = xmalloc((size_t)k * sizeof(float));
-    float *row = xmalloc((size_t)k * sizeof(float));
-    double *exact = xmalloc((size_t)n * sizeof(double)), *mag = xmalloc((size_t)n * sizeof(double));
-    float *y = xmalloc((size_t)(n + 1) * sizeof(float));
-    make_float_matrix(type, n, k, w);
-    for (int i = 0; i < k; i++) x[i] = rng_float() * 3.0f;
-    for (int r = 0; r < n; r++) {
-        be_dequantize_row(w, type, r, k, row);
-        exact[r] = mag[r] = 0.0;
-        for (int i = 0; i < k; i++) {
-            exact[r] += (double)row[i] * x[i];
-            mag[r] += fabs((double)row[i] * x[i]);
-        }
-    }
-    const int n0 = rng_int(0, n - 1), n1 = rng_int(n0 + 1, n);
-    for (int ti = 0; ti < n_tables; ti++) {
-        for (int r = 0; r <= n; r++) y[r] = -12345.0f;
-        tables[ti]->float_gemv(w, type, x, y, n0, n1, k);
-        for (int r = 0; r <= n; r++) {
-            if (r >= n0 && r < n1) {
-                const double err = fabs((double)y[r] - exact[r]);
-                CHECK(err <= 1e-5 * mag[r] + 1e-30, "%s float_gemv type %d n=%d k=%d row %d: %.9g, want %.9g",
-                      tables[ti]->name, type, n, k, r, y[r], exact[r]);
-            } else {
-                CHECK(y[r] == -12345.0f, "%s float_gemv wrote row %d outside [%d, %d)", tables[ti]->name, r, n0, n1);
-            }
-        }
-    }
-    free(w);
-    free(x);
-    free(row);
-    free(exact);
-    free(mag);
-    free(y);
-}
-
-static void test_float(const be_kernels *const *tables, int n_tables) {
-    for (int rep = 0; rep < 20; rep++) {
-        int n = rng_int(1, 40), k = rng_int(1, 700);
-        check_float_case(tables, n_tables, BE_F32, n, k);
-        n = rng_int(1, 40), k = rng_int(1, 700);
-        check_float_case(tables, n_tables, BE_F16, n, k);
-        n = rng_int(1, 40), k = 32 * rng_int(1, 24);
-        check_float_case(tables, n_tables, BE_Q8_0, n, k);
-        n = rng_int(1, 40), k = 32 * rng_int(1, 24);
-        check_float_case(tables, n_tables, BE_Q4_0, n, k);
-        n = rng_int(1, 12), k = 256 * rng_int(1, 20);  /* past the AVX2 kernel's 16-block chunk */
-        check_float_case(tables, n_tables, BE_Q6_K, n, k);
-    }
-    check_float_case(tables, n_tables, BE_F16, 3, 2560);
-
-    /* be_dequantize_row against the definition: Q8_0 row = d * q, F16 row = the halves */
-    uint8_t blk[2 * BE_Q8_0_BYTES];
-    for (int b = 0; b < 2; b++) {
-        blk[b * BE_Q8_0_BYTES] = 0x00;
-        blk[b * BE_Q8_0_BYTES + 1] = b ? 0xb8 : 0x38;  /* 0x3800 = 0.5, 0xb800 = -0.5 */
-        for (int j = 0; j < 32; j++) blk[b * BE_Q8_0_BYTES + 2 + j] = (uint8_t)(int8_t)(j * 8 - 128);
-    }
-    float out[64];
-    be_dequantize_row(blk, BE_Q8_0, 0, 64, out);
-    for (int i = 0; i < 64; i++) {
-        const float want = (i < 32 ? 0.5f : -0.5f) * (float)((i % 32) * 8 - 128);
-        CHECK(out[i] == want, "dequantize q8_0 [%d] = %g, want %g", i, out[i], want);
-    }
-    const uint8_t h[] = {0x00, 0x3c, 0x00, 0xc0, 0x00, 0x00};  /* 1, -2, 0 */
-    be_dequantize_row(h, BE_F16, 0, 3, out);
-    CHECK(out[0] == 1.0f && out[1] == -2.0f && out[2] == 0.0f, "dequantize f16");
-    CHECK(be_float_row_bytes(BE_F32, 10) == 40 && be_float_row_bytes(BE_F16, 10) == 20 &&
-          be_float_row_bytes(BE_Q8_0, 64) == 68 && be_float_row_bytes(BE_Q4_0, 64) == 36 &&
-          be_float_row_bytes(BE_Q6_K, 512) == 420, "be_float_row_bytes");
-}
-
-/* ----------------------------------------------------------------------------------------------------------
  * thread pool */
 
 typedef struct {
@@ -454,126 +297,6 @@ static void test_threadpool(void) {
     }
 }
 
-/* ----------------------------------------------------------------------------------------------------------
- * file modes */
-
-static void *read_file(const char *path, size_t *size) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        perror(path);
-        exit(1);
-    }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    void *buf = xmalloc((size_t)n);
-    if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        fprintf(stderr, "short read %s\n", path);
-        exit(1);
-    }
-    fclose(f);
-    *size = (size_t)n;
-    return buf;
-}
-
-static void need(size_t have, size_t want, const char *what) {
-    if (have < want) {
-        fprintf(stderr, "%s: input too short (%zu < %zu bytes)\n", what, have, want);
-        exit(1);
-    }
-}
-
-static int mode_i2s(const char *in, const char *out, const be_kernels *const *tables, int n_tables) {
-    size_t size;
-    uint8_t *buf = read_file(in, &size);
-    need(size, 12, "i2s");
-    int32_t hdr[3];
-    memcpy(hdr, buf, sizeof(hdr));
-    const int n = hdr[0], kp = hdr[1], nb = hdr[2];
-    need(size, 12 + (size_t)n * kp / 4 + (size_t)nb * kp, "i2s");
-    const uint8_t *w = buf + 12;
-    const int8_t *q = (const int8_t *)(w + (size_t)n * kp / 4);
-    int32_t *acc = xmalloc((size_t)nb * n * sizeof(int32_t));
-    FILE *f = fopen(out, "wb");
-    for (int ti = 0; ti < n_tables; ti++) {
-        if (nb == 1) tables[ti]->i2s_gemv(w, q, acc, 0, n, kp);
-        else tables[ti]->i2s_gemm(w, q, acc, n, 0, n, kp, nb);
-        fwrite(acc, sizeof(int32_t), (size_t)nb * n, f);
-        for (int b = 0; b < nb; b++) tables[ti]->i2s_gemv(w, q + (size_t)b * kp, acc + (size_t)b * n, 0, n, kp);
-        fwrite(acc, sizeof(int32_t), (size_t)nb * n, f);
-    }
-    fclose(f);
-    free(acc);
-    free(buf);
-    return 0;
-}
-
-static int mode_quant(const char *in, const char *out, const be_kernels *const *tables, int n_tables) {
-    size_t size;
-    uint8_t *buf = read_file(in, &size);
-    need(size, 12, "quant");
-    int32_t hdr[3];
-    memcpy(hdr, buf, sizeof(hdr));
-    const int rows = hdr[0], k = hdr[1], kp = hdr[2];
-    need(size, 12 + (size_t)rows * k * 4, "quant");
-    float *x = xmalloc((size_t)k * sizeof(float));
-    int8_t *q = xmalloc((size_t)kp);
-    FILE *f = fopen(out, "wb");
-    for (int ti = 0; ti < n_tables; ti++)
-        for (int r = 0; r < rows; r++) {
-            memcpy(x, buf + 12 + (size_t)r * k * 4, (size_t)k * 4);
-            memset(q, 0x33, (size_t)kp);
-            float a = tables[ti]->quantize_row_i8(x, q, k, kp);
-            fwrite(&a, 4, 1, f);
-            fwrite(q, 1, (size_t)kp, f);
-        }
-    fclose(f);
-    free(x);
-    free(q);
-    free(buf);
-    return 0;
-}
-
-static int mode_float(const char *in, const char *out, const be_kernels *const *tables, int n_tables) {
-    size_t size;
-    uint8_t *buf = read_file(in, &size);
-    need(size, 12, "float");
-    int32_t hdr[3];
-    memcpy(hdr, buf, sizeof(hdr));
-    const int type = hdr[0], n = hdr[1], k = hdr[2];
-    const size_t wbytes = be_float_row_bytes(type, k) * (size_t)n;
-    need(size, 12 + wbytes + (size_t)k * 4, "float");
-    const uint8_t *w = buf + 12;
-    float *x = xmalloc((size_t)k * sizeof(float));
-    memcpy(x, w + wbytes, (size_t)k * 4);
-    float *row = xmalloc((size_t)k * sizeof(float)), *y = xmalloc((size_t)n * sizeof(float));
-    FILE *f = fopen(out, "wb");
-    for (int r = 0; r < n; r++) {
-        be_dequantize_row(w, type, r, k, row);
-        fwrite(row, 4, (size_t)k, f);
-    }
-    for (int ti = 0; ti < n_tables; ti++) {
-        tables[ti]->float_gemv(w, type, x, y, 0, n, k);
-        fwrite(y, 4, (size_t)n, f);
-    }
-    fclose(f);
-    free(x);
-    free(row);
-    free(y);
-    free(buf);
-    return 0;
-}
-
-static int mode_f16(const char *out) {
-    FILE *f = fopen(out, "wb");
-    for (uint32_t h = 0; h < 65536; h++) {
-        float v = be_f16_to_f32((uint16_t)h);
-        fwrite(&v, 4, 1, f);
-    }
-    fclose(f);
-    return 0;
-}
-
 /* ---------------------------------------------------------------------------------------------------------- */
 
 int main(int argc, char **argv) {
@@ -586,14 +309,7 @@ int main(int argc, char **argv) {
     }
     const be_kernels *tables[MAX_TABLES];
     const int n_tables = be_kernels_list(tables, MAX_TABLES);
-    if (argc >= 4 && !strcmp(argv[1], "i2s")) return mode_i2s(argv[2], argv[3], tables, n_tables);
-    if (argc >= 4 && !strcmp(argv[1], "quant")) return mode_quant(argv[2], argv[3], tables, n_tables);
-    if (argc >= 4 && !strcmp(argv[1], "float")) return mode_float(argv[2], argv[3], tables, n_tables);
-    if (argc >= 3 && !strcmp(argv[1], "f16")) return mode_f16(argv[2]);
-    if (argc >= 2) {
-        fprintf(stderr, "usage: test_kernels [i2s IN OUT | quant IN OUT | float IN OUT | f16 OUT | check]\n");
-        return 2;
-    }
+    if (argc >= 2) return test_kernels_file_mode(argc, argv, tables, n_tables);
 
     be_system_info(info, sizeof(info));
     be_cpu_name(cpu, sizeof(cpu));
