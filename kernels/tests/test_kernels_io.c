@@ -42,12 +42,18 @@ static void need(size_t have, size_t want, const char *what) {
     }
 }
 
+/* an input file: three int32 (its header, into hdr) then the data; the whole file is returned */
+static uint8_t *read_input(const char *path, const char *what, int32_t hdr[3], size_t *size) {
+    uint8_t *buf = read_file(path, size);
+    need(*size, 3 * sizeof(int32_t), what);
+    memcpy(hdr, buf, 3 * sizeof(int32_t));
+    return buf;
+}
+
 static int mode_i2s(const char *in, const char *out, const be_kernels *const *tables, int n_tables) {
     size_t size;
-    uint8_t *buf = read_file(in, &size);
-    need(size, 12, "i2s");
     int32_t hdr[3];
-    memcpy(hdr, buf, sizeof(hdr));
+    uint8_t *buf = read_input(in, "i2s", hdr, &size);
     const int n = hdr[0], kp = hdr[1], nb = hdr[2];
     need(size, 12 + (size_t)n * kp / 4 + (size_t)nb * kp, "i2s");
     const uint8_t *w = buf + 12;
@@ -69,10 +75,8 @@ static int mode_i2s(const char *in, const char *out, const be_kernels *const *ta
 
 static int mode_quant(const char *in, const char *out, const be_kernels *const *tables, int n_tables) {
     size_t size;
-    uint8_t *buf = read_file(in, &size);
-    need(size, 12, "quant");
     int32_t hdr[3];
-    memcpy(hdr, buf, sizeof(hdr));
+    uint8_t *buf = read_input(in, "quant", hdr, &size);
     const int rows = hdr[0], k = hdr[1], kp = hdr[2];
     need(size, 12 + (size_t)rows * k * 4, "quant");
     float *x = xmalloc((size_t)k * sizeof(float));
@@ -95,10 +99,8 @@ static int mode_quant(const char *in, const char *out, const be_kernels *const *
 
 static int mode_float(const char *in, const char *out, const be_kernels *const *tables, int n_tables) {
     size_t size;
-    uint8_t *buf = read_file(in, &size);
-    need(size, 12, "float");
     int32_t hdr[3];
-    memcpy(hdr, buf, sizeof(hdr));
+    uint8_t *buf = read_input(in, "float", hdr, &size);
     const int type = hdr[0], n = hdr[1], k = hdr[2];
     const size_t wbytes = be_float_row_bytes(type, k) * (size_t)n;
     need(size, 12 + wbytes + (size_t)k * 4, "float");
