@@ -35,24 +35,8 @@
 #define BE_UNROLL _Pragma("GCC unroll 8")
 #endif
 
-/* Generation streams every weight from DRAM once per token. The hardware prefetcher alone kept one thread at
- * 60-80% of the read bandwidth here; asking for the lines 4 KiB ahead of the row being read keeps more misses in
- * flight (bench_kernels cold: +25-30% GB/s on the 2B-4T shapes; 1 KiB did nothing, 8 KiB was noisier). A
- * prefetch never faults, so running past the end of the matrix is harmless. */
-#ifndef BE_PREFETCH_AHEAD
-#define BE_PREFETCH_AHEAD 4096
-#endif
-
-BE_AVX2_INLINE void prefetch_row_ahead(const uint8_t *row, size_t row_bytes) {
-    for (size_t o = 0; o < row_bytes; o += 64) _mm_prefetch((const char *)row + BE_PREFETCH_AHEAD + o, _MM_HINT_T0);
-}
-
-BE_AVX2_INLINE int32_t hsum_i32(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-    return _mm_cvtsi128_si32(s);
-}
+#define BE_X86_INLINE BE_AVX2_INLINE
+#include "kernels_x86_helpers.h"
 
 BE_AVX2_INLINE float hsum_f32(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -69,7 +53,7 @@ BE_AVX2_INLINE int32_t sum_q(const int8_t *q, int kp) {
         __m256i p = _mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)(q + k)));
         acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, ones16));
     }
-    return hsum_i32(acc);
+    return hsum_ymm_i32(acc);
 }
 
 /* the four code vectors of one 32-byte block: columns j, j+32, j+64, j+96 of byte j */
@@ -123,7 +107,7 @@ BE_AVX2_INLINE void row_tokens_codes_dot(const uint8_t *row, const int8_t *q, in
         _mm_storeu_si128((__m128i *)out, hsum4_i32(acc32[0], acc32[1], acc32[2], acc32[3]));
     } else {
         BE_UNROLL
-        for (int t = 0; t < T; t++) out[t] = hsum_i32(acc32[t]);
+        for (int t = 0; t < T; t++) out[t] = hsum_ymm_i32(acc32[t]);
     }
 }
 
@@ -134,7 +118,7 @@ static BE_AVX2 void i2s_gemv_avx2(const uint8_t *w, const int8_t *q, int32_t *ac
     const int32_t qsum = sum_q(q, kp);
     for (int n = n0; n < n1; n++) {
         int32_t s[1];
-        prefetch_row_ahead(w + (size_t)n * row_bytes, row_bytes);
+        prefetch_ahead(w + (size_t)n * row_bytes, row_bytes);
         row_tokens_codes_dot(w + (size_t)n * row_bytes, q, kp, 1, s);
         acc[n] = s[0] - qsum;
     }
@@ -145,7 +129,7 @@ BE_AVX2_INLINE void gemm_tokens(const uint8_t *w, size_t row_bytes, const int8_t
                                 const int32_t *qsum, int n0, int n1, int kp, int prefetch, const int T) {
     for (int n = n0; n < n1; n++) {
         int32_t s[GEMM_TOKENS];
-        if (prefetch) prefetch_row_ahead(w + (size_t)n * row_bytes, row_bytes);
+        if (prefetch) prefetch_ahead(w + (size_t)n * row_bytes, row_bytes);
         row_tokens_codes_dot(w + (size_t)n * row_bytes, q, kp, T, s);
         for (int i = 0; i < T; i++) acc[(size_t)i * ldacc + n] = s[i] - qsum[i];
     }
@@ -336,7 +320,7 @@ BE_AVX2 void be_float_gemv_avx2(const void *w, int type, const float *x, float *
     const size_t row_bytes = be_float_row_bytes(type, k);
     for (int n = n0; n < n1; n++) {
         const uint8_t *row = (const uint8_t *)w + (size_t)n * row_bytes;
-        prefetch_row_ahead(row, row_bytes);
+        prefetch_ahead(row, row_bytes);
         switch (type) {
         case BE_F32: y[n] = dot_f32((const float *)row, x, k); break;
         case BE_F16: y[n] = dot_f16(row, x, k); break;

@@ -59,21 +59,8 @@
 #define BE_UNROLL _Pragma("GCC unroll 16")
 #endif
 
-/* software prefetch 4 KiB ahead of the rows being read: see kernels_avx2.c (generation streams the weights) */
-#ifndef BE_PREFETCH_AHEAD
-#define BE_PREFETCH_AHEAD 4096
-#endif
-
-BE_VNNI_INLINE void prefetch_ahead(const uint8_t *p, size_t bytes) {
-    for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)p + BE_PREFETCH_AHEAD + o, _MM_HINT_T0);
-}
-
-BE_VNNI_INLINE int32_t hsum_ymm_i32(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-    return _mm_cvtsi128_si32(s);
-}
+#define BE_X86_INLINE BE_VNNI_INLINE
+#include "kernels_x86_helpers.h"
 
 /* ----------------------------------------------------------------------------------------------------------
  * one 128-column I2_S block as VPB code vectors of VBYTES bytes each, and the activations that go with them.
