@@ -27,7 +27,7 @@ SOURCES = ("kernels/runtime/kernels.c", "kernels/runtime/kernels_avx2.c", "kerne
            "kernels/runtime/kernels_avx512vnni.c", "kernels/runtime/kernels_neon.c",
            "kernels/runtime/kernels_neon_i8mm.c", "kernels/runtime/cpu_features.c", "kernels/runtime/threadpool.c",
            "kernels/tests/vnni_emulated.c", "kernels/tests/test_kernels.c", "kernels/tests/test_kernels_io.c",
-           "kernels/tests/test_kernels_float.c")
+           "kernels/tests/test_kernels_float.c", "kernels/runtime/greedy_bound.c")
 FLAGS = ("-ffp-contract=off", "-pthread")
 # float kernels are compared with float64: |y - exact| <= FLOAT_RTOL * sum_k |w_k x_k|
 FLOAT_RTOL = 1e-5

@@ -312,20 +312,47 @@ static void forward_layers(be_runtime *rt, const int32_t *tokens, int nb, const 
     }
 }
 
-void be_forward(be_runtime *rt, const int32_t *tokens, int nb, int pos0, int all_logits) {
-    be_state *s = rt->state;
+static void check_fits(const be_state *s, int nb, int pos0) {
     if (nb < 1 || nb > s->max_batch || pos0 < 0 || pos0 + nb > s->ctx || !s->key_cache) {
         /* a caller bug, not bad input: main.c checks the context before it runs anything */
         fprintf(stderr, "be_forward: %d tokens at position %d do not fit (batch %d, context %d%s)\n", nb, pos0,
                 s->max_batch, s->ctx, s->key_cache ? "" : ", no KV cache");
         abort();
     }
+}
+
+void be_forward(be_runtime *rt, const int32_t *tokens, int nb, int pos0, int all_logits) {
+    be_state *s = rt->state;
+    check_fits(s, nb, pos0);
     token_places places = {s, pos0, NULL, NULL};
     forward_layers(rt, tokens, nb, &places);
     /* logits of every token, or only the last one into logits[0] */
     int first = all_logits ? 0 : nb - 1;
     output_logits(rt, first, nb - first, s->logits);
 }
+
+int be_forward_greedy(be_runtime *rt, int32_t token, int pos) {
+    be_state *s = rt->state;
+    const be_config *c = &rt->model->config;
+    check_fits(s, 1, pos);
+    token_places places = {s, pos, NULL, NULL};
+    forward_layers(rt, &token, 1, &places);
+    if (!rt->act_dump) {
+        rmsnorm(s->xb, s->x, rt->model->output_norm, c->hidden, c->rms_eps);  /* output_logits' first step */
+        int best = be_output_greedy(rt, s->xb, s->logits);
+        if (best >= 0) {
+            s->greedy_fast_steps++;
+            return best;
+        }
+    }
+    output_logits(rt, 0, 1, s->logits);
+    int best = 0;  /* be_argmax (sampler.c): the first strict maximum */
+    for (int r = 1; r < c->vocab_size; r++)
+        if (s->logits[r] > s->logits[best]) best = r;
+    return best;
+}
+
+void be_forward_full_logits(be_runtime *rt) { output_logits(rt, 0, 1, rt->state->logits); }
 
 void be_forward_seqs(be_runtime *rt, int n_seqs, const int32_t *tokens, const int *positions,
                      be_state *const *seqs) {

@@ -36,6 +36,13 @@ typedef struct {
     float *rope_cos;   /* [ctx][head_dim/2] */
     float *rope_sin;   /* [ctx][head_dim/2] */
     float *logits;     /* [max_batch][vocab] */
+    /* the greedy output (output_greedy.c), allocated at its first step; NULL until then */
+    int16_t *x16;           /* [hidden] the normed last row rounded to int16 */
+    float *greedy_approx;   /* [vocab] the fast pass's logits */
+    float *output_abs_sum;  /* [vocab] sum_j |w_rj| of each output row, rounded up */
+    int abs_sum_done;       /* output_abs_sum computed */
+    int greedy_off;         /* non-finite weights or no memory: every greedy step takes the full output */
+    int greedy_fast_steps;  /* be_forward_greedy steps that took the fast pass (generate --json reports it) */
     /* KV cache */
     float *key_cache;   /* [n_layers][ctx][kv_dim] */
     float *value_cache; /* [n_layers][ctx][kv_dim] */
@@ -88,6 +95,15 @@ void be_forward(be_runtime *rt, const int32_t *tokens, int n, int pos0, int all_
  * seqs[i]->logits[0] is bit for bit what be_forward(&tokens[i], 1, positions[i]) on seqs[i] alone leaves
  * (kernels/tests/forward_seqs_main.c checks it). No activation dump. Bad arguments abort (a caller bug). */
 void be_forward_seqs(be_runtime *rt, int n_seqs, const int32_t *tokens, const int *positions, be_state *const *seqs);
+
+/* One decode step (token at pos) that returns the greedy next token, be_argmax of the logits be_forward would
+ * leave, bit for bit, without computing every logit exactly (output_greedy.c: a cheaper int16 pass and a bound
+ * pick the rows that can be the argmax; only those get float_gemv's exact logit). s->logits[0] then holds those
+ * exact logits and -inf elsewhere; where the fast pass does not apply, it holds all of them (be_forward). Same
+ * checks and aborts as be_forward; no activation dump may be open (it takes be_forward then). */
+int be_forward_greedy(be_runtime *rt, int32_t token, int pos);
+/* After be_forward_greedy: every logit of that step into s->logits[0], the bits be_forward would have left. */
+void be_forward_full_logits(be_runtime *rt);
 
 /* Feeds a whole prompt in chunks of max_batch starting at pos0; leaves the last token's logits in s->logits. */
 void be_forward_prompt(be_runtime *rt, const int32_t *tokens, int n, int pos0);

@@ -29,4 +29,8 @@ void be_rope_and_cache(be_runtime *rt, const token_places *places, int nb, int l
  * the pool */
 void be_attention(be_runtime *rt, const token_places *places, int nb, int layer);
 
+/* The greedy token of logits = x . E^T (x: the normed last row [hidden]), logits as be_forward_greedy leaves them;
+ * -1 where the fast pass does not apply (the caller computes the full output) (output_greedy.c) */
+int be_output_greedy(be_runtime *rt, const float *x, float *logits);
+
 #endif

@@ -100,5 +100,6 @@ void free_state(be_state *s) {
     free(s->q); free(s->k); free(s->v); free(s->xq); free(s->act_scale); free(s->acc); free(s->att);
     free(s->tl_tables);
     free(s->rope_cos); free(s->rope_sin); free(s->logits); free(s->key_cache); free(s->value_cache);
+    free(s->x16); free(s->greedy_approx); free(s->output_abs_sum);
     memset(s, 0, sizeof(*s));
 }

@@ -248,8 +248,25 @@ static void float_gemv_scalar(const void *w, int type, const float *x, float *y,
     }
 }
 
+/* the blocks' exact integer sums, each converted once, scaled by d and added in block order: nb + 2 roundings */
+static void q8_0_i16_gemv_scalar(const uint8_t *w, const int16_t *x, float *y, int n0, int n1, int k) {
+    const size_t row_bytes = be_float_row_bytes(BE_Q8_0, k);
+    for (int n = n0; n < n1; n++) {
+        const uint8_t *row = w + (size_t)n * row_bytes;
+        float s = 0.0f;
+        for (int b = 0; b < k / BE_Q8_0_BLOCK; b++) {
+            const uint8_t *blk = row + (size_t)b * BE_Q8_0_BYTES;
+            const int8_t *qs = (const int8_t *)(blk + 2);
+            int32_t sb = 0;
+            for (int j = 0; j < BE_Q8_0_BLOCK; j++) sb += (int32_t)qs[j] * x[b * BE_Q8_0_BLOCK + j];
+            s += be_f16_to_f32(load_u16(blk)) * (float)sb;
+        }
+        y[n] = s;
+    }
+}
+
 const be_kernels be_kernels_scalar = {"scalar", i2s_gemv_scalar, i2s_gemm_scalar, float_gemv_scalar,
-                                      be_quantize_row_i8_scalar};
+                                      be_quantize_row_i8_scalar, q8_0_i16_gemv_scalar};
 
 /* ----------------------------------------------------------------------------------------------------------
  * dispatch: tables in order of preference, each with the CPU features it needs */

@@ -56,6 +56,17 @@ enum be_float_type { BE_F32 = 0, BE_F16 = 1, BE_Q4_0 = 2, BE_Q8_0 = 8, BE_Q6_K =
 #define BE_Q6_K_BLOCK 256
 #define BE_Q6_K_BYTES 210
 typedef void (*be_float_gemv_fn)(const void *w, int type, const float *x, float *y, int n0, int n1, int k);
+/* Q8_0 rows times int16 activations, the fast pass of the greedy output (output_greedy.c):
+ * y[n] = sum over blocks b of d_b * (sum_j q_j * x_j) for n in [n0, n1). Each block's integer sum is exact
+ * (|sum| <= 32 * 127 * 32767 < 2^27); the conversions to float and the sum over blocks round, each term at most
+ * nb + 8 times (nb = k / 32 blocks), in any order: output_greedy.c's bound assumes no more. */
+typedef void (*be_q8_0_i16_gemv_fn)(const uint8_t *w, const int16_t *x, float *y, int n0, int n1, int k);
+/* The greedy output's pieces its tests check (output_greedy.c): x rounded to int16, X_j = rint(x_j * 32767 / m),
+ * returning m = max|x_j| (X untouched when m is 0 or not finite); and the bound's factor: for a Q8_0 row w of k
+ * weights, |s * q8_0_i16_gemv(w, X) - float_gemv(w, x)| <= W * be_greedy_bound_per_w(m, k) on every table, with
+ * s = m / 32767 (rounded to float) and W = sum_j |w_j|. */
+float be_greedy_quantize_x(const float *x, int16_t *X, int k);
+double be_greedy_bound_per_w(float max_x, int k);
 /* Dequantize one row of W (any be_float_type) to float: used for embedding look-up. */
 void be_dequantize_row(const void *w, int type, int row, int k, float *out);
 /* Bytes of one row of k weights of the given type (0 for an unknown type). */
@@ -70,6 +81,7 @@ float be_dot_q4_0_avx2(const uint8_t *row, const float *x, int k);
 float be_dot_q6_k_avx2(const uint8_t *row, const float *x, int k);
 void be_float_gemv_avx2(const void *w, int type, const float *x, float *y, int n0, int n1, int k);
 float be_quantize_row_i8_avx2(const float *x, int8_t *q, int k, int kp);
+void be_q8_0_i16_gemv_avx2(const uint8_t *w, const int16_t *x, float *y, int n0, int n1, int k);
 #endif
 /* IEEE binary16 -> binary32, exact (subnormals, inf, NaN). */
 float be_f16_to_f32(uint16_t h);
@@ -80,6 +92,8 @@ typedef struct {
     be_i2s_gemm_fn i2s_gemm;
     be_float_gemv_fn float_gemv;
     be_quantize_fn quantize_row_i8;  /* same contract as be_quantize_row_i8 */
+    be_q8_0_i16_gemv_fn q8_0_i16_gemv;  /* NULL where the table has none (NEON): the greedy output then computes
+                                         * every logit with float_gemv */
 } be_kernels;
 
 extern const be_kernels be_kernels_scalar;

@@ -375,8 +375,42 @@ BE_AVX2 float be_quantize_row_i8_avx2(const float *x, int8_t *q, int k, int kp) 
     return a;
 }
 
+/* ----------------------------------------------------------------------------------------------------------
+ * Q8_0 times int16 activations (the greedy output's fast pass): per block, the 32 levels sign-extended to int16
+ * (vpmovsxbw) and multiplied by x with vpmaddwd; each int32 lane then holds 4 products, |sum| <= 4 * 127 * 32767
+ * < 2^24, so its conversion to float is exact; d_b applied by one FMA per block into two accumulators. About 9
+ * instructions per block against the float dot's 19: near the read bandwidth where the float dot is not. */
+BE_AVX2_INLINE __m256 q8_0_i16_block(const uint8_t *blk, const int16_t *x) {
+    const __m256i lo = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 2)));
+    const __m256i hi = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 18)));
+    const __m256i s = _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_loadu_si256((const __m256i *)x)),
+                                       _mm256_madd_epi16(hi, _mm256_loadu_si256((const __m256i *)(x + 16))));
+    return _mm256_cvtepi32_ps(s);
+}
+
+BE_AVX2 void be_q8_0_i16_gemv_avx2(const uint8_t *w, const int16_t *x, float *y, int n0, int n1, int k) {
+    const size_t row_bytes = be_float_row_bytes(BE_Q8_0, k);
+    const int nblk = k / BE_Q8_0_BLOCK;
+    for (int n = n0; n < n1; n++) {
+        const uint8_t *row = w + (size_t)n * row_bytes;
+        prefetch_ahead(row, row_bytes);
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        int b = 0;
+        for (; b + 2 <= nblk; b += 2) {
+            const uint8_t *b0 = row + (size_t)b * BE_Q8_0_BYTES, *b1 = b0 + BE_Q8_0_BYTES;
+            acc0 = _mm256_fmadd_ps(f16_set1(b0), q8_0_i16_block(b0, x + b * BE_Q8_0_BLOCK), acc0);
+            acc1 = _mm256_fmadd_ps(f16_set1(b1), q8_0_i16_block(b1, x + (b + 1) * BE_Q8_0_BLOCK), acc1);
+        }
+        if (b < nblk) {
+            const uint8_t *b0 = row + (size_t)b * BE_Q8_0_BYTES;
+            acc0 = _mm256_fmadd_ps(f16_set1(b0), q8_0_i16_block(b0, x + b * BE_Q8_0_BLOCK), acc0);
+        }
+        y[n] = hsum_f32(_mm256_add_ps(acc0, acc1));
+    }
+}
+
 const be_kernels be_kernels_avx2 = {"avx2", i2s_gemv_avx2, i2s_gemm_avx2, be_float_gemv_avx2,
-                                    be_quantize_row_i8_avx2};
+                                    be_quantize_row_i8_avx2, be_q8_0_i16_gemv_avx2};
 
 #else
 typedef int be_kernels_avx2_unused; /* ISO C wants a declaration in every translation unit */

@@ -181,7 +181,8 @@ static BE_VNNI float quantize_row_i8_avx512vnni(const float *x, int8_t *q, int k
 }
 
 const be_kernels be_kernels_avx512vnni = {"avx512-vnni", i2s_gemv_avx512vnni, i2s_gemm_avx512vnni,
-                                          float_gemv_avx512vnni, quantize_row_i8_avx512vnni};
+                                          float_gemv_avx512vnni, quantize_row_i8_avx512vnni,
+                                          be_q8_0_i16_gemv_avx2};
 
 #else
 typedef int be_kernels_avx512vnni_unused; /* ISO C wants a declaration in every translation unit */

@@ -29,7 +29,7 @@
 #include "kernels_vnni_i2s.h"
 
 const be_kernels be_kernels_avxvnni = {"avx-vnni", i2s_gemv_avxvnni, i2s_gemm_avxvnni, be_float_gemv_avx2,
-                                       be_quantize_row_i8_avx2};
+                                       be_quantize_row_i8_avx2, be_q8_0_i16_gemv_avx2};
 
 #else
 typedef int be_kernels_avxvnni_unused; /* ISO C wants a declaration in every translation unit */

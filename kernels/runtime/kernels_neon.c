@@ -372,16 +372,16 @@ static void float_gemv_neon(const void *w, int type, const float *x, float *y, i
 
 /* quantization: the scalar code (rintf is one frintx instruction on aarch64, and the loops are O(K)) */
 const be_kernels be_kernels_neon = {"neon", i2s_gemv_neon, i2s_gemm_neon, float_gemv_neon,
-                                    be_quantize_row_i8_scalar};
+                                    be_quantize_row_i8_scalar, NULL};  /* no int16 output pass on NEON yet */
 #if BE_HAVE_DOTPROD_KERNELS
 const be_kernels be_kernels_neon_dotprod = {"neon-dotprod", i2s_gemv_dotprod, i2s_gemm_dotprod, float_gemv_neon,
-                                            be_quantize_row_i8_scalar};
+                                            be_quantize_row_i8_scalar, NULL};
 #endif
 #if BE_HAVE_I8MM_KERNELS
 /* Armv8.6 (i8mm implies dotprod): the smmla gemm of kernels_neon_i8mm.c for prompts, the dotprod gemv */
 void be_i2s_gemm_neon_i8mm(const uint8_t *w, const int8_t *q, int32_t *acc, int ldacc, int n0, int n1, int kp, int nb);
 const be_kernels be_kernels_neon_i8mm = {"neon-i8mm", i2s_gemv_dotprod, be_i2s_gemm_neon_i8mm, float_gemv_neon,
-                                         be_quantize_row_i8_scalar};
+                                         be_quantize_row_i8_scalar, NULL};
 #endif
 
 #else

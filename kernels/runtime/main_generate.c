@@ -122,12 +122,16 @@ int cmd_generate(loaded_model *lm, const options *o) {
     be_forward_prompt(&rt, prompt, n_prompt, 0);
     double prompt_ms = now_ms() - t0;
 
+    /* greedy, and nobody reads the logits but the sampler: the step needs only the rows that can be its argmax */
+    const int greedy_only = !(sp.temperature > 0.0f) && !dump.f && !act_dump.f;
+    int next = -1;
     double gen_ms = 0.0;
     int n_out = 0, n_eval = 0;
     for (int step = 0; step < n_gen; step++) {
         if (dump.f && fwrite(state.logits, sizeof(float), (size_t)c->vocab_size, dump.f) != (size_t)c->vocab_size)
             be_die("cannot write %s", dump.tmp);
-        int token = be_sample(&sampler, state.logits);
+        /* a greedy step already returned its token (be_forward_greedy: be_argmax of its logits, bit for bit) */
+        int token = next >= 0 ? next : be_sample(&sampler, state.logits);
         out[n_out++] = token;
         if (lm->tokenizer) {
             size_t plen;
@@ -147,10 +151,12 @@ int cmd_generate(loaded_model *lm, const options *o) {
         if (lm->tokenizer && !o->ignore_eos && be_token_is_eog(lm->tokenizer, token)) break;
         if (step + 1 == n_gen) break;  /* the last token is sampled, never fed */
         double t1 = now_ms();
-        be_forward(&rt, &token, 1, n_prompt + step, 0);
+        if (greedy_only) next = be_forward_greedy(&rt, token, n_prompt + step);
+        else be_forward(&rt, &token, 1, n_prompt + step, 0);
         gen_ms += now_ms() - t1;
         n_eval++;
     }
+    if (greedy_only && o->json && n_eval > 0) be_forward_full_logits(&rt);  /* logits_last: all of them */
     if (!o->json && lm->tokenizer) fputc('\n', stdout);
     text[text_len] = 0;
 
@@ -180,6 +186,8 @@ int cmd_generate(loaded_model *lm, const options *o) {
         json_string(stdout, info, strlen(info));
         printf(", \"kernels\": ");
         json_string(stdout, lm->kernels->name, strlen(lm->kernels->name));
+        /* decode steps whose output took output_greedy.c's fast pass, of all decode steps */
+        printf(", \"greedy_fast_steps\": %d, \"decode_steps\": %d", state.greedy_fast_steps, n_eval);
         printf(", \"ternary_ops\": ");  /* what the matmuls ran: "<packing>/<table>" (ternary_ops.h) */
         json_string(stdout, state.ternary->name, strlen(state.ternary->name));
         long rss = peak_rss_bytes();

@@ -96,7 +96,101 @@ static void check_float_case(const be_kernels *const *tables, int n_tables, int 
     free(y);
 }
 
+/* q8_0_i16_gemv (the greedy output's fast pass) against the exact sum over blocks of d * (q . x): within the
+ * rounding kernels.h allows, gamma(nb + 8) * sum_b |d_b * S_b|, for random levels and int16 x up to both ends */
+static void check_i16_case(const be_kernels *const *tables, int n_tables, int n, int k, int extreme) {
+    const size_t row_bytes = be_float_row_bytes(BE_Q8_0, k);
+    uint8_t *w = xmalloc(row_bytes * (size_t)n);
+    int16_t *x = xmalloc((size_t)k * sizeof(int16_t));
+    double *exact = xmalloc((size_t)n * sizeof(double)), *mag = xmalloc((size_t)n * sizeof(double));
+    float *y = xmalloc((size_t)(n + 1) * sizeof(float));
+    make_float_matrix(BE_Q8_0, n, k, w);
+    for (int i = 0; i < k; i++) x[i] = (int16_t)(extreme ? (rng_int(0, 1) ? 32767 : -32767) : rng_int(-32767, 32767));
+    if (extreme)  /* every level at -128 or 127: the largest block sums */
+        for (int r = 0; r < n; r++)
+            for (int b = 0; b < k / BE_Q8_0_BLOCK; b++)
+                for (int j = 0; j < BE_Q8_0_BLOCK; j++)
+                    w[r * row_bytes + (size_t)b * BE_Q8_0_BYTES + 2 + j] = (uint8_t)(x[b * 32 + j] > 0 ? 127 : 128);
+    const int nb = k / BE_Q8_0_BLOCK;
+    for (int r = 0; r < n; r++) {
+        exact[r] = mag[r] = 0.0;
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *blk = w + r * row_bytes + (size_t)b * BE_Q8_0_BYTES;
+            long long sb = 0;
+            for (int j = 0; j < 32; j++) sb += (long long)(int8_t)blk[2 + j] * x[b * 32 + j];
+            const double d = be_f16_to_f32((uint16_t)(blk[0] | (blk[1] << 8)));
+            exact[r] += d * (double)sb;
+            mag[r] += fabs(d * (double)sb);
+        }
+    }
+    const double gamma = (nb + 8) * 0x1p-24 / (1.0 - (nb + 8) * 0x1p-24);
+    const int n0 = rng_int(0, n - 1), n1 = rng_int(n0 + 1, n);
+    for (int ti = 0; ti < n_tables; ti++) {
+        if (!tables[ti]->q8_0_i16_gemv) continue;
+        for (int r = 0; r <= n; r++) y[r] = -12345.0f;
+        tables[ti]->q8_0_i16_gemv(w, x, y, n0, n1, k);
+        for (int r = 0; r <= n; r++) {
+            if (r >= n0 && r < n1)
+                CHECK(fabs((double)y[r] - exact[r]) <= gamma * mag[r], "%s q8_0_i16_gemv n=%d k=%d row %d: %.9g, want %.9g",
+                      tables[ti]->name, n, k, r, y[r], exact[r]);
+            else
+                CHECK(y[r] == -12345.0f, "%s q8_0_i16_gemv wrote row %d outside [%d, %d)", tables[ti]->name, r, n0, n1);
+        }
+    }
+    free(w);
+    free(x);
+    free(exact);
+    free(mag);
+    free(y);
+}
+
+/* The greedy output's bound (output_greedy.c) holds on every table: |s * q8_0_i16_gemv(X) - float_gemv(x)| <=
+ * W * be_greedy_bound_per_w(m, k), for x with outliers, elements near zero (the int16 rounding's worst relative
+ * error) and both signs. Too small a bound lets the greedy step miss the argmax: this is where it would show. */
+static void check_greedy_bound_case(const be_kernels *const *tables, int n_tables, int n, int k) {
+    const size_t row_bytes = be_float_row_bytes(BE_Q8_0, k);
+    uint8_t *w = xmalloc(row_bytes * (size_t)n);
+    float *x = xmalloc((size_t)k * sizeof(float)), *row = xmalloc((size_t)k * sizeof(float));
+    int16_t *X = xmalloc((size_t)k * sizeof(int16_t));
+    double *abs_w = xmalloc((size_t)n * sizeof(double));
+    float *yi = xmalloc((size_t)n * sizeof(float)), *yf = xmalloc((size_t)n * sizeof(float));
+    make_float_matrix(BE_Q8_0, n, k, w);
+    for (int i = 0; i < k; i++) {
+        const int kind = rng_int(0, 9);
+        x[i] = kind == 0 ? rng_float() * 40.0f : kind < 4 ? rng_float() * 1e-4f : rng_float() * 2.0f;
+    }
+    for (int r = 0; r < n; r++) {
+        be_dequantize_row(w, BE_Q8_0, r, k, row);
+        abs_w[r] = 0.0;
+        for (int i = 0; i < k; i++) abs_w[r] += fabs((double)row[i]);
+    }
+    const float m = be_greedy_quantize_x(x, X, k), s = m / 32767.0f;
+    const double per_w = be_greedy_bound_per_w(m, k);
+    for (int ti = 0; ti < n_tables; ti++) {
+        if (!tables[ti]->q8_0_i16_gemv) continue;
+        tables[ti]->q8_0_i16_gemv(w, X, yi, 0, n, k);
+        tables[ti]->float_gemv(w, BE_Q8_0, x, yf, 0, n, k);
+        for (int r = 0; r < n; r++) {
+            const float approx = yi[r] * s;
+            CHECK(fabs((double)approx - (double)yf[r]) <= abs_w[r] * per_w,
+                  "%s greedy bound k=%d row %d: fast %.9g, exact %.9g, bound %.3g", tables[ti]->name, k, r, approx,
+                  yf[r], abs_w[r] * per_w);
+        }
+    }
+    free(w);
+    free(x);
+    free(row);
+    free(X);
+    free(abs_w);
+    free(yi);
+    free(yf);
+}
+
 void test_float(const be_kernels *const *tables, int n_tables) {
+    for (int rep = 0; rep < 10; rep++) check_greedy_bound_case(tables, n_tables, rng_int(1, 64), 32 * rng_int(1, 90));
+    CHECK(be_kernels_scalar.q8_0_i16_gemv != NULL, "the scalar table has no q8_0_i16_gemv");
+    for (int rep = 0; rep < 20; rep++)
+        check_i16_case(tables, n_tables, rng_int(1, 40), 32 * rng_int(1, 100), rep % 4 == 0);
     for (int rep = 0; rep < 20; rep++) {
         int n = rng_int(1, 40), k = rng_int(1, 700);
         check_float_case(tables, n_tables, BE_F32, n, k);

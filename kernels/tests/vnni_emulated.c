@@ -33,7 +33,7 @@ BE_VNNI_INLINE __m256i dpbusd_emulated(__m256i acc, __m256i u8, __m256i s8) {
 #include "kernels_vnni_i2s.h"
 
 const be_kernels be_kernels_vnni_emulated = {"vnni-emulated", i2s_gemv_vnni_emulated, i2s_gemm_vnni_emulated,
-                                             be_float_gemv_avx2, be_quantize_row_i8_avx2};
+                                             be_float_gemv_avx2, be_quantize_row_i8_avx2, be_q8_0_i16_gemv_avx2};
 
 #else
 typedef int be_kernels_vnni_emulated_unused; /* ISO C wants a declaration in every translation unit */
