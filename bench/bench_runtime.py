@@ -13,6 +13,11 @@ I2_S file; llama.cpp is neither built nor run), interleaved round by round with 
 round so that drift on a shared machine hits every table alike; ratios are against the first table:
 
     python3 bench/bench_runtime.py --kernels avx2,avx512-vnni --presets 700M --threads 1,2 -r 3 --rounds 4
+
+--greedy-output compares, the same way, generation with every logit computed (BITEDGE_GREEDY_FULL=1, the
+baseline) against the greedy output (kernels/runtime/output_greedy.c: exact logits only where the argmax can be):
+
+    python3 bench/bench_runtime.py --greedy-output --presets 700M,2.4B --threads 1,2 -p 0 -r 3 --rounds 4
 """
 
 from __future__ import annotations
@@ -108,6 +113,8 @@ def main() -> None:
     ap.add_argument("-o", "--output", default=str(ROOT / "build" / "bench" / "runtime.json"))
     ap.add_argument("--kernels", help="compare these bitedge-run kernel tables (BITEDGE_KERNELS, comma-separated; "
                                       "the first is the baseline) instead of llama.cpp")
+    ap.add_argument("--greedy-output", action="store_true",
+                    help="compare the full output (BITEDGE_GREEDY_FULL=1, baseline) with the greedy output")
     a = ap.parse_args()
 
     from bitedge.builder.compile import build_runtime
@@ -116,11 +123,15 @@ def main() -> None:
     bitedge_run = build_runtime(get_target("x86-64-avx2")).binary
     report = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M")},
               "stream_read_gbs": {str(t): stream_read_gbs(int(t)) for t in a.threads.split(",")}, "models": []}
-    if a.kernels:
+    if a.kernels or a.greedy_output:
+        # (label, environment, the kernel table bitedge-run must report or None)
+        variants = ([(t, {"BITEDGE_KERNELS": t}, t) for t in a.kernels.split(",")] if a.kernels else
+                    [("full output", {"BITEDGE_GREEDY_FULL": "1"}, None),
+                     ("greedy output", {"BITEDGE_GREEDY_FULL": "0"}, None)])
         report["method"] = (f"bitedge-run bench -p {a.n_prompt} -n {a.n_gen} -t {a.threads} -r {a.reps}, "
-                            f"{a.rounds} interleaved rounds per kernel table, order reversed every other round")
+                            f"{a.rounds} interleaved rounds per variant, order reversed every other round")
         for preset in a.presets.split(","):
-            report["models"].append(compare_tables(a, preset, bitedge_run, a.kernels.split(","), report))
+            report["models"].append(compare_tables(a, preset, bitedge_run, variants, report))
         write_report(a.output, report)
         return
 
@@ -171,9 +182,11 @@ def write_report(output: str, report: dict) -> None:
     print(markdown(report))
 
 
-def compare_tables(a, preset: str, bitedge_run: Path, tables: list[str], report: dict) -> dict:
-    """bitedge-run bench of one I2_S file with each kernel table, interleaved; rows as main's, the ratio against
-    tables[0] in "speedup_vs_baseline"."""
+def compare_tables(a, preset: str, bitedge_run: Path, variants: list[tuple], report: dict) -> dict:
+    """bitedge-run bench of one I2_S file under each variant (label, environment, expected kernel table or None),
+    interleaved; rows as main's, the ratio against the first variant in "speedup_vs_baseline"."""
+    tables = [label for label, _, _ in variants]
+    env_of = {label: (env, want) for label, env, want in variants}
     i2s, _ = model_files(preset, Path(a.models_dir), a.embed_type, packings=("i2_s",))
     samples: dict[tuple, list[float]] = {}
     per_round: dict[tuple, list[float]] = {}  # (table, threads, test) -> the mean of each round
@@ -182,10 +195,11 @@ def compare_tables(a, preset: str, bitedge_run: Path, tables: list[str], report:
         for table in tables if rnd % 2 == 0 else tables[::-1]:
             rows = rows_of(run_json([str(bitedge_run), "bench", "-m", str(i2s), "-p", str(a.n_prompt), "-n",
                                      str(a.n_gen), "-t", a.threads, "-r", str(a.reps), "--json"],
-                                    env={"BITEDGE_KERNELS": table}))
+                                    env=env_of[table][0]))
             for r in rows:
-                if r.get("kernels") != table:
-                    raise SystemExit(f"BITEDGE_KERNELS={table} but bitedge-run ran {r.get('kernels')!r}")
+                want = env_of[table][1]
+                if want and r.get("kernels") != want:
+                    raise SystemExit(f"BITEDGE_KERNELS={want} but bitedge-run ran {r.get('kernels')!r}")
                 rss[int(r["n_threads"])] = max(rss.get(int(r["n_threads"]), 0.0), float(r.get("peak_rss_mb") or 0.0))
                 test = test_name(r)
                 samples.setdefault((table, int(r["n_threads"]), test), []).extend(r["samples_ts"])
@@ -218,7 +232,7 @@ def compare_tables(a, preset: str, bitedge_run: Path, tables: list[str], report:
 
 def markdown(report: dict) -> str:
     baseline = "llama.cpp" if not report["models"] or "baseline" not in report["models"][0] else \
-        report["models"][0]["baseline"].split()[-1]
+        report["models"][0]["baseline"].removeprefix("bitedge i2_s ")
     lines = [f"machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, {report['machine']['date']}; "
              f"STREAM read GB/s: {report['stream_read_gbs']}" + (f"; {report['method']}" if "method" in report else ""),
              "", f"| model | engine | threads | test | t/s (mean ± sd) | vs {baseline} | roofline t/s | of roofline |"

@@ -29,24 +29,44 @@ def test_bench_kernels_runs_and_reports_every_method(tmp_path, tokens):
     assert all(r["mean_us"] > 0 for r in rows)
 
 
+def run_bench_runtime_variants(tmp_path, *variant_args):
+    """bench_runtime.py comparing variants of bitedge-run on the 'test' preset: (process, the model's rows)"""
+    out = tmp_path / "variants.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_runtime.py"), *variant_args,
+                           "--presets", "test", "-p", "8", "-n", "4", "-r", "1", "--rounds", "2", "--threads", "1,2",
+                           "--models-dir", str(tmp_path / "models"), "-o", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc, json.loads(out.read_text())["models"][0]["rows"]
+
+
 def test_bench_runtime_compares_kernel_tables(tmp_path):
     """bench_runtime.py --kernels: every table gets pp and tg rows at every thread count, ratios against the first."""
     from tests._c_build import host_has_avx2
 
     if not host_has_avx2():
         pytest.skip("needs an x86 CPU with AVX2 (the script builds the x86-64-avx2 runtime)")
-    out = tmp_path / "tables.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_runtime.py"), "--kernels", "scalar,avx2",
-                           "--presets", "test", "-p", "8", "-n", "4", "-r", "1", "--rounds", "2", "--threads", "1,2",
-                           "--models-dir", str(tmp_path / "models"), "-o", str(out)],
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = json.loads(out.read_text())["models"][0]["rows"]
+    proc, rows = run_bench_runtime_variants(tmp_path, "--kernels", "scalar,avx2")
     assert {(r["engine"], r["threads"], r["test"]) for r in rows} == {
         (f"bitedge i2_s {k}", t, test) for k in ("scalar", "avx2") for t in (1, 2) for test in ("pp8", "tg4")}
     assert all(r["n_samples"] == 2 and r["mean_ts"] > 0 for r in rows)
     assert all("speedup_vs_baseline" in r for r in rows if r["engine"].endswith("avx2"))
     assert "vs scalar" in proc.stdout
+
+
+def test_bench_runtime_compares_greedy_output(tmp_path):
+    """bench_runtime.py --greedy-output: the full output (baseline) and the greedy one, pp and tg at each thread
+    count, ratios against the full output."""
+    from tests._c_build import host_has_avx2
+
+    if not host_has_avx2():
+        pytest.skip("needs an x86 CPU with AVX2 (the script builds the x86-64-avx2 runtime)")
+    proc, rows = run_bench_runtime_variants(tmp_path, "--greedy-output")
+    assert {(r["engine"], r["threads"], r["test"]) for r in rows} == {
+        (f"bitedge i2_s {v}", t, test) for v in ("full output", "greedy output") for t in (1, 2)
+        for test in ("pp8", "tg4")}
+    assert all("speedup_vs_baseline" in r for r in rows if r["engine"].endswith("greedy output"))
+    assert "vs full output" in proc.stdout
 
 
 def test_bench_output_types_compares_types(tmp_path):

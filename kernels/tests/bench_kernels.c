@@ -3,7 +3,7 @@
  *   cc -std=c11 -O2 -D_POSIX_C_SOURCE=200809L -Ikernels/runtime -o bench_kernels kernels/tests/bench_kernels.c \
  *      kernels/runtime/kernels.c kernels/runtime/kernels_avx2.c kernels/runtime/kernels_avxvnni.c \
  *      kernels/runtime/kernels_avx512vnni.c kernels/runtime/kernels_neon.c \
- *      kernels/runtime/cpu_features.c kernels/runtime/threadpool.c -lm -pthread
+ *      kernels/runtime/cpu_features.c kernels/runtime/threadpool.c kernels/runtime/greedy_bound.c -lm -pthread
  *   ./bench_kernels [reps=20] [gemm tokens=8] [cold MB=0]
  *
  * For every table this CPU can run and every shape N x K (out x in): gemv (one token) and gemm (several tokens)
@@ -162,6 +162,19 @@ int main(int argc, char **argv) {
             const double weights_per_byte = (double)n * k / (double)bytes;
             printf("%-12s %-5s %-11s %18s %9.2f +- %5.2f GB/s  %6.2f Gweights/s\n", tables[t]->name,
                    float_types[ft].name, "32000x1536", "", b.mean, b.sd, b.mean * weights_per_byte);
+            if (type != BE_Q8_0 || !tables[t]->q8_0_i16_gemv) continue;
+            /* the greedy output's int16 pass over the same matrix (output_greedy.c) */
+            int16_t *xi = malloc((size_t)k * sizeof(int16_t));
+            be_greedy_quantize_x(x, xi, k);
+            for (int r = 0; r < m; r++) {
+                const double t0 = now_s();
+                tables[t]->q8_0_i16_gemv(w, xi, y, 0, n, k);
+                gbs[r] = (double)bytes / (now_s() - t0) * 1e-9;
+            }
+            b = stats(gbs, m);
+            printf("%-12s %-5s %-11s %18s %9.2f +- %5.2f GB/s  %6.2f Gweights/s\n", tables[t]->name, "q8_0/i16",
+                   "32000x1536", "", b.mean, b.sd, b.mean * weights_per_byte);
+            free(xi);
         }
         free(w);
         free(x);
