@@ -23,6 +23,7 @@
  * and -t N give bit-identical logits. */
 #include "forward.h"
 #include "forward_impl.h"
+#include "sampler.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -255,17 +256,28 @@ static void float_gemm_worker(void *ctx, int ith, int nth) {
     }
 }
 
-/* logits[i] = output_norm(x[row0 + i]) . E^T for i < n_rows, the normed rows in s->xb */
-static void output_logits(be_runtime *rt, int row0, int n_rows, float *logits) {
-    const be_model *m = rt->model;
-    const be_config *c = &m->config;
+/* s->xb[i] = output_norm(x[row0 + i]) for i < n_rows */
+static void output_norm_rows(be_runtime *rt, int row0, int n_rows) {
+    const be_config *c = &rt->model->config;
     be_state *s = rt->state;
     for (int i = 0; i < n_rows; i++)
-        rmsnorm(s->xb + (size_t)i * c->hidden, s->x + (size_t)(row0 + i) * c->hidden, m->output_norm, c->hidden,
-                c->rms_eps);
+        rmsnorm(s->xb + (size_t)i * c->hidden, s->x + (size_t)(row0 + i) * c->hidden, rt->model->output_norm,
+                c->hidden, c->rms_eps);
+}
+
+/* logits[i] = s->xb[i] . E^T for i < n_rows (the rows output_norm_rows left) */
+static void output_gemm(be_runtime *rt, int n_rows, float *logits) {
+    const be_model *m = rt->model;
+    const be_config *c = &m->config;
     float_gemm_task ft = {rt->kernels, m->output ? m->output : m->token_embd, c->embed_type, c->vocab_size,
-                          c->hidden, n_rows, s->xb, logits};
+                          c->hidden, n_rows, rt->state->xb, logits};
     be_pool_run(rt->pool, float_gemm_worker, &ft);
+}
+
+/* logits[i] = output_norm(x[row0 + i]) . E^T for i < n_rows, the normed rows in s->xb */
+static void output_logits(be_runtime *rt, int row0, int n_rows, float *logits) {
+    output_norm_rows(rt, row0, n_rows);
+    output_gemm(rt, n_rows, logits);
 }
 
 /* ----------------------------------------------------------------------------------------------------------
@@ -337,19 +349,16 @@ int be_forward_greedy(be_runtime *rt, int32_t token, int pos) {
     check_fits(s, 1, pos);
     token_places places = {s, pos, NULL, NULL};
     forward_layers(rt, &token, 1, &places);
+    output_norm_rows(rt, 0, 1);
     if (!rt->act_dump) {
-        rmsnorm(s->xb, s->x, rt->model->output_norm, c->hidden, c->rms_eps);  /* output_logits' first step */
         int best = be_output_greedy(rt, s->xb, s->logits);
         if (best >= 0) {
             s->greedy_fast_steps++;
             return best;
         }
     }
-    output_logits(rt, 0, 1, s->logits);
-    int best = 0;  /* be_argmax (sampler.c): the first strict maximum */
-    for (int r = 1; r < c->vocab_size; r++)
-        if (s->logits[r] > s->logits[best]) best = r;
-    return best;
+    output_gemm(rt, 1, s->logits);
+    return be_argmax(s->logits, c->vocab_size);
 }
 
 void be_forward_full_logits(be_runtime *rt) { output_logits(rt, 0, 1, rt->state->logits); }

@@ -39,8 +39,7 @@ typedef struct {
     /* the greedy output (output_greedy.c), allocated at its first step; NULL until then */
     int16_t *x16;           /* [hidden] the normed last row rounded to int16 */
     float *greedy_approx;   /* [vocab] the fast pass's logits */
-    float *output_abs_sum;  /* [vocab] sum_j |w_rj| of each output row, rounded up */
-    int abs_sum_done;       /* output_abs_sum computed */
+    float *output_abs_sum;  /* [vocab] sum_j |w_rj| of each output row, rounded up (computed with the allocation) */
     int greedy_off;         /* non-finite weights or no memory: every greedy step takes the full output */
     int greedy_fast_steps;  /* be_forward_greedy steps that took the fast pass (generate --json reports it) */
     /* KV cache */

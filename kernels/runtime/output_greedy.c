@@ -120,21 +120,6 @@ int be_output_greedy(be_runtime *rt, const float *x, float *logits) {
     const int nth = be_pool_size(rt->pool);
     if (c->embed_type != BE_Q8_0 || !rt->kernels->q8_0_i16_gemv || nth > GREEDY_MAX_THREADS || s->greedy_off)
         return -1;
-    if (!s->output_abs_sum) {  /* once per state: the buffers, and a pass over the output matrix for W */
-        /* BITEDGE_GREEDY_FULL set: every step computes every logit (the tests compare the two; bench A/B) */
-        const char *full = getenv("BITEDGE_GREEDY_FULL");
-        if (full && *full && strcmp(full, "0") != 0) {
-            s->greedy_off = 1;
-            return -1;
-        }
-        s->x16 = malloc((size_t)c->hidden * sizeof(int16_t));
-        s->greedy_approx = malloc((size_t)c->vocab_size * sizeof(float));
-        s->output_abs_sum = malloc((size_t)c->vocab_size * sizeof(float));
-        if (!s->x16 || !s->greedy_approx || !s->output_abs_sum) {
-            s->greedy_off = 1;
-            return -1;
-        }
-    }
     greedy_task t;
     memset(&t, 0, sizeof(t));
     t.kern = rt->kernels;
@@ -142,16 +127,25 @@ int be_output_greedy(be_runtime *rt, const float *x, float *logits) {
     t.n = c->vocab_size;
     t.k = c->hidden;
     t.x = x;
-    t.X = s->x16;
-    const float max_x = be_greedy_quantize_x(x, s->x16, c->hidden);
-    if (!(max_x > 0.0f) || !isfinite(max_x)) return -1;
-    if (!s->abs_sum_done) {
+    if (!s->output_abs_sum) {  /* once per state: the buffers, and a pass over the output matrix for W */
+        /* BITEDGE_GREEDY_FULL set: every step computes every logit (the tests compare the two; bench A/B) */
+        const char *full = getenv("BITEDGE_GREEDY_FULL");
+        s->greedy_off = full && *full && strcmp(full, "0") != 0;
+        if (!s->greedy_off) {
+            s->x16 = malloc((size_t)c->hidden * sizeof(int16_t));
+            s->greedy_approx = malloc((size_t)c->vocab_size * sizeof(float));
+            s->output_abs_sum = malloc((size_t)c->vocab_size * sizeof(float));
+            s->greedy_off = !s->x16 || !s->greedy_approx || !s->output_abs_sum;
+        }
+        if (s->greedy_off) return -1;
         t.abs_sum = s->output_abs_sum;
         be_pool_run(rt->pool, abs_sum_worker, &t);
         for (int r = 0; r < c->vocab_size && !s->greedy_off; r++) s->greedy_off = !isfinite(s->output_abs_sum[r]);
-        s->abs_sum_done = 1;
         if (s->greedy_off) return -1;
     }
+    t.X = s->x16;
+    const float max_x = be_greedy_quantize_x(x, s->x16, c->hidden);
+    if (!(max_x > 0.0f) || !isfinite(max_x)) return -1;
     t.abs_sum = s->output_abs_sum;
     t.s = max_x / 32767.0f;  /* as be_greedy_quantize_x scaled x */
     t.bound_per_w = be_greedy_bound_per_w(max_x, c->hidden);
